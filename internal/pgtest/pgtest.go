@@ -1,0 +1,650 @@
+// Package pgtest runs throwaway PostgreSQL clusters for tests and demos.
+//
+// Start finds the PostgreSQL server binaries installed on the machine,
+// initializes a fresh cluster in a temporary directory and runs `postgres` as
+// a direct child process listening on a free port of 127.0.0.1. The child is
+// started with a parent-death signal, so a crashed test binary never leaves a
+// server behind. When the environment variable PGLOCK_TEST_DSN is set, Start
+// starts nothing and hands back an external server with that DSN instead.
+//
+// The package uses only the standard library and does not import "testing",
+// so command line demos can use it as well.
+package pgtest
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Environment variables understood by Start.
+const (
+	// EnvDSN names an external server to use instead of starting one.
+	EnvDSN = "PGLOCK_TEST_DSN"
+	// EnvPGBin names the directory holding initdb and postgres.
+	EnvPGBin = "PGLOCK_TEST_PGBIN"
+)
+
+// Timeouts used while starting and stopping servers.
+const (
+	readyTimeout = 60 * time.Second
+	stopTimeout  = 30 * time.Second
+)
+
+// ErrExternal is returned by the methods that cannot act on an external
+// server (one given through PGLOCK_TEST_DSN).
+var ErrExternal = errors.New("pgtest: operation not supported on an external server (" + EnvDSN + ")")
+
+// errNoBinaries is the message returned when no server binaries are found.
+const errNoBinaries = "pgtest: no PostgreSQL server binaries found (looked in $" + EnvPGBin +
+	", PATH and /usr/lib/postgresql/*/bin); install them with `apt-get install postgresql`" +
+	" or set " + EnvPGBin + " or " + EnvDSN
+
+// Server is a throwaway PostgreSQL cluster (or an external one).
+type Server struct {
+	dsn      string
+	external bool
+
+	binDir  string
+	version string
+	tmpDir  string
+	dataDir string
+	logPath string
+	port    int
+	cred    *syscall.Credential
+
+	mu     sync.Mutex
+	proc   *proc // the running postmaster, nil when stopped
+	closed bool
+}
+
+// proc is one run of the postmaster.
+type proc struct {
+	cmd     *exec.Cmd
+	logFile *os.File
+	exited  chan struct{} // closed when cmd has exited
+	err     error         // result of cmd.Wait, set before exited is closed
+}
+
+// Start returns a server to test against. If the environment variable
+// PGLOCK_TEST_DSN is set, it returns an external server with that DSN and
+// starts nothing. Otherwise it finds the PostgreSQL binaries
+// ($PGLOCK_TEST_PGBIN first, then initdb on PATH, then the highest
+// /usr/lib/postgresql/*/bin), initializes a cluster in a fresh temporary
+// directory and starts it on a free port of 127.0.0.1. When the process runs
+// as root, initdb and postgres run as the "postgres" OS user.
+func Start() (*Server, error) {
+	if dsn := os.Getenv(EnvDSN); dsn != "" {
+		return &Server{dsn: dsn, external: true}, nil
+	}
+	binDir, err := FindBinDir()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{binDir: binDir}
+	if s.version, err = binVersion(binDir); err != nil {
+		return nil, err
+	}
+	if os.Geteuid() == 0 {
+		if s.cred, err = postgresCredential(); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.init(); err != nil {
+		s.removeTmp()
+		return nil, err
+	}
+	const attempts = 5
+	for i := 1; ; i++ {
+		port, err := freePort()
+		if err != nil {
+			s.removeTmp()
+			return nil, err
+		}
+		s.port = port
+		s.dsn = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port)
+		err = s.start()
+		if err == nil {
+			return s, nil
+		}
+		// Another process may have grabbed the port between freePort and
+		// the bind of postgres: try again on another one.
+		if i < attempts && strings.Contains(err.Error(), "could not bind") {
+			continue
+		}
+		s.removeTmp()
+		return nil, err
+	}
+}
+
+// DSN returns the connection string of the server, in the URL form that
+// lib/pq and pgx understand, e.g.
+// postgres://postgres@127.0.0.1:PORT/postgres?sslmode=disable.
+func (s *Server) DSN() string { return s.dsn }
+
+// External reports whether the server was given by PGLOCK_TEST_DSN.
+func (s *Server) External() bool { return s.external }
+
+// Version returns the PostgreSQL version of the binaries, e.g. "15.18"; it
+// is empty for an external server.
+func (s *Server) Version() string { return s.version }
+
+// BinDir returns the directory of the server binaries; empty if external.
+func (s *Server) BinDir() string { return s.binDir }
+
+// Dir returns the temporary directory holding the data directory and the
+// log file; empty if external.
+func (s *Server) Dir() string { return s.tmpDir }
+
+// DataDir returns the data directory of the cluster; empty if external.
+func (s *Server) DataDir() string { return s.dataDir }
+
+// LogPath returns the path of the server log file; empty if external.
+func (s *Server) LogPath() string { return s.logPath }
+
+// Port returns the TCP port the server listens on; 0 if external.
+func (s *Server) Port() int { return s.port }
+
+// Addr returns host:port of the server; for an external server it is taken
+// from the DSN when the DSN is in URL form.
+func (s *Server) Addr() string {
+	if !s.external {
+		return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
+	}
+	cfg, err := parseDSN(s.dsn)
+	if err != nil {
+		return ""
+	}
+	return cfg.addr
+}
+
+// PID returns the process id of the postmaster (useful to SIGSTOP it), or 0
+// if the server is external or not running.
+func (s *Server) PID() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc == nil {
+		return 0
+	}
+	return s.proc.cmd.Process.Pid
+}
+
+// LogTail returns up to the last n lines of the server log.
+func (s *Server) LogTail(n int) string {
+	if s.logPath == "" {
+		return ""
+	}
+	return tailFile(s.logPath, n)
+}
+
+// Stop shuts the server down (fast shutdown: SIGINT) and waits for it to
+// exit. The data directory is kept, so Restart can start it again.
+func (s *Server) Stop() error {
+	if s.external {
+		return ErrExternal
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("pgtest: server is closed")
+	}
+	return s.stopLocked()
+}
+
+// Restart starts the server again after Stop, on the same port and data
+// directory, and waits until it accepts connections.
+func (s *Server) Restart() error {
+	if s.external {
+		return ErrExternal
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("pgtest: server is closed")
+	}
+	if s.proc != nil {
+		return errors.New("pgtest: server is running; Stop it before Restart")
+	}
+	return s.startLocked()
+}
+
+// Close stops the server and removes its temporary directory. It is
+// idempotent, and a no-op for an external server.
+func (s *Server) Close() error {
+	if s.external {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	err := s.stopLocked()
+	if rerr := s.removeTmp(); err == nil {
+		err = rerr
+	}
+	return err
+}
+
+// CreateDatabase creates a database named name and returns its DSN. For an
+// external server it works when the server accepts the DSN's user with
+// trust, password or md5 authentication.
+func (s *Server) CreateDatabase(name string) (dsn string, err error) {
+	if name == "" {
+		return "", errors.New("pgtest: empty database name")
+	}
+	cfg, err := parseDSN(s.dsn)
+	if err != nil {
+		return "", err
+	}
+	if err := simpleQuery(cfg, "CREATE DATABASE "+quoteIdent(name)); err != nil {
+		return "", err
+	}
+	return replaceDatabase(s.dsn, name)
+}
+
+// Exec runs query (one or more SQL statements, no parameters) on the
+// server's default database through a fresh connection.
+func (s *Server) Exec(query string) error {
+	cfg, err := parseDSN(s.dsn)
+	if err != nil {
+		return err
+	}
+	return simpleQuery(cfg, query)
+}
+
+// FindBinDir returns the directory holding the PostgreSQL server binaries
+// (initdb and postgres): $PGLOCK_TEST_PGBIN if set, else the directory of
+// initdb found on PATH (symbolic links resolved), else the highest
+// /usr/lib/postgresql/*/bin.
+func FindBinDir() (string, error) {
+	if dir := os.Getenv(EnvPGBin); dir != "" {
+		abs, err := filepath.Abs(dir)
+		if err != nil {
+			return "", fmt.Errorf("pgtest: %s=%q: %v", EnvPGBin, dir, err)
+		}
+		if !hasServerBinaries(abs) {
+			return "", fmt.Errorf("pgtest: %s=%q does not contain initdb and postgres", EnvPGBin, dir)
+		}
+		return abs, nil
+	}
+	if p, err := exec.LookPath("initdb"); err == nil {
+		if real, err := filepath.EvalSymlinks(p); err == nil {
+			if abs, err := filepath.Abs(filepath.Dir(real)); err == nil && hasServerBinaries(abs) {
+				return abs, nil
+			}
+		}
+	}
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	sort.Slice(dirs, func(i, j int) bool {
+		return versionLess(filepath.Base(filepath.Dir(dirs[i])), filepath.Base(filepath.Dir(dirs[j])))
+	})
+	for i := len(dirs) - 1; i >= 0; i-- {
+		if hasServerBinaries(dirs[i]) {
+			return dirs[i], nil
+		}
+	}
+	return "", errors.New(errNoBinaries)
+}
+
+// Main starts a server, sets *dsn for the package's tests, runs m.Run(),
+// closes the server and returns the exit code, to be used from TestMain:
+//
+//	func TestMain(m *testing.M) { os.Exit(pgtest.Main(m, &dsn)) }
+//
+// If Start fails it prints the error to stderr and returns 1: it never
+// skips silently.
+func Main(m interface{ Run() int }, dsn *string) int {
+	return run(m, func(s *Server) { *dsn = s.DSN() })
+}
+
+// MainServer is like Main but hands back the *Server itself.
+func MainServer(m interface{ Run() int }, srv **Server) int {
+	return run(m, func(s *Server) { *srv = s })
+}
+
+// stderr receives the errors of Main and MainServer.
+var stderr io.Writer = os.Stderr
+
+func run(m interface{ Run() int }, set func(*Server)) int {
+	s, err := Start()
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	closed := false
+	defer func() {
+		if !closed {
+			s.Close()
+		}
+	}()
+	set(s)
+	code := m.Run()
+	closed = true
+	if err := s.Close(); err != nil {
+		fmt.Fprintln(stderr, err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	return code
+}
+
+func hasServerBinaries(dir string) bool {
+	for _, name := range []string{"initdb", "postgres"} {
+		fi, err := os.Stat(filepath.Join(dir, name))
+		if err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// versionLess compares dotted numeric versions ("9.6" < "13" < "15.2").
+func versionLess(a, b string) bool {
+	as, bs := strings.Split(a, "."), strings.Split(b, ".")
+	for i := 0; i < len(as) && i < len(bs); i++ {
+		x, errx := strconv.Atoi(as[i])
+		y, erry := strconv.Atoi(bs[i])
+		if errx != nil || erry != nil {
+			if as[i] != bs[i] {
+				return as[i] < bs[i]
+			}
+			continue
+		}
+		if x != y {
+			return x < y
+		}
+	}
+	return len(as) < len(bs)
+}
+
+// binVersion runs `postgres --version` and returns e.g. "15.18".
+func binVersion(binDir string) (string, error) {
+	out, err := exec.Command(filepath.Join(binDir, "postgres"), "--version").Output()
+	if err != nil {
+		return "", fmt.Errorf("pgtest: %s --version: %v", filepath.Join(binDir, "postgres"), err)
+	}
+	// postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)
+	f := strings.Fields(string(out))
+	if len(f) < 3 {
+		return "", fmt.Errorf("pgtest: unexpected `postgres --version` output %q", out)
+	}
+	return f[2], nil
+}
+
+// postgresCredential returns the credential of the "postgres" OS user, which
+// runs the server when the test process is root (initdb and postgres refuse
+// to run as root).
+func postgresCredential() (*syscall.Credential, error) {
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return nil, fmt.Errorf("pgtest: running as root, so the server must run as the `postgres` OS user, but looking it up failed: %v (install the postgresql package or create the user with `useradd --system postgres`)", err)
+	}
+	uid, err := strconv.ParseUint(u.Uid, 10, 32)
+	if err != nil {
+		return nil, fmt.Errorf("pgtest: bad uid %q for user postgres", u.Uid)
+	}
+	gid, err := strconv.ParseUint(u.Gid, 10, 32)
+	if err != nil {
+		return nil, fmt.Errorf("pgtest: bad gid %q for user postgres", u.Gid)
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), NoSetGroups: true}, nil
+}
+
+// tempParent returns the directory in which to create the temporary
+// directory. When the server runs as another user, every ancestor must be
+// traversable by others; if $TMPDIR is not, /tmp is used.
+func (s *Server) tempParent() string {
+	dir := os.TempDir()
+	if s.cred == nil {
+		return dir
+	}
+	for d := dir; ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil || fi.Mode().Perm()&0o001 == 0 {
+			return "/tmp"
+		}
+		if d == filepath.Dir(d) {
+			return dir
+		}
+	}
+}
+
+func (s *Server) init() error {
+	dir, err := os.MkdirTemp(s.tempParent(), "pgtest-")
+	if err != nil {
+		return fmt.Errorf("pgtest: %v", err)
+	}
+	s.tmpDir = dir
+	s.dataDir = filepath.Join(dir, "data")
+	s.logPath = filepath.Join(dir, "postgres.log")
+	if s.cred != nil {
+		if err := os.Chown(dir, int(s.cred.Uid), int(s.cred.Gid)); err != nil {
+			return fmt.Errorf("pgtest: %v", err)
+		}
+	}
+	cmd := exec.Command(filepath.Join(s.binDir, "initdb"),
+		"--pgdata="+s.dataDir,
+		"--username=postgres",
+		"--auth=trust",
+		"--encoding=UTF8",
+		"--no-locale",
+		"--no-sync",
+	)
+	cmd.Dir = dir
+	cmd.Env = childEnv()
+	cmd.SysProcAttr = s.sysProcAttr()
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = &out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("pgtest: initdb (%s) failed: %v%s\n%s", s.binDir, err, s.permHint(err), lastLines(out.String(), 30))
+	}
+	return nil
+}
+
+func (s *Server) permHint(err error) string {
+	if s.cred == nil || !errors.Is(err, os.ErrPermission) {
+		return ""
+	}
+	return fmt.Sprintf(" (the postgres OS user must be able to read and execute %s and traverse all its parent directories)", s.binDir)
+}
+
+func (s *Server) sysProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{
+		Credential: s.cred,
+		// Kill the child if the test binary dies, whatever the cause.
+		Pdeathsig: syscall.SIGKILL,
+		// Keep terminal signals (^C) for the test binary only.
+		Setpgid: true,
+	}
+}
+
+// childEnv returns the environment of initdb and postgres: the current one
+// less the libpq variables, in the C locale.
+func childEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "PG") || strings.HasPrefix(kv, "LC_") || strings.HasPrefix(kv, "LANG=") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(env, "LC_ALL=C", "LANG=C")
+}
+
+func (s *Server) start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.startLocked()
+}
+
+func (s *Server) startLocked() error {
+	logFile, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("pgtest: %v", err)
+	}
+	logStart, _ := logFile.Seek(0, io.SeekEnd)
+	// Unix sockets have a short path limit (~107 bytes); skip them when
+	// the data directory is too deep.
+	sockDir := s.dataDir
+	if len(sockDir)+len("/.s.PGSQL.65535") > 100 {
+		sockDir = ""
+	}
+	cmd := exec.Command(filepath.Join(s.binDir, "postgres"),
+		"-D", s.dataDir,
+		"-p", strconv.Itoa(s.port),
+		"-c", "listen_addresses=127.0.0.1",
+		"-c", "unix_socket_directories="+sockDir,
+		"-c", "fsync=off",
+		"-c", "synchronous_commit=off",
+		"-c", "full_page_writes=off",
+		"-c", "max_connections=400",
+		"-c", "logging_collector=off",
+		"-c", "log_line_prefix=%m [%p] ",
+	)
+	cmd.Dir = s.tmpDir
+	cmd.Env = childEnv()
+	cmd.Stdout = logFile
+	cmd.Stderr = logFile
+	cmd.SysProcAttr = s.sysProcAttr()
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return fmt.Errorf("pgtest: starting postgres (%s): %v%s", s.binDir, err, s.permHint(err))
+	}
+	p := &proc{cmd: cmd, logFile: logFile, exited: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.exited)
+	}()
+	s.proc = p
+	if err := s.waitReady(p, logStart); err != nil {
+		s.killLocked()
+		return err
+	}
+	return nil
+}
+
+// waitReady polls the server with a startup handshake until it accepts
+// connections, it exits, or readyTimeout passes.
+func (s *Server) waitReady(p *proc, logStart int64) error {
+	cfg := connConfig{addr: s.Addr(), user: "postgres", database: "postgres"}
+	deadline := time.Now().Add(readyTimeout)
+	var lastErr error
+	for {
+		select {
+		case <-p.exited:
+			return fmt.Errorf("pgtest: postgres %s exited during startup (%v); log %s:\n%s",
+				s.version, p.err, s.logPath, s.logSince(logStart))
+		default:
+		}
+		if lastErr = simpleQuery(cfg, ""); lastErr == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("pgtest: postgres %s did not accept connections on %s within %v (last error: %v); log %s:\n%s",
+				s.version, cfg.addr, readyTimeout, lastErr, s.logPath, s.logSince(logStart))
+		}
+		select {
+		case <-p.exited:
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (s *Server) logSince(off int64) string {
+	b, err := os.ReadFile(s.logPath)
+	if err != nil {
+		return err.Error()
+	}
+	if off >= 0 && off <= int64(len(b)) {
+		b = b[off:]
+	}
+	return lastLines(string(b), 40)
+}
+
+// stopLocked sends SIGINT (fast shutdown) and waits for the postmaster to
+// exit, killing it after stopTimeout.
+func (s *Server) stopLocked() error {
+	p := s.proc
+	if p == nil {
+		return nil
+	}
+	s.proc = nil
+	defer p.logFile.Close()
+	_ = p.cmd.Process.Signal(syscall.SIGINT)
+	// In case a test left it stopped with SIGSTOP.
+	_ = p.cmd.Process.Signal(syscall.SIGCONT)
+	select {
+	case <-p.exited:
+	case <-time.After(stopTimeout):
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+		return fmt.Errorf("pgtest: postgres did not stop within %v and was killed; log %s:\n%s", stopTimeout, s.logPath, s.LogTail(20))
+	}
+	if p.err != nil {
+		return fmt.Errorf("pgtest: postgres exited with %v; log %s:\n%s", p.err, s.logPath, s.LogTail(20))
+	}
+	return nil
+}
+
+func (s *Server) killLocked() {
+	p := s.proc
+	if p == nil {
+		return
+	}
+	s.proc = nil
+	_ = p.cmd.Process.Kill()
+	<-p.exited
+	p.logFile.Close()
+}
+
+func (s *Server) removeTmp() error {
+	if s.tmpDir == "" {
+		return nil
+	}
+	if err := os.RemoveAll(s.tmpDir); err != nil {
+		return fmt.Errorf("pgtest: %v", err)
+	}
+	return nil
+}
+
+// freePort returns a TCP port of 127.0.0.1 that is free right now.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("pgtest: finding a free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func tailFile(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	return lastLines(string(b), n)
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

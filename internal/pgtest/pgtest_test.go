@@ -1,0 +1,213 @@
+package pgtest
+
+import (
+	"errors"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestServerLifecycle(t *testing.T) {
+	s, err := Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	t.Logf("PostgreSQL %q at %s (bin %s)", s.Version(), s.DSN(), s.BinDir())
+
+	if err := s.Exec("SELECT 1"); err != nil {
+		t.Fatalf("SELECT 1: %v", err)
+	}
+	var pgErr *PGError
+	if err := s.Exec("SELECT no_such_column"); !errors.As(err, &pgErr) || pgErr.Code != "42703" {
+		t.Fatalf("bad query: got %v, want a PGError with SQLSTATE 42703", err)
+	}
+	if s.External() {
+		if err := s.Stop(); !errors.Is(err, ErrExternal) {
+			t.Fatalf("Stop on external server: got %v, want ErrExternal", err)
+		}
+		if err := s.Restart(); !errors.Is(err, ErrExternal) {
+			t.Fatalf("Restart on external server: got %v, want ErrExternal", err)
+		}
+		if s.PID() != 0 || s.Version() != "" {
+			t.Fatalf("external server: PID %d, Version %q", s.PID(), s.Version())
+		}
+		return
+	}
+
+	if !strings.HasPrefix(s.DSN(), "postgres://postgres@127.0.0.1:") || !strings.HasSuffix(s.DSN(), "/postgres?sslmode=disable") {
+		t.Fatalf("unexpected DSN %q", s.DSN())
+	}
+	if s.Version() == "" || s.PID() <= 0 {
+		t.Fatalf("Version %q, PID %d", s.Version(), s.PID())
+	}
+	dialOK(t, s.Addr())
+
+	dsn, err := s.CreateDatabase("pgtest db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := parseDSN(dsn)
+	if err != nil || cfg.database != "pgtest db" {
+		t.Fatalf("CreateDatabase DSN %q: %+v, %v", dsn, cfg, err)
+	}
+	if err := simpleQuery(cfg, "CREATE TABLE kept (id int); INSERT INTO kept VALUES (42)"); err != nil {
+		t.Fatal(err)
+	}
+
+	port, dir := s.Port(), s.Dir()
+	if err := s.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if s.PID() != 0 {
+		t.Fatalf("PID after Stop: %d", s.PID())
+	}
+	if c, err := net.DialTimeout("tcp", s.Addr(), time.Second); err == nil {
+		c.Close()
+		t.Fatal("server still accepts TCP connections after Stop")
+	}
+	if _, err := os.Stat(s.DataDir()); err != nil {
+		t.Fatalf("data dir after Stop: %v", err)
+	}
+
+	if err := s.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	if s.Port() != port {
+		t.Fatalf("port changed on Restart: %d -> %d", port, s.Port())
+	}
+	dialOK(t, s.Addr())
+	if err := simpleQuery(cfg, "DO $$ BEGIN IF (SELECT id FROM kept) <> 42 THEN RAISE 'lost'; END IF; END $$"); err != nil {
+		t.Fatalf("data lost across Restart: %v", err)
+	}
+	if err := s.Restart(); err == nil {
+		t.Fatal("Restart of a running server succeeded")
+	}
+
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("temp dir %s still there after Close: %v", dir, err)
+	}
+	if c, err := net.DialTimeout("tcp", s.Addr(), time.Second); err == nil {
+		c.Close()
+		t.Fatal("server still accepts TCP connections after Close")
+	}
+	if err := s.Restart(); err == nil {
+		t.Fatal("Restart after Close succeeded")
+	}
+}
+
+func dialOK(t *testing.T, addr string) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatalf("TCP connect to %s: %v", addr, err)
+	}
+	c.Close()
+}
+
+type fakeM struct {
+	run func() int
+}
+
+func (m fakeM) Run() int { return m.run() }
+
+func TestMainHelpers(t *testing.T) {
+	var dsn string
+	var srv *Server
+	code := MainServer(fakeM{run: func() int {
+		if err := srv.Exec("SELECT 1"); err != nil {
+			t.Error(err)
+		}
+		return 3
+	}}, &srv)
+	if code != 3 {
+		t.Fatalf("MainServer returned %d, want 3", code)
+	}
+	if !srv.External() {
+		if _, err := os.Stat(srv.Dir()); !os.IsNotExist(err) {
+			t.Fatalf("temp dir still there after MainServer: %v", err)
+		}
+	}
+
+	code = Main(fakeM{run: func() int {
+		if !strings.HasPrefix(dsn, "postgres://") {
+			t.Errorf("dsn not set: %q", dsn)
+		}
+		return 0
+	}}, &dsn)
+	if code != 0 {
+		t.Fatalf("Main returned %d, want 0", code)
+	}
+
+	t.Setenv(EnvDSN, "")
+	t.Setenv(EnvPGBin, t.TempDir())
+	var out strings.Builder
+	stderr = &out
+	defer func() { stderr = os.Stderr }()
+	code = Main(fakeM{run: func() int {
+		t.Error("Run called although Start failed")
+		return 0
+	}}, &dsn)
+	if code != 1 {
+		t.Fatalf("Main with a failing Start returned %d, want 1", code)
+	}
+	if !strings.Contains(out.String(), "does not contain initdb and postgres") {
+		t.Fatalf("Main with a failing Start printed %q", out.String())
+	}
+}
+
+func TestExternal(t *testing.T) {
+	t.Setenv(EnvDSN, "postgres://u:secret@db.invalid:6543/app?sslmode=disable")
+	s, err := Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.External() || s.DSN() != os.Getenv(EnvDSN) || s.Addr() != "db.invalid:6543" {
+		t.Fatalf("external server: %v %q %q", s.External(), s.DSN(), s.Addr())
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Stop(); !errors.Is(err, ErrExternal) {
+		t.Fatalf("Stop: %v", err)
+	}
+	cfg, err := parseDSN(s.DSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := connConfig{addr: "db.invalid:6543", user: "u", password: "secret", database: "app"}
+	if cfg != want {
+		t.Fatalf("parseDSN: got %+v, want %+v", cfg, want)
+	}
+	if got, _ := replaceDatabase(s.DSN(), "other"); got != "postgres://u:secret@db.invalid:6543/other?sslmode=disable" {
+		t.Fatalf("replaceDatabase: %q", got)
+	}
+}
+
+func TestFindBinDir(t *testing.T) {
+	t.Setenv(EnvPGBin, t.TempDir())
+	if _, err := FindBinDir(); err == nil || !strings.Contains(err.Error(), EnvPGBin) {
+		t.Fatalf("FindBinDir with an empty %s: %v", EnvPGBin, err)
+	}
+	for _, want := range []string{"apt-get install postgresql", EnvPGBin, EnvDSN, "PATH", "/usr/lib/postgresql/*/bin"} {
+		if !strings.Contains(errNoBinaries, want) {
+			t.Errorf("the no-binaries message does not mention %q", want)
+		}
+	}
+	for _, c := range []struct {
+		a, b string
+		less bool
+	}{{"9.6", "13", true}, {"13", "9.6", false}, {"15", "15.2", true}, {"16", "15", false}, {"10", "10", false}} {
+		if got := versionLess(c.a, c.b); got != c.less {
+			t.Errorf("versionLess(%q, %q) = %v", c.a, c.b, got)
+		}
+	}
+}
