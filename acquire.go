@@ -1,0 +1,107 @@
+package pglock
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+)
+
+// acquire takes l for its name, waiting as AcquireContext describes. The
+// first try goes straight to the database; only a waiter that must wait joins
+// the name's queue and the release listener.
+func (c *Client) acquire(ctx context.Context, l *Lock) error {
+	var w *waiter
+	defer func() {
+		if w != nil {
+			c.waits.leave(w)
+		}
+	}()
+	waitStart := time.Now()
+	for {
+		if err := contextError(ctx, ErrNotAcquired); err != nil {
+			return err
+		}
+		expected, _ := c.waits.stale(l.name, time.Now())
+		start := time.Now()
+		acquired, rvn, known, err := c.tryAcquire(ctx, l, expected)
+		if err != nil {
+			if cerr := contextError(ctx, ErrNotAcquired); cerr != nil {
+				return cerr
+			}
+			return typeError(fmt.Errorf("pglock: cannot acquire %q: %w", l.name, err))
+		}
+		if acquired {
+			l.hold(rvn, start)
+			c.waits.forget(l.name)
+			if expected.Valid {
+				c.stats.steals.Add(1)
+				c.log.Debug("took over a stale lock", "lock", l.name, "stale_rvn", expected.Int64)
+			}
+			if w != nil {
+				c.stats.recordWait(time.Since(waitStart))
+			}
+			return nil
+		}
+		if known {
+			c.waits.observe(l.name, rvn, time.Now())
+		}
+		if l.failIfLocked {
+			return &OtherError{ErrNotAcquired}
+		}
+		if w == nil {
+			c.stats.waits.Add(1)
+			w = c.waits.join(l.name)
+			if err := c.waits.waitTurn(ctx, w); err != nil {
+				return contextError(ctx, ErrNotAcquired)
+			}
+			continue // try again now that releases are announced
+		}
+		if err := c.sleep(ctx, w, l.name); err != nil {
+			return err
+		}
+	}
+}
+
+// sleep waits until a release of name is announced, the watched RVN turns
+// stale, the poll interval passes, or ctx ends.
+func (c *Client) sleep(ctx context.Context, w *waiter, name string) error {
+	d := c.waits.pollInterval()
+	if _, staleAt := c.waits.stale(name, time.Now()); !staleAt.IsZero() {
+		d = min(d, time.Until(staleAt))
+	}
+	t := time.NewTimer(max(d, 0))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return contextError(ctx, ErrNotAcquired)
+	case <-w.wake:
+	case <-t.C:
+	}
+	return nil
+}
+
+// tryAcquire sends the one acquire statement. acquired tells whether it took
+// the lock; rvn is then the lock's new RVN, and otherwise the holder's RVN
+// when known is true (the row may have appeared after the statement's
+// snapshot, and then it is not known).
+func (c *Client) tryAcquire(ctx context.Context, l *Lock, expected sql.NullInt64) (acquired bool, rvn int64, known bool, err error) {
+	err = c.retry(ctx, func() error {
+		var data []byte
+		row := c.db.QueryRowContext(ctx, c.sql.acquire, l.name, l.data, c.owner, l.replaceData, expected)
+		switch err := row.Scan(&acquired, &rvn, &data); err {
+		case nil:
+			known = true
+			if acquired && !l.replaceData {
+				l.data = data
+			}
+			return nil
+		case sql.ErrNoRows:
+			acquired, known = false, false
+			return nil
+		default:
+			return err
+		}
+	})
+	return acquired, rvn, known, err
+}

@@ -1,0 +1,261 @@
+package pglock
+
+import (
+	"context"
+	"database/sql"
+	"sync"
+	"time"
+
+	"github.com/lib/pq"
+)
+
+// maxHeartbeatBatch is how many locks one heartbeat statement refreshes.
+const maxHeartbeatBatch = 1000
+
+// heartbeater keeps every lock a Client holds alive with one goroutine. Each
+// tick refreshes all of them in batches of maxHeartbeatBatch, one statement
+// per batch. The goroutine runs only while the client holds locks: the last
+// Release stops it and waits for it to exit.
+type heartbeater struct {
+	c *Client
+
+	mu    sync.Mutex
+	locks map[*Lock]struct{}
+	stop  context.CancelFunc // nil while no goroutine runs
+	done  chan struct{}      // closed when the goroutine has exited
+}
+
+// heldAt is a lock's RVN and when the statement that set it began.
+type heldAt struct {
+	rvn int64
+	at  time.Time
+}
+
+func newHeartbeater(c *Client) *heartbeater {
+	return &heartbeater{c: c, locks: make(map[*Lock]struct{})}
+}
+
+// add starts heartbeating l, and the goroutine if it is not running.
+func (h *heartbeater) add(l *Lock) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if l.IsReleased() {
+		return
+	}
+	h.locks[l] = struct{}{}
+	if h.stop == nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		h.stop, h.done = cancel, make(chan struct{})
+		go h.run(ctx, h.done)
+	}
+}
+
+// remove stops heartbeating l. When l was the last lock it stops the
+// goroutine and waits for it to exit.
+func (h *heartbeater) remove(l *Lock) {
+	h.mu.Lock()
+	delete(h.locks, l)
+	var done chan struct{}
+	if len(h.locks) == 0 && h.stop != nil {
+		h.stop()
+		done = h.done
+		h.stop, h.done = nil, nil
+	}
+	h.mu.Unlock()
+	if done != nil {
+		<-done
+	}
+}
+
+// run ticks until ctx is cancelled or no lock is left to heartbeat. After a
+// failed tick it retries sooner, so a short outage costs little of the lease.
+func (h *heartbeater) run(ctx context.Context, done chan struct{}) {
+	defer close(done)
+	freq := h.c.heartbeatFrequency
+	retry := max(freq/4, 10*time.Millisecond)
+	t := time.NewTimer(freq)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		batch, last := h.snapshot(done)
+		if last {
+			return
+		}
+		next := freq
+		for i := 0; i < len(batch); i += maxHeartbeatBatch {
+			if !h.beat(ctx, batch[i:min(i+maxHeartbeatBatch, len(batch))]) {
+				next = retry
+			}
+		}
+		t.Reset(next)
+	}
+}
+
+// snapshot returns the locks to refresh now, dropping those that ended or
+// whose heartbeat context ended. last is true when none is left: the
+// goroutine then deregisters itself and must exit.
+func (h *heartbeater) snapshot(done chan struct{}) (batch []*Lock, last bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for l := range h.locks {
+		if l.IsReleased() || l.heartbeatContext.Err() != nil {
+			delete(h.locks, l)
+			continue
+		}
+		batch = append(batch, l)
+	}
+	if len(batch) == 0 && h.done == done {
+		h.stop()
+		h.stop, h.done = nil, nil
+		return nil, true
+	}
+	return batch, false
+}
+
+// beat refreshes one batch in one statement. Locks busy with a release or a
+// Guard check are left for the next tick. It reports whether the statement
+// succeeded.
+func (h *heartbeater) beat(runCtx context.Context, locks []*Lock) bool {
+	c := h.c
+	held := make([]*Lock, 0, len(locks))
+	prev := make(map[*Lock]heldAt, len(locks))
+	type key struct {
+		name string
+		rvn  int64
+	}
+	byKey := make(map[key]*Lock, len(locks))
+	names := make(pq.StringArray, 0, len(locks))
+	rvns := make(pq.Int64Array, 0, len(locks))
+	for _, l := range locks {
+		if !l.opMu.TryLock() {
+			continue
+		}
+		rvn, at, ended := l.state()
+		if ended {
+			l.opMu.Unlock()
+			continue
+		}
+		held = append(held, l)
+		prev[l] = heldAt{rvn, at}
+		byKey[key{l.name, rvn}] = l
+		names = append(names, l.name)
+		rvns = append(rvns, rvn)
+	}
+	defer func() {
+		for _, l := range held {
+			l.opMu.Unlock()
+		}
+	}()
+	if len(held) == 0 {
+		return true
+	}
+
+	ctx, cancel := context.WithTimeout(runCtx, c.heartbeatFrequency)
+	defer cancel()
+	start := time.Now()
+	err := c.retry(ctx, func() error {
+		rows, err := c.db.QueryContext(ctx, c.sql.heartbeatBatch, names, rvns)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var (
+				k       key
+				newRVN  sql.NullInt64
+				present bool
+			)
+			if err := rows.Scan(&k.name, &k.rvn, &newRVN, &present); err != nil {
+				return err
+			}
+			l := byKey[k]
+			switch {
+			case l == nil:
+			case newRVN.Valid:
+				l.refresh(newRVN.Int64, start)
+				delete(byKey, k)
+			case !present:
+				l.end(errStolen)
+				delete(byKey, k)
+			}
+		}
+		return rows.Err()
+	})
+	if err == nil {
+		c.stats.heartbeats.Add(int64(len(held)))
+		return true
+	}
+	c.stats.heartbeatFailures.Add(1)
+	c.log.Debug("heartbeat failed", "locks", len(held), "error", err, "elapsed", time.Since(start))
+	pending := make([]*Lock, 0, len(byKey))
+	for _, l := range byKey {
+		pending = append(pending, l)
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), c.heartbeatFrequency)
+	defer scancel()
+	c.settle(sctx, pending, prev, start)
+	return false
+}
+
+// settle decides the fate of locks whose heartbeat, begun at start, failed
+// with an unknown outcome: the UPDATE may have committed before the error.
+// It reads the rows back. A row still at the old RVN was not bumped; a row at
+// a new RVN with our owner is ours when the read finished before the old
+// lease ran out, since no waiter can take a row before that; a row gone,
+// released, or changed otherwise means the lock is lost. When the read fails
+// nothing changes: the lease expiry still ends the lock in time.
+func (c *Client) settle(ctx context.Context, locks []*Lock, prev map[*Lock]heldAt, start time.Time) {
+	if len(locks) == 0 {
+		return
+	}
+	names := make(pq.StringArray, len(locks))
+	for i, l := range locks {
+		names[i] = l.name
+	}
+	type row struct {
+		rvn   sql.NullInt64
+		owner sql.NullString
+	}
+	current := make(map[string]row, len(locks))
+	err := c.retry(ctx, func() error {
+		rows, err := c.db.QueryContext(ctx, c.sql.reread, names)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var (
+				name string
+				r    row
+			)
+			if err := rows.Scan(&name, &r.rvn, &r.owner); err != nil {
+				return err
+			}
+			current[name] = r
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		c.log.Debug("cannot settle heartbeat outcome", "locks", len(locks), "error", err)
+		return
+	}
+	readEnd := time.Now()
+	for _, l := range locks {
+		p := prev[l]
+		r, ok := current[l.name]
+		switch {
+		case !ok || !r.rvn.Valid:
+			l.end(errStolen)
+		case r.rvn.Int64 == p.rvn:
+			// The heartbeat did not apply; the lock is still held.
+		case r.owner.String == c.owner && readEnd.Before(p.at.Add(c.leaseDuration)):
+			l.refresh(r.rvn.Int64, start)
+		default:
+			l.end(errStolen)
+		}
+	}
+}

@@ -1,0 +1,81 @@
+package pglock
+
+import (
+	"log/slog"
+	"time"
+)
+
+// Defaults used by New when no option overrides them.
+const (
+	// DefaultTableName is the table locks are kept in.
+	DefaultTableName = "locks"
+	// DefaultLeaseDuration is how long a lock whose record version number
+	// does not change may stay before others take it over.
+	DefaultLeaseDuration = 20 * time.Second
+	// DefaultHeartbeatFrequency is how often a held lock's record version
+	// number is bumped.
+	DefaultHeartbeatFrequency = 5 * time.Second
+)
+
+// ClientOption reconfigures the lock client on creation.
+type ClientOption func(*Client)
+
+// WithLeaseDuration sets how long a lock lives without a heartbeat before
+// others may take it over. Clients sharing a table must use the same lease:
+// a waiter times the lease with its own setting. It must be positive and, when
+// heartbeats are on, at least twice the heartbeat frequency.
+func WithLeaseDuration(d time.Duration) ClientOption {
+	return func(c *Client) { c.leaseDuration = d }
+}
+
+// WithHeartbeatFrequency sets how often held locks are refreshed in the
+// background. Zero turns the background heartbeat off: the caller must then
+// call SendHeartbeat within every lease or lose the lock. Negative values are
+// refused by New.
+func WithHeartbeatFrequency(d time.Duration) ClientOption {
+	return func(c *Client) { c.heartbeatFrequency = d }
+}
+
+// WithCustomTable sets the table the client works on. A name may be
+// schema-qualified ("myschema.locks"); unquoted parts fold to lower case and
+// double-quoted parts are taken as they are, as PostgreSQL reads them. Any
+// other text is taken as one quoted identifier, so it can never change the
+// SQL the client sends.
+func WithCustomTable(tableName string) ClientOption {
+	return func(c *Client) { c.tableName = tableName }
+}
+
+// WithOwner sets the owner string stored with every lock this client holds.
+// It must be at most 255 bytes of UTF-8 without NUL. By default each client
+// gets a random owner ("pglock-" and a random number).
+func WithOwner(owner string) ClientOption {
+	return func(c *Client) { c.owner = owner }
+}
+
+// WithLogger sets a logger that receives every log line as one
+// pre-formatted string, Debug and Error alike.
+//
+// Deprecated: use WithSlog, or WithLevelLogger.
+func WithLogger(l Logger) ClientOption {
+	return func(c *Client) { c.log = slog.New(newPrintlnHandler(l)) }
+}
+
+// WithLevelLogger sets a logger with Debug and Error levels. A *slog.Logger
+// given here is used as a structured logger; any other LevelLogger receives a
+// printf-style format and its arguments, as the original library did.
+func WithLevelLogger(l LevelLogger) ClientOption {
+	return func(c *Client) {
+		if sl, ok := l.(*slog.Logger); ok {
+			c.log = sl
+			return
+		}
+		c.log = slog.New(newLevelHandler(l))
+	}
+}
+
+// WithSlog sets a structured logger. Log records carry the lock name, owner,
+// record version number and durations as attributes, never the lock data.
+// The client is silent without a logger.
+func WithSlog(l *slog.Logger) ClientOption {
+	return func(c *Client) { c.log = l }
+}

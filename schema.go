@@ -1,0 +1,209 @@
+package pglock
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+)
+
+// maxIdentifierBytes is PostgreSQL's NAMEDATALEN-1.
+const maxIdentifierBytes = 63
+
+// identifier is a possibly schema-qualified table name, already parsed into
+// its parts as PostgreSQL would read them.
+type identifier struct {
+	schema, name string // schema may be empty
+}
+
+// parseTableName reads a table name the way the original library's users
+// wrote it: "locks", "myschema.locks", `"My Table"` or `s."t"`. Unquoted parts
+// fold to lower case. Text that is none of these is taken whole as one
+// identifier, so a hostile name becomes a strange table name, never SQL.
+func parseTableName(s string) (identifier, error) {
+	if s == "" || strings.IndexByte(s, 0) >= 0 || !utf8.ValidString(s) {
+		return identifier{}, fmt.Errorf("%w: %q", ErrInvalidTableName, s)
+	}
+	parts, ok := splitQualified(s)
+	var id identifier
+	switch {
+	case ok && len(parts) == 1:
+		id = identifier{name: parts[0]}
+	case ok && len(parts) == 2:
+		id = identifier{schema: parts[0], name: parts[1]}
+	default:
+		id = identifier{name: s}
+	}
+	if id.name == "" || len(id.name) > maxIdentifierBytes || len(id.schema) > maxIdentifierBytes {
+		return identifier{}, fmt.Errorf("%w: %q (each part must be 1 to %d bytes)", ErrInvalidTableName, s, maxIdentifierBytes)
+	}
+	return id, nil
+}
+
+// splitQualified splits s into dot-separated identifiers, each a bare word
+// ([A-Za-z_][A-Za-z0-9_$]*, folded to lower case) or a double-quoted
+// identifier with "" escapes. ok is false when s is not of that shape.
+func splitQualified(s string) (parts []string, ok bool) {
+	for {
+		var part string
+		if strings.HasPrefix(s, `"`) {
+			var b strings.Builder
+			i := 1
+			for {
+				j := strings.IndexByte(s[i:], '"')
+				if j < 0 {
+					return nil, false
+				}
+				b.WriteString(s[i : i+j])
+				i += j + 1
+				if i < len(s) && s[i] == '"' {
+					b.WriteByte('"')
+					i++
+					continue
+				}
+				break
+			}
+			part, s = b.String(), s[i:]
+			if part == "" {
+				return nil, false
+			}
+		} else {
+			i := 0
+			for i < len(s) && isBareIdentByte(s[i], i == 0) {
+				i++
+			}
+			if i == 0 {
+				return nil, false
+			}
+			part, s = strings.ToLower(s[:i]), s[i:]
+		}
+		parts = append(parts, part)
+		if s == "" {
+			return parts, len(parts) <= 2
+		}
+		if s[0] != '.' {
+			return nil, false
+		}
+		s = s[1:]
+	}
+}
+
+func isBareIdentByte(c byte, first bool) bool {
+	switch {
+	case c == '_', 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z':
+		return true
+	case '0' <= c && c <= '9', c == '$':
+		return !first
+	}
+	return false
+}
+
+// quoteIdent quotes one identifier part for SQL text.
+func quoteIdent(s string) string {
+	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
+}
+
+// quoteLiteral quotes s as an SQL string literal (standard_conforming_strings).
+func quoteLiteral(s string) string {
+	return `'` + strings.ReplaceAll(s, `'`, `''`) + `'`
+}
+
+// quoted returns the identifier ready for SQL text.
+func (id identifier) quoted() string {
+	if id.schema == "" {
+		return quoteIdent(id.name)
+	}
+	return quoteIdent(id.schema) + "." + quoteIdent(id.name)
+}
+
+// sequence is the <table>_rvn sequence next to the table.
+func (id identifier) sequence() identifier {
+	return identifier{schema: id.schema, name: id.name + "_rvn"}
+}
+
+// channel is the LISTEN/NOTIFY channel for the table's releases. It is
+// derived from the table, so every client of one table shares it, and it
+// always fits PostgreSQL's 63-byte limit.
+func (id identifier) channel() string {
+	sum := sha256.Sum256([]byte(id.schema + "\x00" + id.name))
+	return "pglock_" + hex.EncodeToString(sum[:12])
+}
+
+// CreateTable creates the lock table and its record version number sequence.
+// It fails if either exists already, and then leaves both as they were.
+func (c *Client) CreateTable() error {
+	return c.createTable(context.Background(), false)
+}
+
+// TryCreateTable creates the lock table and its sequence where they do not
+// exist yet, and leaves existing ones alone. Where the sequence cannot be
+// OWNED BY the table (managed PostgreSQL where the table's owner is another
+// role), the sequence is created without that clause.
+func (c *Client) TryCreateTable() error {
+	return c.createTable(context.Background(), true)
+}
+
+func (c *Client) createTable(ctx context.Context, ifNotExists bool) error {
+	ine := ""
+	if ifNotExists {
+		ine = "IF NOT EXISTS "
+	}
+	table, seq := c.table.quoted(), c.table.sequence().quoted()
+	createTable := `CREATE TABLE ` + ine + table + ` (
+	name CHARACTER VARYING(255) PRIMARY KEY,
+	record_version_number BIGINT,
+	data BYTEA,
+	owner CHARACTER VARYING(255)
+)`
+	createSeq := `CREATE SEQUENCE ` + ine + seq + ` CYCLE`
+	ownedBy := ` OWNED BY ` + table + `.record_version_number`
+	if _, err := c.db.ExecContext(ctx, createTable); err != nil && !(ifNotExists && isAlreadyExists(err)) {
+		return typeError(fmt.Errorf("pglock: cannot create table %s: %w", table, err))
+	}
+	_, err := c.db.ExecContext(ctx, createSeq+ownedBy)
+	if err != nil && ifNotExists && isOwnershipMismatch(err) {
+		c.log.Debug("sequence created without OWNED BY: the table belongs to another role", "table", table, "error", err)
+		_, err = c.db.ExecContext(ctx, createSeq)
+	}
+	if err != nil && !(ifNotExists && isAlreadyExists(err)) {
+		return typeError(fmt.Errorf("pglock: cannot create sequence %s: %w", seq, err))
+	}
+	return nil
+}
+
+// DropTable drops the lock table and its sequence, and every lock with them.
+func (c *Client) DropTable() error {
+	ctx := context.Background()
+	table, seq := c.table.quoted(), c.table.sequence().quoted()
+	if _, err := c.db.ExecContext(ctx, `DROP TABLE `+table); err != nil {
+		return typeError(fmt.Errorf("pglock: cannot drop table %s: %w", table, err))
+	}
+	// The sequence went with the table when it was OWNED BY it.
+	if _, err := c.db.ExecContext(ctx, `DROP SEQUENCE IF EXISTS `+seq); err != nil {
+		return typeError(fmt.Errorf("pglock: cannot drop sequence %s: %w", seq, err))
+	}
+	return nil
+}
+
+// isAlreadyExists is true for errors of concurrent IF NOT EXISTS creation:
+// duplicate_table, duplicate_object, and the unique_violation two racing
+// CREATEs can meet on the catalog.
+func isAlreadyExists(err error) bool {
+	switch sqlState(err) {
+	case "42P07", "42710", "23505":
+		return true
+	}
+	return false
+}
+
+// isOwnershipMismatch is true when a sequence cannot be OWNED BY a table of
+// another owner (object_not_in_prerequisite_state or insufficient_privilege).
+func isOwnershipMismatch(err error) bool {
+	switch sqlState(err) {
+	case "55000", "42501":
+		return true
+	}
+	return false
+}

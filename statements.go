@@ -1,0 +1,89 @@
+package pglock
+
+// statements holds every SQL text the client sends, built once in New with
+// the table and sequence names quoted there. Values are always $n parameters.
+type statements struct {
+	// acquire inserts the row or takes it over when it is released (NULL
+	// RVN) or still carries the RVN the waiter watched for a lease ($5). It
+	// returns (true, new RVN, stored data) when it took the lock, or
+	// (false, current RVN, NULL) when someone else holds it, in one
+	// statement and one round trip.
+	acquire string
+	// release deletes the row if it still carries our RVN and notifies
+	// waiters; releaseKeep sets the RVN to NULL instead. Rows affected: 1 if
+	// released, 0 if the lock was lost.
+	release, releaseKeep string
+	// heartbeat bumps one lock's RVN, waiting for row locks.
+	heartbeat string
+	// heartbeatBatch bumps many locks' RVNs, skipping rows held by an open
+	// Guard transaction. Per lock it returns the name, the old RVN, the new
+	// RVN (NULL if not bumped) and whether the row still had the old RVN when
+	// the statement began.
+	heartbeatBatch string
+	// reread reads the RVN and owner of some names, to settle heartbeats whose
+	// outcome is unknown.
+	reread string
+	// get and getAll read rows without acquiring.
+	get, getAll string
+	// guard share-locks our row inside the caller's transaction.
+	guard string
+}
+
+func newStatements(id identifier) statements {
+	t := id.quoted()
+	nextval := `nextval(` + quoteLiteral(id.sequence().quoted()) + `::regclass)`
+	releaseNotify := ` SELECT released.name FROM released CROSS JOIN LATERAL pg_notify($3::text, released.name::text)`
+	return statements{
+		acquire: `WITH acquired AS (
+	INSERT INTO ` + t + ` AS l (name, record_version_number, data, owner)
+	VALUES ($1::text, ` + nextval + `, $2::bytea, $3::text)
+	ON CONFLICT (name) DO UPDATE SET
+		record_version_number = EXCLUDED.record_version_number,
+		data = CASE WHEN $4::boolean THEN EXCLUDED.data ELSE l.data END,
+		owner = EXCLUDED.owner
+	WHERE l.record_version_number IS NULL OR l.record_version_number = $5::bigint
+	RETURNING l.record_version_number, CASE WHEN $4::boolean THEN NULL ELSE l.data END AS data
+)
+SELECT true, record_version_number, data FROM acquired
+UNION ALL
+SELECT false, record_version_number, NULL::bytea FROM ` + t + `
+WHERE name = $1::text AND NOT EXISTS (SELECT 1 FROM acquired)`,
+
+		release: `WITH released AS (
+	DELETE FROM ` + t + ` WHERE name = $1::text AND record_version_number = $2::bigint RETURNING name
+)` + releaseNotify,
+
+		releaseKeep: `WITH released AS (
+	UPDATE ` + t + ` SET record_version_number = NULL
+	WHERE name = $1::text AND record_version_number = $2::bigint RETURNING name
+)` + releaseNotify,
+
+		heartbeat: `UPDATE ` + t + ` SET record_version_number = ` + nextval + `
+WHERE name = $1::text AND record_version_number = $2::bigint
+RETURNING record_version_number`,
+
+		heartbeatBatch: `WITH req AS (
+	SELECT r.name, r.rvn FROM unnest($1::text[], $2::bigint[]) AS r(name, rvn)
+), locked AS (
+	SELECT l.name, l.record_version_number FROM ` + t + ` l
+	JOIN req ON l.name = req.name AND l.record_version_number = req.rvn
+	FOR UPDATE OF l SKIP LOCKED
+), bumped AS (
+	UPDATE ` + t + ` l SET record_version_number = ` + nextval + `
+	FROM locked
+	WHERE l.name = locked.name AND l.record_version_number = locked.record_version_number
+	RETURNING l.name, locked.record_version_number AS old_rvn, l.record_version_number AS new_rvn
+)
+SELECT req.name, req.rvn, bumped.new_rvn,
+	EXISTS (SELECT 1 FROM ` + t + ` l WHERE l.name = req.name AND l.record_version_number = req.rvn)
+FROM req LEFT JOIN bumped ON bumped.name = req.name AND bumped.old_rvn = req.rvn`,
+
+		reread: `SELECT name, record_version_number, owner FROM ` + t + ` WHERE name = ANY($1::text[])`,
+
+		get: `SELECT name, owner, data, record_version_number FROM ` + t + ` WHERE name = $1::text`,
+
+		getAll: `SELECT name, owner, data, record_version_number FROM ` + t + ` ORDER BY name`,
+
+		guard: `SELECT 1 FROM ` + t + ` WHERE name = $1::text AND record_version_number = $2::bigint FOR SHARE`,
+	}
+}
