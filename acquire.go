@@ -18,6 +18,16 @@ func (c *Client) acquire(ctx context.Context, l *Lock) error {
 		}
 	}()
 	waitStart := time.Now()
+	if !l.failIfLocked {
+		// Goroutines of this client already queue for the name: wait behind
+		// them instead of racing them, so none of them starves.
+		if w = c.waits.joinIfQueued(l.name); w != nil {
+			c.stats.waits.Add(1)
+			if err := c.waits.waitTurn(ctx, w); err != nil {
+				return contextError(ctx, ErrNotAcquired)
+			}
+		}
+	}
 	for {
 		if err := contextError(ctx, ErrNotAcquired); err != nil {
 			return err

@@ -201,9 +201,13 @@ func (c *Client) Do(ctx context.Context, name string, f func(context.Context, *L
 	ferr := f(fctx, l)
 	cancel()
 	<-watched
+	lost := l.Err()
 	rerr := c.ReleaseContext(context.WithoutCancel(ctx), l)
-	if ferr != nil {
+	switch {
+	case ferr != nil:
 		return ferr
+	case lost != nil:
+		return &OtherError{lost}
 	}
 	return rerr
 }
@@ -268,6 +272,7 @@ func (c *Client) ReleaseContext(ctx context.Context, l *Lock) error {
 		return &OtherError{errStolen}
 	}
 	l.end(errReleased)
+	c.waits.announce(l.name, false) // this client's own waiters need no NOTIFY
 	c.stats.released.Add(1)
 	c.log.Debug("lock released", "lock", l.name, "owner", l.owner, "rvn", rvn)
 	return nil

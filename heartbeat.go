@@ -87,7 +87,7 @@ func (h *heartbeater) run(ctx context.Context, done chan struct{}) {
 		}
 		next := freq
 		for i := 0; i < len(batch); i += maxHeartbeatBatch {
-			if !h.beat(ctx, batch[i:min(i+maxHeartbeatBatch, len(batch))]) {
+			if !h.beat(batch[i:min(i+maxHeartbeatBatch, len(batch))]) {
 				next = retry
 			}
 		}
@@ -119,7 +119,7 @@ func (h *heartbeater) snapshot(done chan struct{}) (batch []*Lock, last bool) {
 // beat refreshes one batch in one statement. Locks busy with a release or a
 // Guard check are left for the next tick. It reports whether the statement
 // succeeded.
-func (h *heartbeater) beat(runCtx context.Context, locks []*Lock) bool {
+func (h *heartbeater) beat(locks []*Lock) bool {
 	c := h.c
 	held := make([]*Lock, 0, len(locks))
 	prev := make(map[*Lock]heldAt, len(locks))
@@ -154,7 +154,9 @@ func (h *heartbeater) beat(runCtx context.Context, locks []*Lock) bool {
 		return true
 	}
 
-	ctx, cancel := context.WithTimeout(runCtx, c.heartbeatFrequency)
+	// The statement is not cancelled when the goroutine is told to stop: a
+	// Release waiting for it wants its outcome known, not made unknown.
+	ctx, cancel := context.WithTimeout(context.Background(), c.heartbeatFrequency)
 	defer cancel()
 	start := time.Now()
 	err := c.retry(ctx, func() error {

@@ -101,9 +101,24 @@ func (r *waitRoom) stale(name string, now time.Time) (rvn sql.NullInt64, staleAt
 
 // join queues a waiter for name and starts the listener if needed.
 func (r *waitRoom) join(name string) *waiter {
-	w := &waiter{name: name, turn: make(chan struct{}), wake: make(chan struct{}, 1)}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.joinLocked(name)
+}
+
+// joinIfQueued queues a waiter for name only when others already queue for
+// it; it returns nil otherwise.
+func (r *waitRoom) joinIfQueued(name string) *waiter {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.queues[name]) == 0 {
+		return nil
+	}
+	return r.joinLocked(name)
+}
+
+func (r *waitRoom) joinLocked(name string) *waiter {
+	w := &waiter{name: name, turn: make(chan struct{}), wake: make(chan struct{}, 1)}
 	q := append(r.queues[name], w)
 	r.queues[name] = q
 	if len(q) == 1 {
@@ -186,13 +201,20 @@ func (r *waitRoom) pollInterval() time.Duration {
 func (r *waitRoom) announce(name string, all bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for n, q := range r.queues {
-		if all || n == name {
-			select {
-			case q[0].wake <- struct{}{}:
-			default:
-			}
+	wake := func(q []*waiter) {
+		select {
+		case q[0].wake <- struct{}{}:
+		default:
 		}
+	}
+	if !all {
+		if q := r.queues[name]; len(q) > 0 {
+			wake(q)
+		}
+		return
+	}
+	for _, q := range r.queues {
+		wake(q)
 	}
 }
 
