@@ -53,12 +53,18 @@ func (c *Client) acquire(ctx context.Context, l *Lock) error {
 			}
 			return nil
 		}
-		if known {
-			c.waits.observe(l.name, rvn, time.Now())
-		}
 		if l.failIfLocked {
+			if known {
+				c.waits.observe(l.name, rvn, time.Now())
+			}
 			return &OtherError{ErrNotAcquired}
 		}
+		if !known {
+			// The row changed under the statement (inserted or released
+			// concurrently): look again at once.
+			continue
+		}
+		c.waits.observe(l.name, rvn, time.Now())
 		if w == nil {
 			c.stats.waits.Add(1)
 			w = c.waits.join(l.name)

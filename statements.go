@@ -7,7 +7,9 @@ type statements struct {
 	// RVN) or still carries the RVN the waiter watched for a lease ($5). It
 	// returns (true, new RVN, stored data) when it took the lock, or
 	// (false, current RVN, NULL) when someone else holds it, in one
-	// statement and one round trip.
+	// statement and one round trip. A row seen held in the statement's
+	// snapshot is not touched at all: no row lock is waited for (a Guard
+	// transaction may hold one) and no RVN is drawn from the sequence.
 	acquire string
 	// release deletes the row if it still carries our RVN and notifies
 	// waiters; releaseKeep sets the RVN to NULL instead. Rows affected: 1 if
@@ -34,9 +36,15 @@ func newStatements(id identifier) statements {
 	nextval := `nextval(` + quoteLiteral(id.sequence().quoted()) + `::regclass)`
 	releaseNotify := ` SELECT released.name FROM released CROSS JOIN LATERAL pg_notify($3::text, released.name::text)`
 	return statements{
-		acquire: `WITH acquired AS (
+		acquire: `WITH current AS (
+	SELECT record_version_number FROM ` + t + ` WHERE name = $1::text
+), acquired AS (
 	INSERT INTO ` + t + ` AS l (name, record_version_number, data, owner)
-	VALUES ($1::text, ` + nextval + `, $2::bytea, $3::text)
+	SELECT $1::text, ` + nextval + `, $2::bytea, $3::text
+	WHERE NOT EXISTS (
+		SELECT 1 FROM current
+		WHERE record_version_number IS NOT NULL AND record_version_number IS DISTINCT FROM $5::bigint
+	)
 	ON CONFLICT (name) DO UPDATE SET
 		record_version_number = EXCLUDED.record_version_number,
 		data = CASE WHEN $4::boolean THEN EXCLUDED.data ELSE l.data END,
@@ -46,8 +54,8 @@ func newStatements(id identifier) statements {
 )
 SELECT true, record_version_number, data FROM acquired
 UNION ALL
-SELECT false, record_version_number, NULL::bytea FROM ` + t + `
-WHERE name = $1::text AND NOT EXISTS (SELECT 1 FROM acquired)`,
+SELECT false, record_version_number, NULL::bytea FROM current
+WHERE record_version_number IS NOT NULL AND NOT EXISTS (SELECT 1 FROM acquired)`,
 
 		release: `WITH released AS (
 	DELETE FROM ` + t + ` WHERE name = $1::text AND record_version_number = $2::bigint RETURNING name
