@@ -1,0 +1,384 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"cirello.io/pglock"
+	"cirello.io/pglock/internal/pgtest"
+)
+
+// cmdDemo shows a leader election live: workers elect a leader, the leader
+// crashes without releasing, a follower takes over a lease later, and then
+// a leader resigns and hands over at once. Without --dsn or $PGLOCK_DSN it
+// runs on a throwaway PostgreSQL it starts and removes (libpq's PG*
+// variables are ignored here, so that the demo works out of the box).
+func cmdDemo(_ context.Context, g *globals, args []string) int {
+	fs := g.flagSet("demo")
+	lease := fs.Duration("lease", 3*time.Second, "lease of the workers' locks")
+	workers := fs.Int("workers", 3, "number of workers")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return g.usageError(err)
+	}
+	switch {
+	case len(pos) > 0:
+		return g.usageError(fmt.Errorf("demo takes no arguments, got %q", pos))
+	case *lease < 100*time.Millisecond || *workers < 2:
+		return g.usageError(errors.New("demo needs --lease of at least 100ms and 2 workers or more"))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	d := &demo{g: g, start: time.Now(), lease: *lease, workers: *workers}
+	err = d.run(ctx)
+	switch {
+	case ctx.Err() != nil:
+		d.say("interrupted; everything is stopped and removed")
+		return exitSignal + int(syscall.SIGINT)
+	case err != nil:
+		return g.fail(exitError, "demo: %v", err)
+	}
+	return exitOK
+}
+
+// demo is one run of the demo.
+type demo struct {
+	g       *globals
+	start   time.Time
+	lease   time.Duration
+	workers int
+	mu      sync.Mutex // serialises output
+
+	events chan event     // leaders report their election here
+	kill   chan struct{}  // the leader that receives it crashes
+	resign chan struct{}  // the leader that receives it resigns
+	wg     sync.WaitGroup // the workers and observers
+}
+
+// event is a worker winning the election.
+type event struct {
+	worker string
+	at     time.Time
+}
+
+// say prints one line with the time since the demo began.
+func (d *demo) say(format string, args ...any) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	fmt.Fprintf(d.g.stdout, "[%6.2fs] "+format+"\n", append([]any{time.Since(d.start).Seconds()}, args...)...)
+}
+
+func (d *demo) run(ctx context.Context) (err error) {
+	dsn, from := d.g.dsn, "--dsn"
+	if dsn == "" {
+		dsn, from = os.Getenv(envDSN), "$"+envDSN
+	}
+	if dsn == "" {
+		d.say("no --dsn or $%s: starting a throwaway PostgreSQL", envDSN)
+		t := time.Now()
+		srv, err := pgtest.Start()
+		if err != nil {
+			return err
+		}
+		defer func() {
+			t := time.Now()
+			cerr := srv.Close()
+			if !srv.External() {
+				d.say("stopped PostgreSQL and removed %s (%v)", srv.Dir(), round(time.Since(t)))
+			}
+			err = errors.Join(err, cerr)
+		}()
+		if srv.External() {
+			d.say("using the server of $%s", pgtest.EnvDSN)
+		} else {
+			d.say("PostgreSQL %s is up on %s, pid %d, data in %s (took %v)",
+				srv.Version(), srv.Addr(), srv.PID(), srv.Dir(), round(time.Since(t)))
+		}
+		dsn = srv.DSN()
+	} else {
+		d.say("using the server given by %s", from)
+	}
+
+	table := d.g.table
+	if table == "" {
+		b := make([]byte, 4)
+		_, _ = rand.Read(b)
+		table = "pglock_demo_" + hex.EncodeToString(b)
+	}
+	var dbs []*sql.DB
+	defer func() {
+		for _, db := range dbs {
+			_ = db.Close()
+		}
+	}()
+	newClient := func(owner string) (*pglock.Client, error) {
+		db, err := sql.Open("postgres", dsn)
+		if err != nil {
+			return nil, err
+		}
+		dbs = append(dbs, db)
+		return pglock.New(db, pglock.WithCustomTable(table), pglock.WithOwner(owner),
+			pglock.WithLeaseDuration(d.lease), pglock.WithHeartbeatFrequency(d.lease/4))
+	}
+	admin, err := newClient("pglock-demo")
+	if err != nil {
+		return err
+	}
+	pctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	err = dbs[0].PingContext(pctx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("cannot connect to PostgreSQL: %w", err)
+	}
+	if err := admin.TryCreateTable(); err != nil {
+		return err
+	}
+	defer func() {
+		if derr := admin.DropTable(); derr != nil {
+			err = errors.Join(err, derr)
+			return
+		}
+		d.say("dropped table %q", table)
+	}()
+	d.say("table %q; %d workers campaign to lead %q; lease %v, heartbeat every %v",
+		table, d.workers, demoElection, d.lease, d.lease/4)
+
+	d.events = make(chan event, d.workers)
+	d.kill, d.resign = make(chan struct{}), make(chan struct{})
+	wctx, stopWorkers := context.WithCancel(ctx)
+	defer func() {
+		stopWorkers()
+		d.wg.Wait()
+	}()
+	observer, err := newClient("observer")
+	if err != nil {
+		return err
+	}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		for l := range observer.NewElection(demoElection).Observe(wctx) {
+			d.say("  observer: the leader is now %s, at %s", safeText(l.Owner, 0), preview(l.Value))
+		}
+	}()
+	began := time.Now()
+	for i := range d.workers {
+		c, err := newClient(fmt.Sprintf("worker-%d", i+1))
+		if err != nil {
+			return err
+		}
+		w := &worker{d: d, name: fmt.Sprintf("worker-%d", i+1), value: fmt.Sprintf("10.0.0.%d:8080", i+1),
+			e: c.NewElection(demoElection)}
+		d.wg.Add(1)
+		go w.loop(wctx)
+	}
+
+	ev, err := d.next(ctx)
+	if err != nil {
+		return err
+	}
+	first := ev.at.Sub(began)
+	d.pause(ctx)
+
+	crashedAt, err := d.send(ctx, d.kill, "crash")
+	if err != nil {
+		return err
+	}
+	ev, err = d.next(ctx)
+	if err != nil {
+		return err
+	}
+	takeover := ev.at.Sub(crashedAt)
+	d.say("==> %s took over %v after the crash (lease %v): a follower waits one lease from the last heartbeat it saw",
+		ev.worker, round(takeover), d.lease)
+	d.pause(ctx)
+
+	resignedAt, err := d.send(ctx, d.resign, "resign")
+	if err != nil {
+		return err
+	}
+	ev, err = d.next(ctx)
+	if err != nil {
+		return err
+	}
+	handover := ev.at.Sub(resignedAt)
+	d.say("==> %s took over %v after the resignation: the release woke it at once", ev.worker, round(handover))
+	d.pause(ctx)
+
+	d.say("stopping the workers")
+	stopWorkers()
+	d.wg.Wait()
+	d.say("summary:\n" +
+		fmt.Sprintf("    first election             %v\n", round(first)) +
+		fmt.Sprintf("    takeover after a crash     %v (lease %v)\n", round(takeover), d.lease) +
+		fmt.Sprintf("    handover after a Resign    %v", round(handover)))
+	return ctx.Err()
+}
+
+// demoElection is the name of the demo's election.
+const demoElection = "demo-leader"
+
+// next waits for a worker to win the election.
+func (d *demo) next(ctx context.Context) (event, error) {
+	t := time.NewTimer(3*d.lease + 30*time.Second)
+	defer t.Stop()
+	select {
+	case ev := <-d.events:
+		return ev, nil
+	case <-ctx.Done():
+		return event{}, ctx.Err()
+	case <-t.C:
+		return event{}, errors.New("no worker was elected")
+	}
+}
+
+// pause lets the leader work for three ticks.
+func (d *demo) pause(ctx context.Context) {
+	t := time.NewTimer(3*d.tick() + d.tick()/2)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// send hands an order to the current leader and returns when it took it.
+func (d *demo) send(ctx context.Context, order chan<- struct{}, what string) (time.Time, error) {
+	t := time.NewTimer(3*d.lease + 30*time.Second)
+	defer t.Stop()
+	select {
+	case order <- struct{}{}:
+		return time.Now(), nil
+	case <-ctx.Done():
+		return time.Time{}, ctx.Err()
+	case <-t.C:
+		return time.Time{}, fmt.Errorf("no leader took the order to %s", what)
+	}
+}
+
+// tick is how often the leader works.
+func (d *demo) tick() time.Duration { return d.lease / 5 }
+
+// worker is one candidate of the demo's election.
+type worker struct {
+	d     *demo
+	name  string
+	value string
+	e     *pglock.Election
+}
+
+// loop campaigns, leads until it resigns, loses or crashes, and campaigns
+// again, until ctx ends or it crashed.
+func (w *worker) loop(ctx context.Context) {
+	defer w.d.wg.Done()
+	for ctx.Err() == nil {
+		heartbeat, stopHeartbeat := context.WithCancel(context.Background())
+		t := time.Now()
+		ld, err := w.e.Campaign(ctx, []byte(w.value), pglock.WithCustomHeartbeatContext(heartbeat))
+		if err != nil {
+			stopHeartbeat()
+			if ctx.Err() == nil {
+				w.d.say("%s: campaign failed, trying again: %v", w.name, err)
+				time.Sleep(w.d.tick())
+			}
+			continue
+		}
+		won := time.Now()
+		w.d.say("%s leads (campaigned %v; fencing token %d)", w.name, round(won.Sub(t)), ld.Lock().RecordVersionNumber())
+		select {
+		case w.d.events <- event{worker: w.name, at: won}:
+		case <-ctx.Done():
+		}
+		end := w.lead(ctx, ld, stopHeartbeat)
+		stopHeartbeat()
+		switch end {
+		case crashed:
+			return
+		case resigned:
+			// Step back for a lease, so that another worker leads.
+			t := time.NewTimer(w.d.lease)
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			}
+			t.Stop()
+		}
+	}
+}
+
+// How a term as leader ended.
+const (
+	lost = iota
+	resigned
+	crashed
+)
+
+// lead works as the leader until told to resign or crash, or the leadership
+// is lost, or ctx ends. It reports how the term ended.
+func (w *worker) lead(ctx context.Context, ld *pglock.Leadership, stopHeartbeat func()) int {
+	tick := time.NewTicker(w.d.tick())
+	defer tick.Stop()
+	n := 0
+	for {
+		select {
+		case <-tick.C:
+			n++
+			w.d.say("%s: tick %d, working as the leader", w.name, n)
+		case <-ld.Done():
+			w.d.say("%s lost the leadership: %v", w.name, ld.Err())
+			return lost
+		case <-w.d.kill:
+			stopHeartbeat()
+			crashedAt := time.Now()
+			w.d.say("%s CRASHES: its heartbeat stops and it never releases the lock", w.name)
+			w.d.wg.Add(1)
+			go w.zombie(ctx, ld, crashedAt)
+			return crashed
+		case <-w.d.resign:
+			w.resign(ld, "resigns, and steps back for a lease")
+			return resigned
+		case <-ctx.Done():
+			w.resign(ld, "resigns: the demo is over")
+			return resigned
+		}
+	}
+}
+
+func (w *worker) resign(ld *pglock.Leadership, why string) {
+	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+	defer cancel()
+	t := time.Now()
+	if err := ld.Resign(ctx); err != nil {
+		w.d.say("%s cannot resign: %v", w.name, err)
+		return
+	}
+	w.d.say("%s %s (took %v)", w.name, why, round(time.Since(t)))
+}
+
+// zombie tells when the crashed leader's own clock ended its term: a leader
+// that was stuck rather than dead would have stopped by then.
+func (w *worker) zombie(ctx context.Context, ld *pglock.Leadership, crashedAt time.Time) {
+	defer w.d.wg.Done()
+	select {
+	case <-ld.Done():
+		w.d.say("  (%s's own lease ran out %v after its crash: had it been stuck, not dead, it would know now that it no longer leads)",
+			w.name, round(time.Since(crashedAt)))
+	case <-ctx.Done():
+	}
+}
+
+func round(d time.Duration) time.Duration {
+	if d > time.Second {
+		return d.Round(10 * time.Millisecond)
+	}
+	return d.Round(100 * time.Microsecond)
+}
