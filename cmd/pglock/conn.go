@@ -73,8 +73,14 @@ func (g *globals) client(ctx context.Context, opts ...pglock.ClientOption) (*sql
 // explain adds a hint to errors an operator can fix.
 func (g *globals) explain(err error) error {
 	var pqErr *pq.Error
-	if errors.As(err, &pqErr) && pqErr.Code == "42P01" { // undefined_table
+	if !errors.As(err, &pqErr) {
+		return err
+	}
+	switch pqErr.Code {
+	case "42P01": // undefined_table
 		return fmt.Errorf("table %q does not exist: create it with `pglock init` (%w)", g.tableName(), err)
+	case "3F000": // invalid_schema_name
+		return fmt.Errorf("the schema of table %q does not exist: create it first (%w)", g.tableName(), err)
 	}
 	return err
 }

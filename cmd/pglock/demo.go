@@ -211,7 +211,7 @@ func (d *demo) run(ctx context.Context) (err error) {
 		return err
 	}
 	handover := ev.at.Sub(resignedAt)
-	d.say("==> %s took over %v after the resignation: the release woke it at once", ev.worker, round(handover))
+	d.say("==> %s took over %v after the leader began to resign: the release woke it at once", ev.worker, round(handover))
 	d.pause(ctx)
 
 	d.say("stopping the workers")

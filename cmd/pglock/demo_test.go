@@ -20,7 +20,7 @@ func checkDemo(t *testing.T, r cliResult) {
 	t.Helper()
 	require.Equal(t, exitOK, r.code, "stdout:\n%s\nstderr:\n%s", r.stdout, r.stderr)
 	t.Logf("demo took %v:\n%s", r.took, r.stdout)
-	for _, want := range []string{"leads", "tick 1", "CRASHES", "after the crash", "after the resignation",
+	for _, want := range []string{"leads", "tick 1", "CRASHES", "after the crash", "after the leader began to resign",
 		"observer: the leader is now", "summary:", "dropped table"} {
 		assert.Contains(t, r.stdout, want)
 	}

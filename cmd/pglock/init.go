@@ -21,7 +21,7 @@ func cmdInit(ctx context.Context, g *globals, args []string) int {
 	}
 	defer db.Close()
 	if err := c.TryCreateTable(); err != nil {
-		return g.fail(exitError, "%v", err)
+		return g.fail(exitError, "%v", g.explain(err))
 	}
 	fmt.Fprintf(g.stdout, "table %q is ready\n", g.tableName())
 	return exitOK

@@ -22,6 +22,11 @@ func TestCLIMissingTable(t *testing.T) {
 		assert.Contains(t, r.stderr, "does not exist", "%q", args)
 		assert.Contains(t, r.stderr, "pglock init", "%q", args)
 	}
+	for _, args := range [][]string{{"init"}, {"ls"}} {
+		r := cli(t, append([]string{"--table", "no_such_schema.locks"}, args...)...)
+		assert.Equal(t, exitError, r.code, "%q", args)
+		assert.Contains(t, r.stderr, "schema", "%q", args)
+	}
 }
 
 func TestCLIInitLsGetRelease(t *testing.T) {

@@ -39,8 +39,8 @@ func cmdRun(_ context.Context, g *globals, args []string) int {
 	switch {
 	case len(argv) == 0:
 		return g.usageError(errors.New("run needs a command: pglock run NAME -- CMD [ARGS...]"))
-	case *lease <= 0, *timeout < 0, *grace < 0:
-		return g.usageError(errors.New("--lease must be positive, --timeout and --grace not negative"))
+	case *lease < 100*time.Millisecond, *timeout < 0, *grace < 0:
+		return g.usageError(errors.New("--lease must be at least 100ms, --timeout and --grace not negative"))
 	}
 
 	// Signals are caught from now on: while waiting they stop the wait, and

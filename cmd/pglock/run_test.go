@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"database/sql"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -97,6 +98,30 @@ func TestCLIRunTryAndTimeout(t *testing.T) {
 	assert.Equal(t, exitTimeout, r.code, r.stderr)
 	assert.Empty(t, r.stdout)
 	assert.GreaterOrEqual(t, r.took, 500*time.Millisecond)
+	assert.False(t, l.IsReleased())
+
+	// A signal stops the wait. pglock catches signals before it connects,
+	// so once its connection shows up in pg_stat_activity it is safe to
+	// send one.
+	app := "waiter_" + table
+	dsn := srv.DSN() + "&application_name=" + app
+	cmd := exec.Command(cliBin, "--table", table, "run", "busy", "--lease", "30s", "--", "sh", "-c", "echo ran")
+	cmd.Env = cliEnv(envDSN + "=" + dsn)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	db, err := sql.Open("postgres", srv.DSN())
+	require.NoError(t, err)
+	defer db.Close()
+	require.Eventually(t, func() bool {
+		var n int
+		err := db.QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE application_name = $1`, app).Scan(&n)
+		return err == nil && n > 0
+	}, 30*time.Second, 10*time.Millisecond)
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	assert.Equal(t, exitSignal+int(syscall.SIGTERM), waitExit(t, cmd), stderr.String())
+	assert.Empty(t, stdout.String())
 	assert.False(t, l.IsReleased())
 }
 
