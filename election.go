@@ -57,6 +57,8 @@ type Leader struct {
 // and before WithData(value) and ReplaceData(). FailIfLocked makes Campaign
 // return ErrNotAcquired at once when someone else leads;
 // WithCustomHeartbeatContext bounds how long the leader's heartbeat runs.
+// A client made with heartbeats off (WithHeartbeatFrequency(0)) must call
+// SendHeartbeat with Leadership.Lock() within every lease to stay leader.
 //
 // When ctx ends first it returns an error wrapping ErrNotAcquired and
 // ctx.Err(), and leaves nothing held.

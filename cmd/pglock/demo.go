@@ -19,9 +19,11 @@ import (
 
 // cmdDemo shows a leader election live: workers elect a leader, the leader
 // crashes without releasing, a follower takes over a lease later, and then
-// a leader resigns and hands over at once. Without --dsn or $PGLOCK_DSN it
-// runs on a throwaway PostgreSQL it starts and removes (libpq's PG*
-// variables are ignored here, so that the demo works out of the box).
+// a leader resigns and hands over at once. It works on a table of its own,
+// pglock_demo_<random>, which it creates and drops. Without --dsn or
+// $PGLOCK_DSN it runs on a throwaway PostgreSQL it starts and removes
+// (libpq's PG* variables are ignored here, so that the demo works out of
+// the box).
 func cmdDemo(_ context.Context, g *globals, args []string) int {
 	fs := g.flagSet("demo")
 	lease := fs.Duration("lease", 3*time.Second, "lease of the workers' locks")
@@ -33,8 +35,8 @@ func cmdDemo(_ context.Context, g *globals, args []string) int {
 	switch {
 	case len(pos) > 0:
 		return g.usageError(fmt.Errorf("demo takes no arguments, got %q", pos))
-	case *lease < 100*time.Millisecond || *workers < 2:
-		return g.usageError(errors.New("demo needs --lease of at least 100ms and 2 workers or more"))
+	case *lease < 100*time.Millisecond || *workers < 2 || *workers > 20:
+		return g.usageError(errors.New("demo needs --lease of at least 100ms and 2 to 20 workers"))
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -108,12 +110,11 @@ func (d *demo) run(ctx context.Context) (err error) {
 		d.say("using the server given by %s", from)
 	}
 
-	table := d.g.table
-	if table == "" {
-		b := make([]byte, 4)
-		_, _ = rand.Read(b)
-		table = "pglock_demo_" + hex.EncodeToString(b)
-	}
+	// A fresh table, made here and dropped at the end: --table is ignored,
+	// so that the demo can never drop a table it did not create.
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	table := "pglock_demo_" + hex.EncodeToString(b)
 	var dbs []*sql.DB
 	defer func() {
 		for _, db := range dbs {
@@ -139,7 +140,7 @@ func (d *demo) run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("cannot connect to PostgreSQL: %w", err)
 	}
-	if err := admin.TryCreateTable(); err != nil {
+	if err := admin.CreateTable(); err != nil {
 		return err
 	}
 	defer func() {
