@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -29,6 +30,14 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	// The tests mostly wait for pglock processes, so they may run more at
+	// once than there are CPUs, unless -parallel says otherwise.
+	flag.Parse()
+	parallelSet := false
+	flag.Visit(func(f *flag.Flag) { parallelSet = parallelSet || f.Name == "test.parallel" })
+	if !parallelSet {
+		_ = flag.Set("test.parallel", "4")
+	}
 	os.Exit(pgtest.MainServer(cliMain{m}, &srv))
 }
 
