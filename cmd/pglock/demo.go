@@ -35,8 +35,8 @@ func cmdDemo(_ context.Context, g *globals, args []string) int {
 	switch {
 	case len(pos) > 0:
 		return g.usageError(fmt.Errorf("demo takes no arguments, got %q", pos))
-	case *lease < 100*time.Millisecond || *workers < 2 || *workers > 20:
-		return g.usageError(errors.New("demo needs --lease of at least 100ms and 2 to 20 workers"))
+	case *lease < 100*time.Millisecond || *workers < 3 || *workers > 20:
+		return g.usageError(errors.New("demo needs --lease of at least 100ms and 3 to 20 workers (one crashes, one resigns)"))
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

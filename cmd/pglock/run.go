@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -49,19 +50,35 @@ func cmdRun(_ context.Context, g *globals, args []string) int {
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(sigs)
 
+	// Until the command starts, a signal stops the connection or the wait.
+	waitCtx, stopWatching := watchSignals(sigs)
 	host, _ := os.Hostname()
-	db, c, err := g.client(context.Background(),
+	db, c, err := g.client(waitCtx,
 		pglock.WithLeaseDuration(*lease),
 		pglock.WithHeartbeatFrequency(*lease/4),
 		pglock.WithOwner(fmt.Sprintf("%s/%d", safeText(host, 200), os.Getpid())))
 	if err != nil {
+		if sig := stopWatching(); sig != nil {
+			return exitSignal + int(sig.(syscall.Signal))
+		}
 		return g.fail(exitError, "%v", err)
 	}
 	defer db.Close()
 
-	l, status := acquire(g, c, name, *try, *timeout, sigs)
-	if l == nil {
-		return status
+	l, err := acquire(waitCtx, c, name, *try, *timeout)
+	if sig := stopWatching(); sig != nil {
+		if err == nil {
+			release(g, c, l)
+		}
+		return exitSignal + int(sig.(syscall.Signal))
+	}
+	switch {
+	case *try && errors.Is(err, pglock.ErrNotAcquired) && !errors.Is(err, context.DeadlineExceeded):
+		return g.fail(exitHeld, "lock %q is held by someone else", safeText(name, 0))
+	case errors.Is(err, context.DeadlineExceeded):
+		return g.fail(exitTimeout, "lock %q not acquired within %v", safeText(name, 0), *timeout)
+	case err != nil:
+		return g.fail(exitError, "%v", g.explain(err))
 	}
 
 	cmd := exec.Command(argv[0], argv[1:]...)
@@ -110,47 +127,41 @@ func cmdRun(_ context.Context, g *globals, args []string) int {
 	return exitStatus(cmd.ProcessState)
 }
 
-// acquire takes the lock, giving up after timeout (if positive) or on a
-// signal. It returns the lock, or nil and the status to exit with.
-func acquire(g *globals, c *pglock.Client, name string, try bool, timeout time.Duration, sigs <-chan os.Signal) (*pglock.Lock, int) {
+// watchSignals returns a context cancelled when a signal arrives on sigs,
+// and a function that stops watching and returns that signal, or nil.
+func watchSignals(sigs <-chan os.Signal) (context.Context, func() os.Signal) {
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if timeout > 0 {
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
-	}
 	var caught os.Signal
-	waited := make(chan struct{})
-	watching := make(chan struct{})
+	stop, stopped := make(chan struct{}), make(chan struct{})
 	go func() {
-		defer close(watching)
+		defer close(stopped)
 		select {
 		case caught = <-sigs:
 			cancel()
-		case <-waited:
+		case <-stop:
 		}
 	}()
+	return ctx, sync.OnceValue(func() os.Signal {
+		close(stop)
+		<-stopped
+		cancel()
+		return caught
+	})
+}
+
+// acquire takes the lock, without waiting with try, and giving up after
+// timeout if positive or when ctx ends. The lock's heartbeat outlives ctx.
+func acquire(ctx context.Context, c *pglock.Client, name string, try bool, timeout time.Duration) (*pglock.Lock, error) {
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
 	opts := []pglock.LockOption{pglock.WithCustomHeartbeatContext(context.Background())}
 	if try {
 		opts = append(opts, pglock.FailIfLocked())
 	}
-	l, err := c.AcquireContext(ctx, name, opts...)
-	close(waited)
-	<-watching
-	switch {
-	case caught != nil:
-		if err == nil {
-			release(g, c, l)
-		}
-		return nil, exitSignal + int(caught.(syscall.Signal))
-	case err == nil:
-		return l, exitOK
-	case try && errors.Is(err, pglock.ErrNotAcquired) && ctx.Err() == nil:
-		return nil, g.fail(exitHeld, "lock %q is held by someone else", safeText(name, 0))
-	case errors.Is(err, context.DeadlineExceeded):
-		return nil, g.fail(exitTimeout, "lock %q not acquired within %v", safeText(name, 0), timeout)
-	}
-	return nil, g.fail(exitError, "%v", g.explain(err))
+	return c.AcquireContext(ctx, name, opts...)
 }
 
 // release releases l, warning when it cannot: the lock then expires a lease
