@@ -29,6 +29,9 @@ type statements struct {
 	get, getAll string
 	// guard share-locks our row inside the caller's transaction.
 	guard string
+	// extra holds the statements of election.go and force.go
+	// (statements_extra.go).
+	extra extraStatements
 }
 
 func newStatements(id identifier) statements {
@@ -93,5 +96,7 @@ FROM req LEFT JOIN bumped ON bumped.name = req.name AND bumped.old_rvn = req.rvn
 		getAll: `SELECT name, owner, data, record_version_number FROM ` + t + ` ORDER BY name`,
 
 		guard: `SELECT 1 FROM ` + t + ` WHERE name = $1::text AND record_version_number = $2::bigint FOR SHARE`,
+
+		extra: newExtraStatements(id),
 	}
 }

@@ -1,0 +1,277 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"cirello.io/pglock"
+	"cirello.io/pglock/internal/pgtest"
+)
+
+// cmdDemo shows a leader election live: workers elect a leader, the leader
+// crashes without releasing, a follower takes over a lease later, and then
+// a leader resigns and hands over at once. It works on a table of its own,
+// pglock_demo_<random>, which it creates and drops. Without --dsn or
+// $PGLOCK_DSN it runs on a throwaway PostgreSQL it starts and removes
+// (libpq's PG* variables are ignored here, so that the demo works out of
+// the box).
+func cmdDemo(_ context.Context, g *globals, args []string) int {
+	fs := g.flagSet("demo")
+	lease := fs.Duration("lease", 3*time.Second, "lease of the workers' locks")
+	workers := fs.Int("workers", 3, "number of workers")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return g.usageError(err)
+	}
+	switch {
+	case len(pos) > 0:
+		return g.usageError(fmt.Errorf("demo takes no arguments, got %q", pos))
+	case *lease < 100*time.Millisecond || *workers < 3 || *workers > 20:
+		return g.usageError(errors.New("demo needs --lease of at least 100ms and 3 to 20 workers (one crashes, one resigns)"))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	d := &demo{g: g, start: time.Now(), lease: *lease, workers: *workers}
+	err = d.run(ctx)
+	switch {
+	case ctx.Err() != nil:
+		d.say("interrupted; everything is stopped and removed")
+		return exitSignal + int(syscall.SIGINT)
+	case err != nil:
+		return g.fail(exitError, "demo: %v", err)
+	}
+	return exitOK
+}
+
+// demo is one run of the demo.
+type demo struct {
+	g       *globals
+	start   time.Time
+	lease   time.Duration
+	workers int
+	mu      sync.Mutex // serialises output
+
+	events chan event     // leaders report their election here
+	kill   chan struct{}  // the leader that receives it crashes
+	resign chan struct{}  // the leader that receives it resigns
+	wg     sync.WaitGroup // the workers and observers
+}
+
+// event is a worker winning the election.
+type event struct {
+	worker string
+	at     time.Time
+}
+
+// say prints one line with the time since the demo began.
+func (d *demo) say(format string, args ...any) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	fmt.Fprintf(d.g.stdout, "[%6.2fs] "+format+"\n", append([]any{time.Since(d.start).Seconds()}, args...)...)
+}
+
+func (d *demo) run(ctx context.Context) (err error) {
+	dsn, from := d.g.dsn, "--dsn"
+	if dsn == "" {
+		dsn, from = os.Getenv(envDSN), "$"+envDSN
+	}
+	if dsn == "" {
+		d.say("no --dsn or $%s: starting a throwaway PostgreSQL", envDSN)
+		t := time.Now()
+		srv, err := pgtest.Start()
+		if err != nil {
+			return err
+		}
+		defer func() {
+			t := time.Now()
+			cerr := srv.Close()
+			if !srv.External() {
+				d.say("stopped PostgreSQL and removed %s (%v)", srv.Dir(), round(time.Since(t)))
+			}
+			err = errors.Join(err, cerr)
+		}()
+		if srv.External() {
+			d.say("using the server of $%s", pgtest.EnvDSN)
+		} else {
+			d.say("PostgreSQL %s is up on %s, pid %d, data in %s (took %v)",
+				srv.Version(), srv.Addr(), srv.PID(), srv.Dir(), round(time.Since(t)))
+		}
+		dsn = srv.DSN()
+	} else {
+		d.say("using the server given by %s", from)
+	}
+
+	// A fresh table, made here and dropped at the end: --table is ignored,
+	// so that the demo can never drop a table it did not create.
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	table := "pglock_demo_" + hex.EncodeToString(b)
+	var dbs []*sql.DB
+	defer func() {
+		for _, db := range dbs {
+			_ = db.Close()
+		}
+	}()
+	newClient := func(owner string) (*pglock.Client, error) {
+		db, err := sql.Open("postgres", dsn)
+		if err != nil {
+			return nil, err
+		}
+		dbs = append(dbs, db)
+		return pglock.New(db, pglock.WithCustomTable(table), pglock.WithOwner(owner),
+			pglock.WithLeaseDuration(d.lease), pglock.WithHeartbeatFrequency(d.lease/4))
+	}
+	admin, err := newClient("pglock-demo")
+	if err != nil {
+		return err
+	}
+	pctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	err = dbs[0].PingContext(pctx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("cannot connect to PostgreSQL: %w", err)
+	}
+	if err := admin.CreateTable(); err != nil {
+		return err
+	}
+	defer func() {
+		if derr := admin.DropTable(); derr != nil {
+			err = errors.Join(err, derr)
+			return
+		}
+		d.say("dropped table %q", table)
+	}()
+	d.say("table %q; %d workers campaign to lead %q; lease %v, heartbeat every %v",
+		table, d.workers, demoElection, d.lease, d.lease/4)
+
+	d.events = make(chan event, d.workers)
+	d.kill, d.resign = make(chan struct{}), make(chan struct{})
+	wctx, stopWorkers := context.WithCancel(ctx)
+	defer func() {
+		stopWorkers()
+		d.wg.Wait()
+	}()
+	observer, err := newClient("observer")
+	if err != nil {
+		return err
+	}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		for l := range observer.NewElection(demoElection).Observe(wctx) {
+			d.say("  observer: the leader is now %s, at %s", safeText(l.Owner, 0), preview(l.Value))
+		}
+	}()
+	began := time.Now()
+	for i := range d.workers {
+		c, err := newClient(fmt.Sprintf("worker-%d", i+1))
+		if err != nil {
+			return err
+		}
+		w := &worker{d: d, name: fmt.Sprintf("worker-%d", i+1), value: fmt.Sprintf("10.0.0.%d:8080", i+1),
+			e: c.NewElection(demoElection)}
+		d.wg.Add(1)
+		go w.loop(wctx)
+	}
+
+	ev, err := d.next(ctx)
+	if err != nil {
+		return err
+	}
+	first := ev.at.Sub(began)
+	d.pause(ctx)
+
+	crashedAt, err := d.send(ctx, d.kill, "crash")
+	if err != nil {
+		return err
+	}
+	ev, err = d.next(ctx)
+	if err != nil {
+		return err
+	}
+	takeover := ev.at.Sub(crashedAt)
+	d.say("==> %s took over %v after the crash (lease %v): a follower waits one lease from the last heartbeat it saw",
+		ev.worker, round(takeover), d.lease)
+	d.pause(ctx)
+
+	resignedAt, err := d.send(ctx, d.resign, "resign")
+	if err != nil {
+		return err
+	}
+	ev, err = d.next(ctx)
+	if err != nil {
+		return err
+	}
+	handover := ev.at.Sub(resignedAt)
+	d.say("==> %s took over %v after the leader began to resign: the release woke it at once", ev.worker, round(handover))
+	d.pause(ctx)
+
+	d.say("stopping the workers")
+	stopWorkers()
+	d.wg.Wait()
+	d.say("summary:\n" +
+		fmt.Sprintf("    first election             %v\n", round(first)) +
+		fmt.Sprintf("    takeover after a crash     %v (lease %v)\n", round(takeover), d.lease) +
+		fmt.Sprintf("    handover after a Resign    %v", round(handover)))
+	return ctx.Err()
+}
+
+// demoElection is the name of the demo's election.
+const demoElection = "demo-leader"
+
+// next waits for a worker to win the election.
+func (d *demo) next(ctx context.Context) (event, error) {
+	t := time.NewTimer(3*d.lease + 30*time.Second)
+	defer t.Stop()
+	select {
+	case ev := <-d.events:
+		return ev, nil
+	case <-ctx.Done():
+		return event{}, ctx.Err()
+	case <-t.C:
+		return event{}, errors.New("no worker was elected")
+	}
+}
+
+// pause lets the leader work for three ticks.
+func (d *demo) pause(ctx context.Context) {
+	t := time.NewTimer(3*d.tick() + d.tick()/2)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// send hands an order to the current leader and returns when it took it.
+func (d *demo) send(ctx context.Context, order chan<- struct{}, what string) (time.Time, error) {
+	t := time.NewTimer(3*d.lease + 30*time.Second)
+	defer t.Stop()
+	select {
+	case order <- struct{}{}:
+		return time.Now(), nil
+	case <-ctx.Done():
+		return time.Time{}, ctx.Err()
+	case <-t.C:
+		return time.Time{}, fmt.Errorf("no leader took the order to %s", what)
+	}
+}
+
+// tick is how often the leader works.
+func (d *demo) tick() time.Duration { return d.lease / 5 }
+
+func round(d time.Duration) time.Duration {
+	if d > time.Second {
+		return d.Round(10 * time.Millisecond)
+	}
+	return d.Round(100 * time.Microsecond)
+}

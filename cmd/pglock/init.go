@@ -1,0 +1,28 @@
+package main
+
+import (
+	"context"
+	"fmt"
+)
+
+// cmdInit creates the lock table and its sequence where they are missing.
+func cmdInit(ctx context.Context, g *globals, args []string) int {
+	fs := g.flagSet("init")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return g.usageError(err)
+	}
+	if len(pos) > 0 {
+		return g.usageError(fmt.Errorf("init takes no arguments, got %q", pos))
+	}
+	db, c, err := g.client(ctx)
+	if err != nil {
+		return g.fail(exitError, "%v", err)
+	}
+	defer db.Close()
+	if err := c.TryCreateTable(); err != nil {
+		return g.fail(exitError, "%v", g.explain(err))
+	}
+	fmt.Fprintf(g.stdout, "table %q is ready\n", g.tableName())
+	return exitOK
+}

@@ -1,0 +1,236 @@
+package pglock
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// ErrNoLeader is returned by Election.Leader when nobody leads the election:
+// its row is absent, or was released with KeepOnRelease.
+var ErrNoLeader = &NotExistError{errors.New("pglock: election has no leader")}
+
+// observeInterval is how often Observe reads the leader.
+const observeInterval = 100 * time.Millisecond
+
+// Election is a leader election among the clients of one table. It is the
+// lock of the same name: the leader is the lock's holder, and its value is
+// the lock's data, so tools that read locks (GetAllLocks, `pglock ls`) show
+// the leader too. An Election holds no state of its own and is safe for
+// concurrent use.
+type Election struct {
+	c    *Client
+	name string
+}
+
+// NewElection returns the election called name, kept in the client's table.
+// Every candidate and observer of one election uses the same name and table,
+// and the same lease duration. The name is checked by the first call that
+// uses it.
+func (c *Client) NewElection(name string) *Election {
+	return &Election{c: c, name: name}
+}
+
+// Name returns the election's name.
+func (e *Election) Name() string { return e.name }
+
+// Leader is who leads an election, as read from the database.
+type Leader struct {
+	Owner string // the leading client's owner (WithOwner)
+	Value []byte // the value the leader published with Campaign or Proclaim
+	RVN   int64  // the record version number of the leader's lock when read
+}
+
+// Campaign blocks until this client leads the election or ctx ends. The
+// client then holds the election's lock and publishes value, for example
+// its address, which Leader and Observe report. Waiting candidates take over
+// at once when the leader resigns, and a lease after its last heartbeat when
+// it dies.
+//
+// ctx bounds only the campaign: once elected, the leadership lasts until
+// Resign or until it is lost, whatever becomes of ctx. opts are passed to
+// AcquireContext after WithCustomHeartbeatContext(context.WithoutCancel(ctx)),
+// and before WithData(value) and ReplaceData(). FailIfLocked makes Campaign
+// return ErrNotAcquired at once when someone else leads;
+// WithCustomHeartbeatContext bounds how long the leader's heartbeat runs.
+// A client made with heartbeats off (WithHeartbeatFrequency(0)) must call
+// SendHeartbeat with Leadership.Lock() within every lease to stay leader.
+//
+// When ctx ends first it returns an error wrapping ErrNotAcquired and
+// ctx.Err(), and leaves nothing held.
+func (e *Election) Campaign(ctx context.Context, value []byte, opts ...LockOption) (*Leadership, error) {
+	all := make([]LockOption, 0, len(opts)+3)
+	all = append(all, WithCustomHeartbeatContext(context.WithoutCancel(ctx)))
+	all = append(all, opts...)
+	all = append(all, WithData(value), ReplaceData())
+	l, err := e.c.AcquireContext(ctx, e.name, all...)
+	if err != nil {
+		return nil, err
+	}
+	return &Leadership{e: e, lock: l, value: l.Data()}, nil
+}
+
+// Leader reads who leads the election now, without campaigning. It returns
+// ErrNoLeader when nobody does. A leader that died without resigning is
+// still reported until a candidate takes over, a lease after its last
+// heartbeat: no absolute time is stored that would tell a reader it died.
+func (e *Election) Leader(ctx context.Context) (Leader, error) {
+	if err := validName(e.name); err != nil {
+		return Leader{}, &OtherError{err}
+	}
+	var (
+		name  string
+		owner sql.NullString
+		data  []byte
+		rvn   sql.NullInt64
+	)
+	c := e.c
+	err := c.retry(ctx, func() error {
+		return c.db.QueryRowContext(ctx, c.sql.get, e.name).Scan(&name, &owner, &data, &rvn)
+	})
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return Leader{}, ErrNoLeader
+	case err != nil:
+		return Leader{}, typeError(fmt.Errorf("pglock: cannot read the leader of %q: %w", e.name, err))
+	case !rvn.Valid:
+		return Leader{}, ErrNoLeader
+	}
+	return Leader{Owner: owner.String, Value: data, RVN: rvn.Int64}, nil
+}
+
+// Observe reports the election's leaders, in order, until ctx ends; the
+// channel is closed then. It sends the current leader first, if there is
+// one, and then each new one: a leader is sent when its owner or value
+// differs from the last one sent, or when the election was seen without a
+// leader in between. A vacancy itself is not sent.
+//
+// Observe reads the leader every 100ms, so changes closer together than
+// that may be coalesced into the last of them; changes further apart are
+// all reported, in the order they happened. A receiver that falls behind
+// coalesces changes the same way, and never blocks the election. Read errors
+// (the database is unreachable) are retried at the same pace. The goroutine
+// behind the channel exits when ctx ends; receive until the channel is
+// closed to wait for it.
+func (e *Election) Observe(ctx context.Context) <-chan Leader {
+	ch := make(chan Leader)
+	go func() {
+		defer close(ch)
+		var (
+			last Leader
+			sent bool // last was sent and no vacancy was seen since
+		)
+		t := time.NewTimer(0)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			cur, err := e.Leader(ctx)
+			switch {
+			case errors.Is(err, ErrNoLeader):
+				sent = false
+			case err != nil:
+				e.c.log.Debug("election observer cannot read the leader", "election", e.name, "error", err)
+			case !sent || cur.Owner != last.Owner || !bytes.Equal(cur.Value, last.Value):
+				select {
+				case ch <- cur:
+				case <-ctx.Done():
+					return
+				}
+				last, sent = cur, true
+			}
+			t.Reset(observeInterval)
+		}
+	}()
+	return ch
+}
+
+// Leadership is a term as leader of an election, won by Campaign. It lasts
+// until Resign, or until it is lost: the lock was taken over, or no
+// heartbeat succeeded for a whole lease. Its methods are safe for
+// concurrent use.
+type Leadership struct {
+	e    *Election
+	lock *Lock
+
+	mu    sync.Mutex
+	value []byte
+}
+
+// Done returns a channel that is closed when the leadership ends: resigned
+// or lost. A leader must stop acting as one when it is closed.
+func (ld *Leadership) Done() <-chan struct{} { return ld.lock.Done() }
+
+// Err returns nil while the leadership lasts, and then why it ended: an
+// error wrapping ErrLockAlreadyReleased.
+func (ld *Leadership) Err() error { return ld.lock.Err() }
+
+// Election returns the election this leadership belongs to.
+func (ld *Leadership) Election() *Election { return ld.e }
+
+// Lock returns the lock behind the leadership. Its record version number is
+// a fencing token, and Lock.Guard fences a transaction with the leadership.
+// Release it with Resign, not directly.
+func (ld *Leadership) Lock() *Lock { return ld.lock }
+
+// Value returns the value last published: given to Campaign, or stored by a
+// successful Proclaim. The caller must not modify it.
+func (ld *Leadership) Value() []byte {
+	ld.mu.Lock()
+	defer ld.mu.Unlock()
+	return ld.value
+}
+
+// Proclaim replaces the leader's published value without giving up the
+// leadership: one UPDATE of the lock's data, made only if the row still
+// carries this lock's record version number. It does not count as a
+// heartbeat. It returns an error wrapping ErrLockAlreadyReleased, and ends
+// the leadership, when the lock was lost; any other error (the database is
+// unreachable) leaves the leadership as it was, and the stored value either
+// old or new.
+func (ld *Leadership) Proclaim(ctx context.Context, value []byte) error {
+	l := ld.lock
+	c := l.client
+	l.opMu.Lock() // no heartbeat or release may change the RVN meanwhile
+	defer l.opMu.Unlock()
+	rvn, _, ended := l.state()
+	if ended {
+		return l.Err()
+	}
+	var affected int64
+	err := c.retry(ctx, func() error {
+		res, err := c.db.ExecContext(ctx, c.sql.extra.proclaim, l.name, rvn, value)
+		if err != nil {
+			return err
+		}
+		affected, err = res.RowsAffected()
+		return err
+	})
+	switch {
+	case err != nil:
+		return typeError(fmt.Errorf("pglock: cannot proclaim in election %q: %w", l.name, err))
+	case affected == 0:
+		l.end(errStolen)
+		return &OtherError{errStolen}
+	}
+	ld.mu.Lock()
+	ld.value = bytes.Clone(value)
+	ld.mu.Unlock()
+	return nil
+}
+
+// Resign gives the leadership up at once: the lock is released, and a
+// waiting candidate takes over without waiting for a lease. It returns an
+// error wrapping ErrLockAlreadyReleased when the leadership had already
+// ended. As with ReleaseContext, when the database cannot be reached the
+// error is returned and the leadership lasts, so Resign may be called again.
+func (ld *Leadership) Resign(ctx context.Context) error {
+	return ld.lock.client.ReleaseContext(ctx, ld.lock)
+}
