@@ -157,7 +157,9 @@ func (h *heartbeater) beat(runCtx context.Context, locks []*Lock) bool {
 	ctx, cancel := context.WithTimeout(runCtx, c.heartbeatFrequency)
 	defer cancel()
 	start := time.Now()
+	var refreshed int64
 	err := c.retry(ctx, func() error {
+		refreshed = 0
 		rows, err := c.db.QueryContext(ctx, c.sql.heartbeatBatch, names, rvns)
 		if err != nil {
 			return err
@@ -178,6 +180,7 @@ func (h *heartbeater) beat(runCtx context.Context, locks []*Lock) bool {
 			case newRVN.Valid:
 				l.refresh(newRVN.Int64, start)
 				delete(byKey, k)
+				refreshed++
 			case !present:
 				l.end(errStolen)
 				delete(byKey, k)
@@ -186,7 +189,7 @@ func (h *heartbeater) beat(runCtx context.Context, locks []*Lock) bool {
 		return rows.Err()
 	})
 	if err == nil {
-		c.stats.heartbeats.Add(int64(len(held)))
+		c.stats.heartbeats.Add(refreshed)
 		return true
 	}
 	c.stats.heartbeatFailures.Add(1)

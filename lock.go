@@ -126,7 +126,11 @@ func (l *Lock) end(err error) {
 	}
 	close(l.done)
 	if err != nil && err != errReleased {
-		l.client.log.Debug("lock lost", "lock", l.name, "owner", l.owner, "rvn", l.rvn, "reason", err)
+		// A loss is worth a warning: whoever held the lock must stop. It is
+		// no Error: the caller learns of it through Done and Err, and the
+		// lock system worked as designed.
+		l.client.log.Warn("lock lost", "lock", l.name, "owner", l.owner, "rvn", l.rvn,
+			"since_refresh", time.Since(l.refreshedAt), "reason", err)
 		l.client.stats.lost.Add(1)
 	}
 }
