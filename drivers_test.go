@@ -21,7 +21,7 @@ var ecoDrivers = []string{"postgres", "pgx"}
 
 // ecoOpen opens a pool on the test server with the named driver, closed when
 // t ends.
-func ecoOpen(t testing.TB, driverName string) *sql.DB {
+func ecoOpen(t *testing.T, driverName string) *sql.DB {
 	t.Helper()
 	db, err := sql.Open(driverName, srv.DSN())
 	require.NoError(t, err)
@@ -142,7 +142,7 @@ func ecoGetAllLocks(t *testing.T, db *sql.DB) {
 	for _, name := range []string{"b", "a"} {
 		l, err := c.Acquire(name, pglock.WithData([]byte("data-"+name)))
 		require.NoError(t, err)
-		defer l.Close()
+		t.Cleanup(func() { _ = l.Close() })
 	}
 	locks, err := c.GetAllLocks()
 	require.NoError(t, err)

@@ -2,6 +2,7 @@ package pglock
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 )
@@ -125,7 +126,7 @@ func (l *Lock) end(err error) {
 		l.expiry.Stop()
 	}
 	close(l.done)
-	if err != nil && err != errReleased {
+	if err != nil && !errors.Is(err, errReleased) {
 		// A loss is worth a warning: whoever held the lock must stop. It is
 		// no Error: the caller learns of it through Done and Err, and the
 		// lock system worked as designed.

@@ -110,8 +110,8 @@ func (r *waitRoom) join(name string) *waiter {
 	w := &waiter{name: name, turn: make(chan struct{}), wake: make(chan struct{}, 1)}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	q := append(r.queues[name], w)
-	r.queues[name] = q
+	r.queues[name] = append(r.queues[name], w)
+	q := r.queues[name]
 	if len(q) == 1 {
 		close(w.turn)
 	}
