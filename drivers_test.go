@@ -9,22 +9,35 @@ import (
 	"testing"
 	"time"
 
-	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib" // also registers the "pgx" database/sql driver
 	"github.com/stretchr/testify/require"
 
 	"cirello.io/pglock"
 )
 
 // ecoDrivers are the database/sql drivers the core scenarios run under:
-// lib/pq and pgx v5's stdlib.
+// lib/pq and pgx v5's stdlib, opened with sql.Open.
 var ecoDrivers = []string{"postgres", "pgx"}
 
-// ecoOpen opens a pool on the test server with the named driver, closed when
-// t ends.
+// ecoPGXConnector names a pool made by pgx's stdlib.OpenDB from a parsed
+// config, the other common way to use pgx through database/sql.
+const ecoPGXConnector = "pgx-OpenDB"
+
+// ecoOpen opens a pool on the test server with the named driver, or with
+// stdlib.OpenDB for ecoPGXConnector, closed when t ends.
 func ecoOpen(t *testing.T, driverName string) *sql.DB {
 	t.Helper()
-	db, err := sql.Open(driverName, srv.DSN())
-	require.NoError(t, err)
+	var db *sql.DB
+	if driverName == ecoPGXConnector {
+		cfg, err := pgx.ParseConfig(srv.DSN())
+		require.NoError(t, err)
+		db = stdlib.OpenDB(*cfg)
+	} else {
+		var err error
+		db, err = sql.Open(driverName, srv.DSN())
+		require.NoError(t, err)
+	}
 	t.Cleanup(func() { _ = db.Close() })
 	return db
 }
@@ -53,7 +66,7 @@ func TestDrivers(t *testing.T) {
 		{"GuardInTx", ecoGuardInTx},
 		{"Contention", ecoContention},
 	}
-	for _, driverName := range ecoDrivers {
+	for _, driverName := range append(ecoDrivers, ecoPGXConnector) {
 		t.Run(driverName, func(t *testing.T) {
 			t.Parallel()
 			db := ecoOpen(t, driverName)
@@ -345,4 +358,32 @@ func ecoClient(t *testing.T, db *sql.DB, opts ...pglock.ClientOption) (*pglock.C
 	require.NoError(t, c.CreateTable())
 	t.Cleanup(func() { _ = c.DropTable() })
 	return c, table
+}
+
+// TestPGXBoundedPoolPolls checks that a pool with a connection limit, made
+// from a connector, never gives a connection to LISTEN (it could be the one
+// the waiters need): waiters poll, and still acquire.
+func TestPGXBoundedPoolPolls(t *testing.T) {
+	t.Parallel()
+	db := ecoOpen(t, ecoPGXConnector)
+	db.SetMaxOpenConns(2)
+	c1, table := ecoClient(t, db, ecoShortLease...)
+	c2, err := pglock.New(db, append([]pglock.ClientOption{pglock.WithCustomTable(table)}, ecoShortLease...)...)
+	require.NoError(t, err)
+	l1, err := c1.Acquire("a")
+	require.NoError(t, err)
+	got := make(chan error, 1)
+	go func() {
+		l2, err := c2.Acquire("a")
+		if err == nil {
+			err = l2.Close()
+		}
+		got <- err
+	}()
+	require.Eventually(t, func() bool { return c2.Stats().Waits == 1 }, 10*time.Second, 5*time.Millisecond)
+	require.NoError(t, l1.Close())
+	require.NoError(t, <-got)
+	s := c2.Stats()
+	require.False(t, s.Listening)
+	require.Zero(t, s.ListenerConnects)
 }

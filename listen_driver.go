@@ -20,11 +20,11 @@ var errNoNotifications = errors.New("pglock: the driver's connections cannot rec
 
 // listener picks how this client listens for releases: with a lib/pq
 // ListenerConn dialed with the connection string the *sql.DB was opened with
-// (sql.Open with any driver whose DSN lib/pq reads), or else with a
-// connection of the pool's own driver opened outside the pool, when that
-// driver is pgx v5's stdlib (sql.Open("pgx", dsn)). It returns nil when
-// neither is possible (a *sql.DB made by sql.OpenDB from a connector): then
-// waiters poll.
+// (sql.Open with any driver whose DSN lib/pq reads); else with a connection
+// of the pool's own driver opened outside the pool, when that driver is pgx
+// v5's stdlib (sql.Open("pgx", dsn)); else with a connection held from the
+// pool when that is safe (see poolListenSafe), for pgx's stdlib.OpenDB. It
+// returns nil when none is possible: then waiters poll.
 func (r *waitRoom) listener() listenFunc {
 	if dsn, ok := dataSourceName(r.c.db); ok {
 		return func(ctx context.Context, channel string, ready func()) error {
@@ -33,10 +33,66 @@ func (r *waitRoom) listener() listenFunc {
 	}
 	if connect := driverConnect(r.c.db); connect != nil {
 		return func(ctx context.Context, channel string, ready func()) error {
-			return r.serveDriverConn(ctx, connect, channel, ready)
+			conn, err := connect(ctx)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			return r.listenOn(ctx, conn, channel, ready)
 		}
 	}
+	if poolListenSafe(r.c.db) {
+		return r.servePoolConn
+	}
 	return nil
+}
+
+// poolListenSafe reports whether a LISTEN may hold one of db's own pool
+// connections for as long as anyone waits: only when the pool has no limit
+// (SetMaxOpenConns was not called), so the listener can never take the last
+// connection the waiters need, and the connector does not draw from a
+// bounded pool of its own (pgx's stdlib.OpenDBFromPool).
+func poolListenSafe(db *sql.DB) bool {
+	if db.Stats().MaxOpenConnections != 0 {
+		return false
+	}
+	v := reflect.ValueOf(db).Elem().FieldByName("connector")
+	if !v.IsValid() || v.Kind() != reflect.Interface || v.IsNil() {
+		return false
+	}
+	v = v.Elem()
+	if v.Kind() == reflect.Pointer {
+		v = v.Elem()
+	}
+	if v.Kind() != reflect.Struct {
+		return false
+	}
+	if f := v.FieldByName("pool"); f.IsValid() && (f.Kind() != reflect.Pointer || !f.IsNil()) {
+		return false
+	}
+	return true
+}
+
+// servePoolConn listens on a connection taken from db's pool, for a *sql.DB
+// made with sql.OpenDB from a connector (pgx's stdlib.OpenDB), where no
+// connection string can be recovered. The connection is discarded
+// afterwards, never handed back to the pool with LISTEN active.
+func (r *waitRoom) servePoolConn(ctx context.Context, channel string, ready func()) error {
+	conn, err := r.c.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return conn.Raw(func(dc any) error {
+		var err error
+		if c, ok := dc.(driver.Conn); ok {
+			err = r.listenOn(ctx, c, channel, ready)
+		} else {
+			err = errNoNotifications
+		}
+		// driver.ErrBadConn makes database/sql close the connection.
+		return errors.Join(driver.ErrBadConn, err)
+	})
 }
 
 // driverConnect returns a function that opens a new connection with db's
@@ -75,15 +131,9 @@ func driverConnect(db *sql.DB) func(context.Context) (driver.Conn, error) {
 	}
 }
 
-// serveDriverConn runs one listening connection opened by connect until it
-// breaks or ctx ends. It returns errNoNotifications when the connection
-// cannot wait for notifications.
-func (r *waitRoom) serveDriverConn(ctx context.Context, connect func(context.Context) (driver.Conn, error), channel string, ready func()) error {
-	conn, err := connect(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
+// listenOn listens on conn until it breaks or ctx ends. It returns
+// errNoNotifications when the connection cannot wait for notifications.
+func (r *waitRoom) listenOn(ctx context.Context, conn driver.Conn, channel string, ready func()) error {
 	wait, ok := notificationWaiter(conn)
 	if !ok {
 		return errNoNotifications
