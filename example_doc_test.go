@@ -49,15 +49,19 @@ func docQuickstart(dsn string) error {
 // The quick start of the package documentation, run against a server: open a
 // pool, make a client, create the table, acquire, and release.
 func Example_quickstart() {
-	db, err := sql.Open("postgres", srv.DSN())
+	// A database of its own, since the quick start uses the default table.
+	name := fmt.Sprintf("pglock_quickstart_%d", time.Now().UnixNano())
+	dsn, err := srv.CreateDatabase(name)
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer db.Close()
-	if err := docQuickstart(srv.DSN()); err != nil {
+	if err := docQuickstart(dsn); err != nil {
 		log.Fatal(err)
 	}
-	// The snippet left the default table behind: read it, then drop it.
+	db, err := sql.Open("postgres", dsn)
+	if err != nil {
+		log.Fatal(err)
+	}
 	c, err := pglock.New(db)
 	if err != nil {
 		log.Fatal(err)
@@ -67,7 +71,10 @@ func Example_quickstart() {
 		log.Fatal(err)
 	}
 	fmt.Println("locks held after the snippet returned:", len(locks))
-	if err := c.DropTable(); err != nil {
+	if err := db.Close(); err != nil {
+		log.Fatal(err)
+	}
+	if err := srv.Exec(`DROP DATABASE "` + name + `"`); err != nil {
 		log.Fatal(err)
 	}
 	// Output:
