@@ -46,10 +46,16 @@ func (c *Client) acquire(ctx context.Context, l *Lock) error {
 			c.waits.forget(l.name)
 			if expected.Valid {
 				c.stats.steals.Add(1)
-				c.log.Debug("took over a stale lock", "lock", l.name, "stale_rvn", expected.Int64)
+				c.log.Debug("took over a stale lock", "lock", l.name, "owner", c.owner, "rvn", rvn,
+					"stale_rvn", expected.Int64, "lease", c.leaseDuration)
 			}
 			if w != nil {
-				c.stats.recordWait(time.Since(waitStart))
+				waited := time.Since(waitStart)
+				c.stats.recordWait(waited)
+				if at := w.notified.Load(); at != 0 {
+					c.stats.recordHandoff(time.Duration(monoNow() - at))
+				}
+				c.log.Debug("waited for lock", "lock", l.name, "owner", c.owner, "rvn", rvn, "waited", waited)
 			}
 			return nil
 		}
@@ -67,6 +73,7 @@ func (c *Client) acquire(ctx context.Context, l *Lock) error {
 		c.waits.observe(l.name, rvn, time.Now())
 		if w == nil {
 			c.stats.waits.Add(1)
+			c.log.Debug("lock is held, waiting", "lock", l.name, "owner", c.owner, "holder_rvn", rvn, "holder_rvn_known", known)
 			w = c.waits.join(l.name)
 			if err := c.waits.waitTurn(ctx, w); err != nil {
 				return contextError(ctx, ErrNotAcquired)

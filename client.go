@@ -149,6 +149,11 @@ func (c *Client) Acquire(name string, opts ...LockOption) (*Lock, error) {
 // left held. Unless WithCustomHeartbeatContext says otherwise, the lock's
 // heartbeat runs while ctx lives: a ctx cancelled right after AcquireContext
 // returns stops it.
+//
+// A name that cannot be stored (see ErrInvalidName) is refused at once. A
+// database error ends the wait too, as an UnavailableError when the database
+// could not be reached or the connection broke, a FailedPreconditionError
+// when serialization failures outlasted ctx, or an OtherError.
 func (c *Client) AcquireContext(ctx context.Context, name string, opts ...LockOption) (*Lock, error) {
 	if err := validName(name); err != nil {
 		return nil, &OtherError{err}
@@ -325,7 +330,10 @@ func (c *Client) Get(name string) (*Lock, error) {
 
 // GetContext reads the named lock's row without acquiring it. The returned
 // Lock is not held: IsReleased reports true and releasing it fails. It
-// returns ErrLockNotFound when there is no such row.
+// returns ErrLockNotFound (a *NotExistError) when there is no such row, an
+// error wrapping ErrInvalidName for a name no row can have, and database
+// errors as an UnavailableError or OtherError. A missing row is routine: it
+// is not logged.
 func (c *Client) GetContext(ctx context.Context, name string) (*Lock, error) {
 	if err := validName(name); err != nil {
 		return nil, &OtherError{err}
@@ -368,7 +376,8 @@ func (c *Client) GetAllLocks() ([]*ReadOnlyLock, error) {
 }
 
 // GetAllLocksContext reads every row of the table, held or kept, ordered by
-// name.
+// name. The locks returned are not held. Database errors are returned as an
+// UnavailableError or OtherError, with no locks.
 func (c *Client) GetAllLocksContext(ctx context.Context) ([]*ReadOnlyLock, error) {
 	var locks []*ReadOnlyLock
 	err := c.retry(ctx, func() error {

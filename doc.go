@@ -1,16 +1,34 @@
 // Package pglock is a distributed lock library backed by PostgreSQL.
 //
-// A Client keeps named locks as rows of one table. A held lock's heartbeat
-// bumps the row's record version number (RVN) from a sequence; a waiter takes
-// a lock over only when it saw the same RVN stay unchanged for a whole lease,
-// timed by its own monotonic clock. No absolute time is stored, so clocks of
-// different hosts need not agree.
+// A Client keeps named locks as rows of one table. Any number of processes,
+// on any number of hosts, that share the table (and the lease) exclude each
+// other: at most one of them holds a given name at a time. It is a drop-in
+// port of the original cirello.io/pglock, with the same API, the same table
+// and the same behaviour, plus the improvements listed in CHANGELOG.md.
 //
-//	db, err := sql.Open("postgres", "postgres://localhost/app?sslmode=disable")
+// # How it works
+//
+// A held lock's heartbeat bumps the row's record version number (RVN) from a
+// sequence. A waiter takes a lock over only when it saw the same RVN stay
+// unchanged for a whole lease, timed by its own monotonic clock: no absolute
+// time is ever stored, so the clocks of different hosts need not agree. A
+// holder counts its lock lost when no heartbeat succeeded for a whole lease,
+// timed from the start of the last successful one, so it gives the lock up no
+// later than any waiter may take it.
+//
+// # Quick start
+//
+// Open a *sql.DB with lib/pq or pgx, make a Client, create the table once,
+// and acquire:
+//
+//	db, err := sql.Open("postgres", dsn) // or sql.Open("pgx", dsn)
 //	if err != nil {
 //		return err
 //	}
-//	c, err := pglock.New(db, pglock.WithLeaseDuration(10*time.Second), pglock.WithHeartbeatFrequency(2*time.Second))
+//	defer db.Close()
+//	c, err := pglock.New(db,
+//		pglock.WithLeaseDuration(10*time.Second),
+//		pglock.WithHeartbeatFrequency(2*time.Second))
 //	if err != nil {
 //		return err
 //	}
@@ -22,10 +40,68 @@
 //		return err
 //	}
 //	defer l.Close()
+//	select {
+//	case <-l.Done():
+//		return l.Err() // lost: stop working on customer-42
+//	default:
+//	}
+//	return nil
 //
-// A released lock is handed to a waiting client within milliseconds: the
-// release notifies waiters through LISTEN/NOTIFY. A lock is lost when someone
-// else took it over, or when no heartbeat succeeded for a whole lease; Done
-// is closed then. Guard fences writes made in a PostgreSQL transaction with
-// the lock.
+// The snippet is the body of a function returning error; the package example
+// runs it. Client.Do wraps the acquire, work and release in one call and
+// cancels the work's context when the lock is lost.
+//
+// # Waiting and handoff
+//
+// AcquireContext waits until the lock is released, taken over, or its context
+// ends. A release wakes waiting clients within milliseconds through
+// LISTEN/NOTIFY: each Client keeps one listening connection while any of its
+// goroutines waits, and only the first waiter per name sends statements.
+// When no notification can arrive (a *sql.DB made with sql.OpenDB from a
+// connector, a pooler in transaction mode, a release by the original library)
+// waiters poll, so they still acquire, only later. FailIfLocked does not wait.
+//
+// # Losing a lock, fencing
+//
+// A lock is lost when someone else took it over or no heartbeat succeeded for
+// a whole lease. Lock.Done is closed then, and Lock.Err says why. While a
+// lock is held, Lock.RecordVersionNumber is a fencing token: no other holder
+// of the name ever sees the same number. Lock.Guard fences a write made in a
+// PostgreSQL transaction: the transaction commits only if the lock was held
+// throughout.
+//
+// # Errors
+//
+// Every error wraps a sentinel (ErrNotAcquired, ErrLockAlreadyReleased,
+// ErrLockNotFound, ...) for errors.Is, and a kind for errors.As:
+// UnavailableError when the database could not be reached or the connection
+// broke, FailedPreconditionError for serialization failures (SQLSTATE 40001)
+// that outlasted the internal retries, NotExistError for a missing lock, and
+// OtherError for the rest. Both drivers' errors are classified alike.
+//
+// # Drivers
+//
+// New accepts a *sql.DB whose driver is lib/pq ("postgres") or pgx v5's
+// database/sql driver (github.com/jackc/pgx/v5/stdlib, "pgx"), and refuses
+// others with ErrNotPostgreSQLDriver; UnsafeNew skips that check. This
+// package imports lib/pq only: pgx is recognised by its type name and, to
+// LISTEN, used through its own connection by reflection.
+//
+// # Logging
+//
+// The client is silent unless given a logger. WithSlog takes a *slog.Logger
+// and logs structured attributes (lock, owner, rvn, durations), never the
+// lock's data. Routine events are Debug; a lost lock is Warn. The original's
+// WithLogger and WithLevelLogger keep working; a *slog.Logger handed to
+// WithLevelLogger is used as a structured logger.
+//
+// # Observability
+//
+// Client.Stats returns a snapshot of counters and timings: acquisitions,
+// waits and their durations, handoff latency after a release notification,
+// stale takeovers, losses, heartbeats and their failures, and whether release
+// notifications arrive. It costs a few atomic loads and adds no dependency.
+// The Client.Stats example writes it in the Prometheus text format; an
+// OpenTelemetry exporter maps the same fields to observable instruments in a
+// callback.
 package pglock

@@ -11,6 +11,8 @@ import (
 // transaction on the same database as the lock table, before or after the
 // writes it protects. It returns an error wrapping ErrLockAlreadyReleased
 // when the lock no longer holds its row; the caller must then roll back.
+// Other errors (the transaction is aborted, the connection broke) are typed
+// like the client's and leave the lock as it was; roll back then too.
 // Otherwise it share-locks the lock's row (SELECT ... FOR SHARE) until tx
 // ends, so nobody can take the lock over before tx commits or rolls back:
 // writes made in tx commit only if the lock was held throughout.

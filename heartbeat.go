@@ -159,7 +159,9 @@ func (h *heartbeater) beat(locks []*Lock) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), c.heartbeatFrequency)
 	defer cancel()
 	start := time.Now()
+	var refreshed int64
 	err := c.retry(ctx, func() error {
+		refreshed = 0
 		rows, err := c.db.QueryContext(ctx, c.sql.heartbeatBatch, names, rvns)
 		if err != nil {
 			return err
@@ -180,6 +182,7 @@ func (h *heartbeater) beat(locks []*Lock) bool {
 			case newRVN.Valid:
 				l.refresh(newRVN.Int64, start)
 				delete(byKey, k)
+				refreshed++
 			case !present:
 				l.end(errStolen)
 				delete(byKey, k)
@@ -188,7 +191,7 @@ func (h *heartbeater) beat(locks []*Lock) bool {
 		return rows.Err()
 	})
 	if err == nil {
-		c.stats.heartbeats.Add(int64(len(held)))
+		c.stats.heartbeats.Add(refreshed)
 		return true
 	}
 	c.stats.heartbeatFailures.Add(1)

@@ -2,6 +2,7 @@ package pglock
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 )
@@ -125,8 +126,12 @@ func (l *Lock) end(err error) {
 		l.expiry.Stop()
 	}
 	close(l.done)
-	if err != nil && err != errReleased {
-		l.client.log.Debug("lock lost", "lock", l.name, "owner", l.owner, "rvn", l.rvn, "reason", err)
+	if err != nil && !errors.Is(err, errReleased) {
+		// A loss is worth a warning: whoever held the lock must stop. It is
+		// no Error: the caller learns of it through Done and Err, and the
+		// lock system worked as designed.
+		l.client.log.Warn("lock lost", "lock", l.name, "owner", l.owner, "rvn", l.rvn,
+			"since_refresh", time.Since(l.refreshedAt), "reason", err)
 		l.client.stats.lost.Add(1)
 	}
 }

@@ -8,14 +8,16 @@ import (
 )
 
 // Logger is the original library's logging interface: every line is handed
-// over as one Println call.
+// over as one Println call. See WithLogger; prefer WithSlog.
 type Logger interface {
 	Println(v ...any)
 }
 
-// LevelLogger is a logger with two levels, called printf-style: msg is a
-// format and args its operands. *slog.Logger has the same method set; it is
-// recognised by WithLevelLogger and used as a structured logger instead.
+// LevelLogger is the original library's logger with two levels, called
+// printf-style: msg is a format and args its operands. *slog.Logger has the
+// same method set but reads args as key/value pairs; WithLevelLogger
+// recognises it (and any logger with a Handler() slog.Handler method) and
+// uses it as a structured logger instead, so it never logs "!BADKEY".
 type LevelLogger interface {
 	Debug(msg string, args ...any)
 	Error(msg string, args ...any)

@@ -2,6 +2,7 @@ package pglock
 
 import (
 	"log/slog"
+	"reflect"
 	"time"
 )
 
@@ -52,30 +53,56 @@ func WithOwner(owner string) ClientOption {
 	return func(c *Client) { c.owner = owner }
 }
 
-// WithLogger sets a logger that receives every log line as one
-// pre-formatted string, Debug and Error alike.
+// WithLogger sets a logger that receives every log line, of any level, as
+// one Println call with a pre-formatted line: the message followed by
+// key=value pairs. A nil l keeps the client silent.
 //
 // Deprecated: use WithSlog, or WithLevelLogger.
 func WithLogger(l Logger) ClientOption {
-	return func(c *Client) { c.log = slog.New(newPrintlnHandler(l)) }
-}
-
-// WithLevelLogger sets a logger with Debug and Error levels. A *slog.Logger
-// given here is used as a structured logger; any other LevelLogger receives a
-// printf-style format and its arguments, as the original library did.
-func WithLevelLogger(l LevelLogger) ClientOption {
 	return func(c *Client) {
-		if sl, ok := l.(*slog.Logger); ok {
-			c.log = sl
+		if l == nil {
+			c.log = nil
 			return
 		}
-		c.log = slog.New(newLevelHandler(l))
+		c.log = slog.New(newPrintlnHandler(l))
 	}
 }
 
-// WithSlog sets a structured logger. Log records carry the lock name, owner,
-// record version number and durations as attributes, never the lock data.
-// The client is silent without a logger.
+// WithLevelLogger sets a logger with Debug and Error levels. A *slog.Logger
+// given here, or any logger with a Handler() slog.Handler method (such as a
+// struct embedding *slog.Logger), is used as a structured logger, exactly as
+// WithSlog would, so it never logs "!BADKEY". Any other LevelLogger is called
+// printf-style, as the original library did: Debug("%s", line) for Debug and
+// Warn records, Error("%s", line) for Error records, where line is the
+// message followed by key=value pairs. A nil l keeps the client silent.
+func WithLevelLogger(l LevelLogger) ClientOption {
+	return func(c *Client) {
+		switch l := l.(type) {
+		case nil:
+			c.log = nil
+		case *slog.Logger:
+			c.log = l
+		case interface{ Handler() slog.Handler }:
+			if v := reflect.ValueOf(l); v.Kind() == reflect.Pointer && v.IsNil() {
+				c.log = nil
+				return
+			}
+			if h := l.Handler(); h != nil {
+				c.log = slog.New(h)
+			}
+		default:
+			c.log = slog.New(newLevelHandler(l))
+		}
+	}
+}
+
+// WithSlog sets a structured logger. Records carry attributes: "lock" (the
+// name), "owner", "rvn" (record version number) and, where they apply,
+// durations ("waited", "lease", "elapsed", "since_refresh") and "error". The
+// lock's data payload is never logged. Routine events (acquired, waiting,
+// released, a failed heartbeat that will be retried) are Debug; a held lock
+// that is lost is Warn. The client is silent without a logger, and a nil l
+// keeps it so.
 func WithSlog(l *slog.Logger) ClientOption {
 	return func(c *Client) { c.log = l }
 }

@@ -133,6 +133,8 @@ func (id identifier) channel() string {
 
 // CreateTable creates the lock table and its record version number sequence.
 // It fails if either exists already, and then leaves both as they were.
+// Errors are an OtherError (the table exists, no privilege) or an
+// UnavailableError (the database could not be reached).
 func (c *Client) CreateTable() error {
 	return c.createTable(context.Background(), false)
 }
@@ -140,7 +142,8 @@ func (c *Client) CreateTable() error {
 // TryCreateTable creates the lock table and its sequence where they do not
 // exist yet, and leaves existing ones alone. Where the sequence cannot be
 // OWNED BY the table (managed PostgreSQL where the table's owner is another
-// role), the sequence is created without that clause.
+// role), the sequence is created without that clause. It is safe to call
+// from many processes at once. Errors are typed as CreateTable's.
 func (c *Client) TryCreateTable() error {
 	return c.createTable(context.Background(), true)
 }
@@ -174,6 +177,8 @@ func (c *Client) createTable(ctx context.Context, ifNotExists bool) error {
 }
 
 // DropTable drops the lock table and its sequence, and every lock with them.
+// Locks held through it are lost within a lease. It fails with an
+// OtherError when the table does not exist, or an UnavailableError.
 func (c *Client) DropTable() error {
 	ctx := context.Background()
 	table, seq := c.table.quoted(), c.table.sequence().quoted()

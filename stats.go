@@ -5,7 +5,8 @@ import (
 	"time"
 )
 
-// counters are the client's running totals; Stats reads them.
+// counters are the client's running totals; Stats reads them. Each is one
+// atomic word, so counting costs a few nanoseconds and never blocks.
 type counters struct {
 	acquired          atomic.Int64
 	released          atomic.Int64
@@ -17,34 +18,106 @@ type counters struct {
 	heartbeats        atomic.Int64
 	heartbeatFailures atomic.Int64
 	notifications     atomic.Int64
+	listens           atomic.Int64
+	handoffs          atomic.Int64
+	handoffNanos      atomic.Int64
+	maxHandoffNanos   atomic.Int64
 }
 
 func (s *counters) recordWait(d time.Duration) {
 	s.waitNanos.Add(int64(d))
+	storeMax(&s.maxWaitNanos, int64(d))
+}
+
+func (s *counters) recordHandoff(d time.Duration) {
+	d = max(d, 0)
+	s.handoffs.Add(1)
+	s.handoffNanos.Add(int64(d))
+	storeMax(&s.maxHandoffNanos, int64(d))
+}
+
+// storeMax raises m to v if v is larger.
+func storeMax(m *atomic.Int64, v int64) {
 	for {
-		m := s.maxWaitNanos.Load()
-		if int64(d) <= m || s.maxWaitNanos.CompareAndSwap(m, int64(d)) {
+		old := m.Load()
+		if v <= old || m.CompareAndSwap(old, v) {
 			return
 		}
 	}
 }
 
-// Stats is a snapshot of what a Client has done since it was made. It is
-// cheap to take and safe to take from any goroutine.
-type Stats struct {
-	Acquired          int64         // locks acquired
-	Released          int64         // locks released by Release, Close or Do
-	Waits             int64         // acquisitions that had to wait for a holder
-	WaitTime          time.Duration // total time those waits took until acquired
-	MaxWait           time.Duration // longest of those waits
-	Steals            int64         // stale locks taken over after a lease of silence
-	Lost              int64         // held locks lost: taken over, or no heartbeat for a lease
-	Heartbeats        int64         // lock refreshes that succeeded
-	HeartbeatFailures int64         // heartbeat statements that failed
-	Notifications     int64         // release notifications received
+// monoBase anchors monoNow.
+var monoBase = time.Now()
+
+// monoNow is a monotonic clock reading in nanoseconds, never 0, that fits in
+// an atomic.Int64.
+func monoNow() int64 {
+	return int64(time.Since(monoBase)) + 1
 }
 
-// Stats returns a snapshot of the client's counters.
+// Stats is a snapshot of what a Client has done since it was made: running
+// totals (counters that only grow) and two gauges, Held and Listening. The
+// totals are read one by one without a common lock, so a snapshot taken
+// while locks change hands may be a few events apart between fields; each
+// field on its own is exact.
+//
+// Export it to a metrics system by reading it on each scrape: see the
+// package example that writes the Prometheus text format, and map the same
+// fields to OpenTelemetry asynchronous instruments (an Int64ObservableCounter
+// per total, a gauge for Held and Listening) the same way. Neither system is
+// a dependency of this package.
+type Stats struct {
+	// Acquired counts locks acquired, including takeovers of stale locks.
+	Acquired int64
+	// Released counts locks released by Release, Close or Do.
+	Released int64
+	// Waits counts acquisitions that found the lock held and waited.
+	Waits int64
+	// WaitTime is the total time waits took until the lock was acquired;
+	// waits that gave up (the context ended) are not included.
+	WaitTime time.Duration
+	// MaxWait is the longest of those waits.
+	MaxWait time.Duration
+	// Steals counts stale locks taken over after their record version
+	// number stayed unchanged for a whole lease: their holder died or
+	// stalled.
+	Steals int64
+	// Lost counts held locks lost before Release: taken over, or no
+	// heartbeat succeeded for a whole lease.
+	Lost int64
+	// Heartbeats counts lock refreshes that succeeded (one per lock, even
+	// when a batch refreshes many in one statement).
+	Heartbeats int64
+	// HeartbeatFailures counts heartbeat statements that failed. A lock is
+	// lost only when no heartbeat succeeds for a whole lease.
+	HeartbeatFailures int64
+	// Notifications counts release notifications received.
+	Notifications int64
+	// ListenerConnects counts LISTEN connections established: one when the
+	// first waiter comes, one more after each reconnection.
+	ListenerConnects int64
+	// Listening is true while release notifications reach this client.
+	// While waiters wait and it is false, they poll: a pooler in
+	// transaction mode, or a *sql.DB that gives no way to LISTEN.
+	Listening bool
+	// Handoffs counts waits that ended with an acquisition after a release
+	// notification woke the waiter.
+	Handoffs int64
+	// HandoffTime is the total time from the release notification reaching
+	// the waiter to the waiter holding the lock.
+	HandoffTime time.Duration
+	// MaxHandoff is the longest of those handoffs.
+	MaxHandoff time.Duration
+}
+
+// Held returns the number of locks the snapshot counts as held: acquired,
+// and neither released nor lost.
+func (s Stats) Held() int64 {
+	return s.Acquired - s.Released - s.Lost
+}
+
+// Stats returns a snapshot of the client's counters. It is cheap (a few
+// atomic loads and one short mutex) and safe to call from any goroutine.
 func (c *Client) Stats() Stats {
 	s := &c.stats
 	return Stats{
@@ -58,5 +131,10 @@ func (c *Client) Stats() Stats {
 		Heartbeats:        s.heartbeats.Load(),
 		HeartbeatFailures: s.heartbeatFailures.Load(),
 		Notifications:     s.notifications.Load(),
+		ListenerConnects:  s.listens.Load(),
+		Listening:         c.waits.isListening(),
+		Handoffs:          s.handoffs.Load(),
+		HandoffTime:       time.Duration(s.handoffNanos.Load()),
+		MaxHandoff:        time.Duration(s.maxHandoffNanos.Load()),
 	}
 }

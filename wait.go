@@ -3,9 +3,11 @@ package pglock
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"math/rand/v2"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lib/pq"
@@ -43,6 +45,10 @@ type waiter struct {
 	name string
 	turn chan struct{} // closed when it heads its queue
 	wake chan struct{} // a release of its name was announced
+
+	// notified is when a release notification of its name last woke it, in
+	// monotonic nanoseconds (see monoNow); 0 if none did.
+	notified atomic.Int64
 }
 
 // watch is an RVN seen on a held row, and when it was first seen.
@@ -209,6 +215,7 @@ func (r *waitRoom) announce(name string, all bool) {
 	}
 	if !all {
 		if q := r.queues[name]; len(q) > 0 {
+			q[0].notified.Store(monoNow())
 			wake(q)
 		}
 		return
@@ -222,28 +229,41 @@ func (r *waitRoom) setListening(on bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.listening = on
+	if on {
+		r.c.stats.listens.Add(1)
+	}
+}
+
+// isListening reports whether release notifications arrive now.
+func (r *waitRoom) isListening() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.listening
 }
 
 // listen keeps one LISTEN connection open until ctx ends, reconnecting with
 // backoff, and turns notifications into wake-ups. It closes ready once the
-// first attempt succeeded or failed, and done when it exits. Without a
-// connection string to dial (a *sql.DB made from a connector) it gives up at
-// once and waiters poll.
+// first attempt succeeded or failed, and done when it exits. Without a way to
+// listen (see listener) it gives up at once and waiters poll.
 func (r *waitRoom) listen(ctx context.Context, done, ready chan struct{}) {
 	defer close(done)
 	readyOnce := sync.OnceFunc(func() { close(ready) })
 	defer readyOnce()
-	dsn, ok := dataSourceName(r.c.db)
-	if !ok {
-		r.c.log.Debug("no connection string for LISTEN: waiters poll")
+	serve := r.listener()
+	if serve == nil {
+		r.c.log.Debug("no way to LISTEN on this *sql.DB: waiters poll")
 		return
 	}
 	channel := r.c.table.channel()
 	backoff := 10 * time.Millisecond
 	for ctx.Err() == nil {
-		err := r.serve(ctx, dsn, channel, readyOnce)
+		err := serve(ctx, channel, readyOnce)
 		readyOnce()
 		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, errNoNotifications) {
+			r.c.log.Debug("the driver cannot LISTEN: waiters poll")
 			return
 		}
 		r.c.log.Debug("release listener lost, reconnecting", "error", err, "backoff", backoff)

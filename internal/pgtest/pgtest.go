@@ -103,14 +103,14 @@ func Start() (*Server, error) {
 		}
 	}
 	if err := s.init(); err != nil {
-		s.removeTmp()
+		_ = s.removeTmp() // the start error is the one to report
 		return nil, err
 	}
 	const attempts = 5
 	for i := 1; ; i++ {
 		port, err := freePort()
 		if err != nil {
-			s.removeTmp()
+			_ = s.removeTmp() // the port error is the one to report
 			return nil, err
 		}
 		s.port = port
@@ -124,7 +124,7 @@ func Start() (*Server, error) {
 		if i < attempts && strings.Contains(err.Error(), "could not bind") {
 			continue
 		}
-		s.removeTmp()
+		_ = s.removeTmp() // the start error is the one to report
 		return nil, err
 	}
 }
@@ -274,7 +274,7 @@ func FindBinDir() (string, error) {
 	if dir := os.Getenv(EnvPGBin); dir != "" {
 		abs, err := filepath.Abs(dir)
 		if err != nil {
-			return "", fmt.Errorf("pgtest: %s=%q: %v", EnvPGBin, dir, err)
+			return "", fmt.Errorf("pgtest: %s=%q: %w", EnvPGBin, dir, err)
 		}
 		if !hasServerBinaries(abs) {
 			return "", fmt.Errorf("pgtest: %s=%q does not contain initdb and postgres", EnvPGBin, dir)
@@ -282,8 +282,8 @@ func FindBinDir() (string, error) {
 		return abs, nil
 	}
 	if p, err := exec.LookPath("initdb"); err == nil {
-		if real, err := filepath.EvalSymlinks(p); err == nil {
-			if abs, err := filepath.Abs(filepath.Dir(real)); err == nil && hasServerBinaries(abs) {
+		if resolved, err := filepath.EvalSymlinks(p); err == nil {
+			if abs, err := filepath.Abs(filepath.Dir(resolved)); err == nil && hasServerBinaries(abs) {
 				return abs, nil
 			}
 		}
@@ -376,7 +376,7 @@ func versionLess(a, b string) bool {
 func binVersion(binDir string) (string, error) {
 	out, err := exec.Command(filepath.Join(binDir, "postgres"), "--version").Output()
 	if err != nil {
-		return "", fmt.Errorf("pgtest: %s --version: %v", filepath.Join(binDir, "postgres"), err)
+		return "", fmt.Errorf("pgtest: %s --version: %w", filepath.Join(binDir, "postgres"), err)
 	}
 	// postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)
 	f := strings.Fields(string(out))
@@ -392,7 +392,7 @@ func binVersion(binDir string) (string, error) {
 func postgresCredential() (*syscall.Credential, error) {
 	u, err := user.Lookup("postgres")
 	if err != nil {
-		return nil, fmt.Errorf("pgtest: running as root, so the server must run as the `postgres` OS user, but looking it up failed: %v (install the postgresql package or create the user with `useradd --system postgres`)", err)
+		return nil, fmt.Errorf("pgtest: running as root, so the server must run as the `postgres` OS user, but looking it up failed: %w (install the postgresql package or create the user with `useradd --system postgres`)", err)
 	}
 	uid, err := strconv.ParseUint(u.Uid, 10, 32)
 	if err != nil {
@@ -427,14 +427,14 @@ func (s *Server) tempParent() string {
 func (s *Server) init() error {
 	dir, err := os.MkdirTemp(s.tempParent(), "pgtest-")
 	if err != nil {
-		return fmt.Errorf("pgtest: %v", err)
+		return fmt.Errorf("pgtest: %w", err)
 	}
 	s.tmpDir = dir
 	s.dataDir = filepath.Join(dir, "data")
 	s.logPath = filepath.Join(dir, "postgres.log")
 	if s.cred != nil {
 		if err := os.Chown(dir, int(s.cred.Uid), int(s.cred.Gid)); err != nil {
-			return fmt.Errorf("pgtest: %v", err)
+			return fmt.Errorf("pgtest: %w", err)
 		}
 	}
 	cmd := exec.Command(filepath.Join(s.binDir, "initdb"),
@@ -452,7 +452,7 @@ func (s *Server) init() error {
 	cmd.Stdout = &out
 	cmd.Stderr = &out
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("pgtest: initdb (%s) failed: %v%s\n%s", s.binDir, err, s.permHint(err), lastLines(out.String(), 30))
+		return fmt.Errorf("pgtest: initdb (%s) failed: %w%s\n%s", s.binDir, err, s.permHint(err), lastLines(out.String(), 30))
 	}
 	return nil
 }
@@ -496,7 +496,7 @@ func (s *Server) start() error {
 func (s *Server) startLocked() error {
 	logFile, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return fmt.Errorf("pgtest: %v", err)
+		return fmt.Errorf("pgtest: %w", err)
 	}
 	logStart, _ := logFile.Seek(0, io.SeekEnd)
 	// Unix sockets have a short path limit (~107 bytes); skip them when
@@ -524,7 +524,7 @@ func (s *Server) startLocked() error {
 	cmd.SysProcAttr = s.sysProcAttr()
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
-		return fmt.Errorf("pgtest: starting postgres (%s): %v%s", s.binDir, err, s.permHint(err))
+		return fmt.Errorf("pgtest: starting postgres (%s): %w%s", s.binDir, err, s.permHint(err))
 	}
 	p := &proc{cmd: cmd, logFile: logFile, exited: make(chan struct{})}
 	go func() {
@@ -548,15 +548,19 @@ func (s *Server) waitReady(p *proc, logStart int64) error {
 	for {
 		select {
 		case <-p.exited:
-			return fmt.Errorf("pgtest: postgres %s exited during startup (%v); log %s:\n%s",
-				s.version, p.err, s.logPath, s.logSince(logStart))
+			exitErr := p.err
+			if exitErr == nil {
+				exitErr = errors.New("exit status 0")
+			}
+			return fmt.Errorf("pgtest: postgres %s exited during startup (%w); log %s:\n%s",
+				s.version, exitErr, s.logPath, s.logSince(logStart))
 		default:
 		}
 		if lastErr = simpleQuery(cfg, ""); lastErr == nil {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("pgtest: postgres %s did not accept connections on %s within %v (last error: %v); log %s:\n%s",
+			return fmt.Errorf("pgtest: postgres %s did not accept connections on %s within %v (last error: %w); log %s:\n%s",
 				s.version, cfg.addr, readyTimeout, lastErr, s.logPath, s.logSince(logStart))
 		}
 		select {
@@ -597,7 +601,7 @@ func (s *Server) stopLocked() error {
 		return fmt.Errorf("pgtest: postgres did not stop within %v and was killed; log %s:\n%s", stopTimeout, s.logPath, s.LogTail(20))
 	}
 	if p.err != nil {
-		return fmt.Errorf("pgtest: postgres exited with %v; log %s:\n%s", p.err, s.logPath, s.LogTail(20))
+		return fmt.Errorf("pgtest: postgres exited with %w; log %s:\n%s", p.err, s.logPath, s.LogTail(20))
 	}
 	return nil
 }
@@ -618,7 +622,7 @@ func (s *Server) removeTmp() error {
 		return nil
 	}
 	if err := os.RemoveAll(s.tmpDir); err != nil {
-		return fmt.Errorf("pgtest: %v", err)
+		return fmt.Errorf("pgtest: %w", err)
 	}
 	return nil
 }
@@ -627,7 +631,7 @@ func (s *Server) removeTmp() error {
 func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return 0, fmt.Errorf("pgtest: finding a free port: %v", err)
+		return 0, fmt.Errorf("pgtest: finding a free port: %w", err)
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil

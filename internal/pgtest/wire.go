@@ -70,7 +70,7 @@ func parseDSN(dsn string) (connConfig, error) {
 func replaceDatabase(dsn, name string) (string, error) {
 	u, err := url.Parse(dsn)
 	if err != nil {
-		return "", fmt.Errorf("pgtest: %v", err)
+		return "", fmt.Errorf("pgtest: %w", err)
 	}
 	u.Path = "/" + name
 	u.RawPath = ""
@@ -124,7 +124,7 @@ func simpleQuery(cfg connConfig, query string) (err error) {
 	}
 	defer func() {
 		w := &msgWriter{}
-		conn.Write(w.message('X'))
+		_, _ = conn.Write(w.message('X')) // Terminate is a courtesy; the conn closes anyway
 	}()
 	if query == "" {
 		return nil

@@ -1,0 +1,83 @@
+package pglock_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"cirello.io/pglock"
+)
+
+// TestStatsCounts walks two clients through a handoff, heartbeats, a failed
+// heartbeat and a loss, and checks each counter.
+func TestStatsCounts(t *testing.T) {
+	t.Parallel()
+	db := openDB(t)
+	opts := []pglock.ClientOption{pglock.WithLeaseDuration(6 * time.Second), pglock.WithHeartbeatFrequency(500 * time.Millisecond)}
+	c1, table := ecoClient(t, db, opts...)
+	c2, err := pglock.New(db, append([]pglock.ClientOption{pglock.WithCustomTable(table)}, opts...)...)
+	require.NoError(t, err)
+	require.Equal(t, pglock.Stats{}, c1.Stats(), "a new client has done nothing")
+
+	l1, err := c1.Acquire("a")
+	require.NoError(t, err)
+	require.Equal(t, int64(1), c1.Stats().Acquired)
+	require.Equal(t, int64(1), c1.Stats().Held())
+
+	got := make(chan *pglock.Lock, 1)
+	go func() {
+		l2, err := c2.Acquire("a")
+		if err != nil {
+			t.Error(err)
+		}
+		got <- l2
+	}()
+	require.Eventually(t, func() bool { s := c2.Stats(); return s.Waits == 1 && s.Listening }, 10*time.Second, 5*time.Millisecond)
+	require.NoError(t, l1.Close())
+	l2 := <-got
+	require.NotNil(t, l2)
+	s1 := c1.Stats()
+	require.Equal(t, int64(1), s1.Released)
+	require.Zero(t, s1.Held())
+	require.Zero(t, s1.Waits)
+	s2 := c2.Stats()
+	require.Equal(t, int64(1), s2.Acquired)
+	require.Equal(t, int64(1), s2.Waits)
+	require.Positive(t, s2.WaitTime)
+	require.Equal(t, s2.WaitTime, s2.MaxWait, "one wait: the total is the longest")
+	require.Equal(t, int64(1), s2.ListenerConnects)
+	require.LessOrEqual(t, s2.Handoffs, int64(1))
+	require.LessOrEqual(t, s2.HandoffTime, s2.WaitTime)
+	require.Zero(t, s2.Steals)
+	require.Eventually(t, func() bool { return c2.Stats().Notifications >= 1 || !c2.Stats().Listening }, 10*time.Second, 5*time.Millisecond)
+
+	// Background heartbeats count one per refreshed lock.
+	require.Eventually(t, func() bool { return c2.Stats().Heartbeats >= 1 }, 10*time.Second, 10*time.Millisecond)
+	require.Zero(t, c2.Stats().HeartbeatFailures)
+
+	// A Guard transaction holds the row: a SendHeartbeat that cannot get it
+	// in time fails, and the lock is still held.
+	tx, err := db.BeginTx(bg, nil)
+	require.NoError(t, err)
+	require.NoError(t, l2.Guard(bg, tx))
+	ctx, cancel := context.WithTimeout(bg, 300*time.Millisecond)
+	require.Error(t, c2.SendHeartbeat(ctx, l2))
+	cancel()
+	require.NoError(t, tx.Rollback())
+	require.GreaterOrEqual(t, c2.Stats().HeartbeatFailures, int64(1))
+	require.False(t, l2.IsReleased())
+	require.Equal(t, int64(1), c2.Stats().Held())
+
+	// A thief takes the row: the next heartbeat finds it lost.
+	_, err = db.Exec(fmt.Sprintf(`UPDATE %q SET record_version_number = record_version_number + 1000000, owner = 'thief' WHERE name = 'a'`, table))
+	require.NoError(t, err)
+	<-l2.Done()
+	s2 = c2.Stats()
+	require.Equal(t, int64(1), s2.Lost)
+	require.Zero(t, s2.Held())
+	require.ErrorIs(t, l2.Close(), pglock.ErrLockAlreadyReleased)
+	require.Zero(t, c2.Stats().Released, "a lost lock is not counted released")
+}
