@@ -57,7 +57,13 @@ func WithOwner(owner string) ClientOption {
 //
 // Deprecated: use WithSlog, or WithLevelLogger.
 func WithLogger(l Logger) ClientOption {
-	return func(c *Client) { c.log = slog.New(newPrintlnHandler(l)) }
+	return func(c *Client) {
+		if l == nil {
+			c.log = nil // New falls back to the silent default
+			return
+		}
+		c.log = slog.New(newPrintlnHandler(l))
+	}
 }
 
 // WithLevelLogger sets a logger with Debug and Error levels. A *slog.Logger
@@ -65,6 +71,10 @@ func WithLogger(l Logger) ClientOption {
 // printf-style format and its arguments, as the original library did.
 func WithLevelLogger(l LevelLogger) ClientOption {
 	return func(c *Client) {
+		if l == nil {
+			c.log = nil // New falls back to the silent default
+			return
+		}
 		if sl, ok := l.(*slog.Logger); ok {
 			c.log = sl
 			return
