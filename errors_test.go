@@ -63,7 +63,7 @@ func TestCoreErrorKinds(t *testing.T) {
 		tx, err := admin.Begin()
 		require.NoError(t, err)
 		defer func() { _ = tx.Rollback() }()
-		_, err = tx.Exec(`SELECT 1 FROM `+testsQuote(table)+` WHERE name = 'x' FOR UPDATE`)
+		_, err = tx.Exec(`SELECT 1 FROM ` + testsQuote(table) + ` WHERE name = 'x' FOR UPDATE`)
 		require.NoError(t, err)
 		beat := make(chan error, 1)
 		go func() { beat <- c.SendHeartbeat(bg, l) }()
@@ -110,7 +110,9 @@ BEGIN
 	END IF;
 	RETURN COALESCE(NEW, OLD);
 END $$`)
-		t.Cleanup(func() { _, _ = db.Exec(`DROP FUNCTION ` + fn + ` CASCADE; DROP SEQUENCE ` + seq + `; DROP TABLE ` + ctl) })
+		t.Cleanup(func() {
+			_, _ = db.Exec(`DROP FUNCTION ` + fn + ` CASCADE; DROP SEQUENCE ` + seq + `; DROP TABLE ` + ctl)
+		})
 		testsExec(t, db, `CREATE TRIGGER fail BEFORE INSERT OR UPDATE OR DELETE ON `+testsQuote(table)+` FOR EACH ROW EXECUTE FUNCTION `+fn+`()`)
 
 		// The first 3 statements fail with 40001: retried, not surfaced.
