@@ -287,3 +287,35 @@ func TestHeartbeatKeepsWaitersOff(t *testing.T) {
 	assert.False(t, l.IsReleased())
 	require.NoError(t, l.Close())
 }
+
+// TestAcquireAfterLongRowWait: an acquire statement that waited long on the
+// row's lock (many contenders queue on it) must not hand out a lock whose
+// lease, counted from the statement's start, has already run out.
+func TestAcquireAfterLongRowWait(t *testing.T) {
+	t.Parallel()
+	db := openDB(t)
+	const lease = time.Second
+	c, table := testsNewClient(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(100*time.Millisecond))
+	l, err := c.Acquire("job", pglock.KeepOnRelease())
+	require.NoError(t, err)
+	require.NoError(t, l.Close())
+
+	tx, err := db.Begin()
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback() }()
+	_, err = tx.Exec(`SELECT 1 FROM ` + testsQuote(table) + ` WHERE name = 'job' FOR UPDATE`)
+	require.NoError(t, err)
+	got := make(chan *pglock.Lock, 1)
+	go func() {
+		l, err := c.AcquireContext(testsCtx(t), "job")
+		assert.NoError(t, err)
+		got <- l
+	}()
+	time.Sleep(2 * lease) // the acquire statement waits on the row lock
+	require.NoError(t, tx.Rollback())
+	l = <-got
+	require.NotNil(t, l)
+	time.Sleep(lease / 2)
+	assert.False(t, l.IsReleased(), "a lock fresh from Acquire is held: %v", l.Err())
+	require.NoError(t, l.Close())
+}

@@ -38,8 +38,12 @@ func (r *testsLines) Println(v ...any) { r.add(fmt.Sprintln(v...)) }
 // testsLevelLogger is a printf-style pglock.LevelLogger.
 type testsLevelLogger struct{ testsLines }
 
-func (r *testsLevelLogger) Debug(msg string, args ...any) { r.add("DEBUG " + fmt.Sprintf(msg, args...)) }
-func (r *testsLevelLogger) Error(msg string, args ...any) { r.add("ERROR " + fmt.Sprintf(msg, args...)) }
+func (r *testsLevelLogger) Debug(msg string, args ...any) {
+	r.add("DEBUG " + fmt.Sprintf(msg, args...))
+}
+func (r *testsLevelLogger) Error(msg string, args ...any) {
+	r.add("ERROR " + fmt.Sprintf(msg, args...))
+}
 
 // testsSlogHandler records slog records.
 type testsSlogHandler struct{ lines *testsLines }
