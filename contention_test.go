@@ -95,7 +95,7 @@ func testsContend(t *testing.T, dsn string, clients, perClient int) int64 {
 
 func TestCoreContention(t *testing.T) {
 	t.Parallel()
-	testsContend(t, srv.DSN(), 4, 30)
+	testsContend(t, srv.DSN(), 4, 26)
 }
 
 // TestCoreContentionSerializable: every session SERIALIZABLE by default, as
@@ -108,5 +108,5 @@ func TestCoreContentionSerializable(t *testing.T) {
 	var level string
 	require.NoError(t, db.QueryRow(`SHOW default_transaction_isolation`).Scan(&level))
 	require.Equal(t, "serializable", level, "the DSN option applies")
-	testsContend(t, dsn, 4, 30)
+	testsContend(t, dsn, 4, 26)
 }
