@@ -23,6 +23,7 @@ func TestCoreAcquireRelease(t *testing.T) {
 	require.NoError(t, err)
 	require.NotNil(t, l)
 	assert.False(t, l.IsReleased())
+	assert.Equal(t, "job", l.Name())
 	assert.Equal(t, "holder", l.Owner())
 	assert.Equal(t, "payload", string(l.Data()))
 	rvn, valid := testsRowRVN(t, db, testsQuote(table), "job")
@@ -204,9 +205,9 @@ func TestCoreLockData(t *testing.T) {
 func TestCoreWithCustomHeartbeatContext(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
-	const lease = time.Second
-	c, table := testsNewClient(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(100*time.Millisecond))
-	thief := sameTable(t, db, table, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(100*time.Millisecond))
+	const lease = 2 * time.Second
+	c, table := testsNewClient(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(250*time.Millisecond))
+	thief := sameTable(t, db, table, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(250*time.Millisecond))
 
 	t.Run("outlives the acquire ctx", func(t *testing.T) {
 		actx, acancel := context.WithCancel(bg)
@@ -214,7 +215,7 @@ func TestCoreWithCustomHeartbeatContext(t *testing.T) {
 		require.NoError(t, err)
 		acancel()
 		rvn := l.RecordVersionNumber()
-		time.Sleep(2 * lease)
+		time.Sleep(lease + lease/2)
 		assert.False(t, l.IsReleased(), "the heartbeat runs under its own ctx")
 		assert.NotEqual(t, rvn, l.RecordVersionNumber(), "and keeps bumping the RVN")
 		_, err = thief.Acquire("a", pglock.FailIfLocked())
@@ -274,12 +275,12 @@ func TestCoreLockStolenAfterHeartbeatStops(t *testing.T) {
 func TestHeartbeatKeepsWaitersOff(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
-	const lease = time.Second
-	c, table := testsNewClient(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(100*time.Millisecond))
-	waiter := sameTable(t, db, table, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(100*time.Millisecond))
+	const lease = 2 * time.Second
+	c, table := testsNewClient(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(250*time.Millisecond))
+	waiter := sameTable(t, db, table, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(250*time.Millisecond))
 	l, err := c.Acquire("job")
 	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(bg, 3*lease)
+	ctx, cancel := context.WithTimeout(bg, 2*lease)
 	defer cancel()
 	_, err = waiter.AcquireContext(ctx, "job")
 	require.ErrorIs(t, err, pglock.ErrNotAcquired, "a heartbeating lock is never taken over")
@@ -294,8 +295,8 @@ func TestHeartbeatKeepsWaitersOff(t *testing.T) {
 func TestAcquireAfterLongRowWait(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
-	const lease = time.Second
-	c, table := testsNewClient(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(100*time.Millisecond))
+	const lease = 2 * time.Second
+	c, table := testsNewClient(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(250*time.Millisecond))
 	l, err := c.Acquire("job", pglock.KeepOnRelease())
 	require.NoError(t, err)
 	require.NoError(t, l.Close())
@@ -311,7 +312,7 @@ func TestAcquireAfterLongRowWait(t *testing.T) {
 		assert.NoError(t, err)
 		got <- l
 	}()
-	time.Sleep(2 * lease) // the acquire statement waits on the row lock
+	time.Sleep(lease) // the acquire statement waits on the row lock
 	require.NoError(t, tx.Rollback())
 	l = <-got
 	require.NotNil(t, l)

@@ -91,11 +91,19 @@ func TestCoreLoggers(t *testing.T) {
 		assert.Contains(t, rec.all(), "lock=job", "structured attributes")
 		assert.NotContains(t, rec.all(), "secret-data")
 	})
+	t.Run("WithSlog", func(t *testing.T) {
+		var rec testsLines
+		exercise(t, pglock.WithSlog(slog.New(testsSlogHandler{&rec})))
+		assert.Contains(t, rec.all(), "DEBUG lock released")
+		assert.Contains(t, rec.all(), "owner=logged")
+		assert.NotContains(t, rec.all(), "secret-data")
+	})
 	t.Run("nil loggers are ignored", func(t *testing.T) {
 		assert.NotPanics(t, func() {
 			exercise(t, pglock.WithLevelLogger(nil))
 			exercise(t, pglock.WithLogger(nil))
 			exercise(t, pglock.WithLevelLogger((*slog.Logger)(nil)))
+			exercise(t, pglock.WithSlog(nil))
 		})
 	})
 }

@@ -25,8 +25,8 @@ func TestRollingUpgrade(t *testing.T) {
 	}
 	t.Cleanup(func() { _, _ = db.Exec(`DROP TABLE IF EXISTS ` + table) })
 	const (
-		lease = time.Second
-		freq  = 100 * time.Millisecond
+		lease = 2 * time.Second
+		freq  = 250 * time.Millisecond
 	)
 	ours, err := pglock.New(db, pglock.WithCustomTable(table), pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(freq))
 	require.NoError(t, err)
@@ -53,7 +53,7 @@ func TestRollingUpgrade(t *testing.T) {
 			enter("ours")
 			got <- l
 		}()
-		hctx, stop := context.WithTimeout(ctx, 2*lease)
+		hctx, stop := context.WithTimeout(ctx, lease+lease/2)
 		rvn, held := orig.heartbeatEvery(hctx, "n", rvn, freq)
 		stop()
 		require.True(t, held, "the heartbeating original was not taken over")
@@ -77,7 +77,7 @@ func TestRollingUpgrade(t *testing.T) {
 			enter("original")
 			got <- rvn
 		}()
-		time.Sleep(2 * lease)
+		time.Sleep(lease + lease/2)
 		require.False(t, l.IsReleased(), "our heartbeating lock was not taken over")
 		leave()
 		require.NoError(t, l.Close())
