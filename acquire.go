@@ -3,6 +3,7 @@ package pglock
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -40,6 +41,29 @@ func (c *Client) acquire(ctx context.Context, l *Lock) error {
 				return cerr
 			}
 			return typeError(fmt.Errorf("pglock: cannot acquire %q: %w", l.name, err))
+		}
+		if acquired {
+			// The lease counts from the statement's start. One that waited
+			// long on the row (contenders queue on its lock) leaves little
+			// of it: renew it at once rather than hand out a lock about to
+			// expire. A renewal that finds the row taken over tries again.
+			for acquired && time.Since(start) > c.leaseDuration/2 {
+				renewStart := time.Now()
+				err := c.retry(ctx, func() error {
+					return c.db.QueryRowContext(ctx, c.sql.heartbeat, l.name, rvn).Scan(&rvn)
+				})
+				switch {
+				case errors.Is(err, sql.ErrNoRows):
+					acquired = false
+				case err != nil:
+					if cerr := contextError(ctx, ErrNotAcquired); cerr != nil {
+						return cerr
+					}
+					return typeError(fmt.Errorf("pglock: cannot acquire %q: %w", l.name, err))
+				default:
+					start = renewStart
+				}
+			}
 		}
 		if acquired {
 			l.hold(rvn, start)

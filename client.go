@@ -226,7 +226,9 @@ func (c *Client) Release(l *Lock) error {
 // lock: its row is deleted, or kept with a NULL record version number under
 // KeepOnRelease, and waiting clients are woken. It returns an error wrapping
 // ErrLockAlreadyReleased when the lock was already released or the row no
-// longer carries its record version number (it was lost). Afterwards the
+// longer carries its record version number (it was lost), and when the lock
+// was lost because no heartbeat succeeded for a whole lease: its row is then
+// still released if nobody took it over meanwhile. Afterwards the
 // lock reports IsReleased in every case but one: when the database could not
 // be reached, the error is returned and the lock stays held, so Release may
 // be called again. It is safe to call from any goroutine, any number of
@@ -249,7 +251,9 @@ func (c *Client) ReleaseContext(ctx context.Context, l *Lock) error {
 	c.heartbeats.remove(l)
 	l.opMu.Lock()
 	defer l.opMu.Unlock()
-	rvn, _, _ := l.state()
+	// A lock that was already lost (its lease ran out) still has its row
+	// cleaned up when nobody took it over, but the caller is told it was lost.
+	rvn, _, lost := l.state()
 	query := c.sql.release
 	if l.keepOnRelease {
 		query = c.sql.releaseKeep
@@ -280,6 +284,9 @@ func (c *Client) ReleaseContext(ctx context.Context, l *Lock) error {
 	c.waits.announce(l.name, false) // this client's own waiters need no NOTIFY
 	c.stats.released.Add(1)
 	c.log.Debug("lock released", "lock", l.name, "owner", l.owner, "rvn", rvn)
+	if lost {
+		return &OtherError{l.Err()}
+	}
 	return nil
 }
 

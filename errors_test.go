@@ -1,0 +1,162 @@
+package pglock_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"cirello.io/pglock"
+)
+
+func TestCoreErrorKinds(t *testing.T) {
+	t.Parallel()
+
+	t.Run("NotExistError", func(t *testing.T) {
+		db := openDB(t)
+		c := newClient(t, db)
+		_, err := c.Get("absent")
+		var notExist *pglock.NotExistError
+		require.ErrorAs(t, err, &notExist)
+		assert.ErrorIs(t, err, pglock.ErrLockNotFound)
+		assert.NotNil(t, notExist.Unwrap())
+	})
+
+	t.Run("UnavailableError: closed port", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		addr := ln.Addr().String()
+		require.NoError(t, ln.Close())
+		db := testsOpen(t, "postgres://postgres@"+addr+"/postgres?sslmode=disable&connect_timeout=5")
+		c, err := pglock.New(db, pglock.WithCustomTable(tableName(t)))
+		require.NoError(t, err, "New does not connect")
+		for name, call := range map[string]func() error{
+			"Acquire":        func() error { _, err := c.Acquire("x"); return err },
+			"Get":            func() error { _, err := c.Get("x"); return err },
+			"GetAllLocks":    func() error { _, err := c.GetAllLocks(); return err },
+			"CreateTable":    c.CreateTable,
+			"TryCreateTable": c.TryCreateTable,
+			"DropTable":      c.DropTable,
+			"Do": func() error {
+				return c.Do(bg, "x", func(context.Context, *pglock.Lock) error { return nil })
+			},
+		} {
+			err := call()
+			var unavailable *pglock.UnavailableError
+			assert.ErrorAs(t, err, &unavailable, "%s: %v", name, err)
+		}
+	})
+
+	t.Run("UnavailableError: backend terminated mid-statement", func(t *testing.T) {
+		db, app := testsOpenApp(t)
+		c, table := testsNewClient(t, db, pglock.WithLeaseDuration(time.Minute), pglock.WithHeartbeatFrequency(0))
+		l, err := c.Acquire("x")
+		require.NoError(t, err)
+		// Park the heartbeat on a row lock, then terminate its backend.
+		// (An idle pooled connection that was terminated is replaced
+		// transparently, so only a statement in flight sees the failure.)
+		admin := openDB(t)
+		tx, err := admin.Begin()
+		require.NoError(t, err)
+		defer func() { _ = tx.Rollback() }()
+		_, err = tx.Exec(`SELECT 1 FROM ` + testsQuote(table) + ` WHERE name = 'x' FOR UPDATE`)
+		require.NoError(t, err)
+		beat := make(chan error, 1)
+		go func() { beat <- c.SendHeartbeat(bg, l) }()
+		// database/sql retries a statement whose connection lib/pq reports
+		// bad (any FATAL error) on fresh connections, a few times: keep
+		// terminating until the failure surfaces.
+		deadline := time.After(testsBound)
+	terminate:
+		for {
+			select {
+			case err = <-beat:
+				break terminate
+			case <-deadline:
+				_ = tx.Rollback()
+				t.Fatalf("heartbeat did not fail: %v", <-beat)
+			case <-time.After(10 * time.Millisecond):
+				_, err := admin.Exec(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+WHERE application_name = $1 AND wait_event_type = 'Lock'`, app)
+				require.NoError(t, err)
+			}
+		}
+		var unavailable *pglock.UnavailableError
+		require.ErrorAs(t, err, &unavailable, "%v", err)
+		assert.False(t, l.IsReleased(), "an unreachable database does not end the lock by itself")
+		require.NoError(t, tx.Rollback())
+		require.NoError(t, c.SendHeartbeat(bg, l), "the pool reconnects")
+		require.NoError(t, l.Close())
+	})
+
+	t.Run("FailedPreconditionError and internal retries", func(t *testing.T) {
+		db := openDB(t)
+		c, table := testsNewClient(t, db, pglock.WithLeaseDuration(time.Minute), pglock.WithHeartbeatFrequency(0))
+		fn, seq, ctl := testsQuote(table+"_40001"), testsQuote(table+"_fails"), testsQuote(table+"_ctl")
+		// A trigger makes the server report real serialization failures
+		// (SQLSTATE 40001) for the first fail_first row changes: they
+		// cannot be provoked on demand otherwise.
+		testsExec(t, db, `CREATE SEQUENCE `+seq)
+		testsExec(t, db, `CREATE TABLE `+ctl+` (fail_first bigint)`)
+		testsExec(t, db, `INSERT INTO `+ctl+` VALUES (3)`)
+		testsExec(t, db, `CREATE FUNCTION `+fn+`() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	IF nextval('`+seq+`') <= (SELECT fail_first FROM `+ctl+`) THEN
+		RAISE EXCEPTION 'tests: injected serialization failure' USING ERRCODE = '40001';
+	END IF;
+	RETURN COALESCE(NEW, OLD);
+END $$`)
+		t.Cleanup(func() {
+			_, _ = db.Exec(`DROP FUNCTION ` + fn + ` CASCADE; DROP SEQUENCE ` + seq + `; DROP TABLE ` + ctl)
+		})
+		testsExec(t, db, `CREATE TRIGGER fail BEFORE INSERT OR UPDATE OR DELETE ON `+testsQuote(table)+` FOR EACH ROW EXECUTE FUNCTION `+fn+`()`)
+
+		// The first 3 statements fail with 40001: retried, not surfaced.
+		l, err := c.AcquireContext(testsCtx(t), "x")
+		require.NoError(t, err, "serialization failures are retried")
+		var fails int64
+		require.NoError(t, db.QueryRow(`SELECT last_value FROM `+seq).Scan(&fails))
+		assert.GreaterOrEqual(t, fails, int64(4), "the failures did happen")
+		require.NoError(t, c.SendHeartbeat(bg, l))
+
+		// Failing for ever: the retries run out with the ctx.
+		testsExec(t, db, `UPDATE `+ctl+` SET fail_first = 1000000000`)
+		// The ctx may also end while a statement is in flight, and then
+		// the last error is the ctx's: try until one attempt ends between
+		// retries, as most do.
+		var failed *pglock.FailedPreconditionError
+		for try := 0; try < 20 && failed == nil; try++ {
+			ctx, cancel := context.WithTimeout(bg, 200*time.Millisecond)
+			err = c.ReleaseContext(ctx, l)
+			cancel()
+			require.Error(t, err)
+			assert.ErrorIs(t, err, context.DeadlineExceeded)
+			errors.As(err, &failed)
+		}
+		require.NotNil(t, failed, "a serialization failure outlasting the ctx surfaces as FailedPreconditionError")
+		assert.False(t, l.IsReleased(), "a release that did not happen leaves the lock held")
+		testsExec(t, db, `DROP TRIGGER fail ON `+testsQuote(table))
+		require.NoError(t, c.Release(l), "and it can be released again")
+	})
+
+	t.Run("OtherError", func(t *testing.T) {
+		db := openDB(t)
+		c, err := pglock.New(db, pglock.WithCustomTable(tableName(t))) // never created
+		require.NoError(t, err)
+		var other *pglock.OtherError
+		_, err = c.Acquire("x")
+		require.ErrorAs(t, err, &other)
+		_, err = c.Get("x")
+		require.ErrorAs(t, err, &other)
+		assert.NotErrorIs(t, err, pglock.ErrLockNotFound, "a missing table is not a missing lock")
+		_, err = c.Acquire("bad\x00name")
+		require.ErrorAs(t, err, &other)
+		assert.ErrorIs(t, err, pglock.ErrInvalidName)
+		assert.NotNil(t, other.Unwrap())
+	})
+
+}

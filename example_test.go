@@ -1,0 +1,227 @@
+package pglock_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log"
+	"time"
+
+	_ "github.com/lib/pq"
+
+	"cirello.io/pglock"
+)
+
+// The examples run against the test database: testsExampleDSN and
+// testsExampleTable (tests_helpers_test.go) stand for your connection string
+// and table name. Each example drops its table at the end.
+
+func ExampleNew() {
+	db, err := sql.Open("postgres", testsExampleDSN())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer db.Close()
+	c, err := pglock.New(db,
+		pglock.WithCustomTable(testsExampleTable()),
+		pglock.WithLeaseDuration(3*time.Second),
+		pglock.WithHeartbeatFrequency(time.Second))
+	if err != nil {
+		log.Fatal("cannot create lock client:", err)
+	}
+	if err := c.CreateTable(); err != nil {
+		log.Fatal("cannot create table:", err)
+	}
+	defer c.DropTable()
+	fmt.Println("lock table created")
+	// Output: lock table created
+}
+
+func ExampleClient_Acquire() {
+	db, err := sql.Open("postgres", testsExampleDSN())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer db.Close()
+	table := testsExampleTable()
+	c, err := pglock.New(db, pglock.WithCustomTable(table))
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := c.TryCreateTable(); err != nil {
+		log.Fatal(err)
+	}
+	defer c.DropTable()
+
+	l, err := c.Acquire("invoice-42")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("held:", !l.IsReleased())
+
+	// Anyone else trying now fails at once with FailIfLocked.
+	other, err := pglock.New(db, pglock.WithCustomTable(table))
+	if err != nil {
+		log.Fatal(err)
+	}
+	_, err = other.Acquire("invoice-42", pglock.FailIfLocked())
+	fmt.Println("other:", errors.Is(err, pglock.ErrNotAcquired))
+
+	if err := l.Close(); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("released:", l.IsReleased())
+	fmt.Println("second close:", errors.Is(l.Close(), pglock.ErrLockAlreadyReleased))
+	// Output:
+	// held: true
+	// other: true
+	// released: true
+	// second close: true
+}
+
+func ExampleClient_Do() {
+	db, err := sql.Open("postgres", testsExampleDSN())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer db.Close()
+	c, err := pglock.New(db, pglock.WithCustomTable(testsExampleTable()))
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := c.CreateTable(); err != nil {
+		log.Fatal(err)
+	}
+	defer c.DropTable()
+
+	err = c.Do(context.Background(), "nightly-report", func(ctx context.Context, l *pglock.Lock) error {
+		// ctx is cancelled if the lock is lost: long work should watch it.
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		default:
+		}
+		fmt.Println("working under", l.Owner() != "")
+		return nil
+	})
+	fmt.Println("done:", err)
+	// Output:
+	// working under true
+	// done: <nil>
+}
+
+func ExampleClient_Get() {
+	db, err := sql.Open("postgres", testsExampleDSN())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer db.Close()
+	c, err := pglock.New(db, pglock.WithCustomTable(testsExampleTable()), pglock.WithOwner("worker-1"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := c.CreateTable(); err != nil {
+		log.Fatal(err)
+	}
+	defer c.DropTable()
+
+	l, err := c.Acquire("migration", pglock.WithData([]byte("step 3 of 7")))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer l.Close()
+
+	got, err := c.Get("migration")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("%s held by %s: %s\n", "migration", got.Owner(), got.Data())
+	_, err = c.Get("nothing")
+	fmt.Println("absent:", errors.Is(err, pglock.ErrLockNotFound))
+	// Output:
+	// migration held by worker-1: step 3 of 7
+	// absent: true
+}
+
+func ExampleClient_GetAllLocks() {
+	db, err := sql.Open("postgres", testsExampleDSN())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer db.Close()
+	c, err := pglock.New(db, pglock.WithCustomTable(testsExampleTable()), pglock.WithOwner("worker-1"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := c.CreateTable(); err != nil {
+		log.Fatal(err)
+	}
+	defer c.DropTable()
+
+	for _, name := range []string{"b", "a", "c"} {
+		l, err := c.Acquire(name, pglock.WithData([]byte("data of "+name)))
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer l.Close()
+	}
+	locks, err := c.GetAllLocks()
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, l := range locks {
+		fmt.Printf("%s %s %q\n", l.Name(), l.Owner(), l.Data())
+	}
+	// Output:
+	// a worker-1 "data of a"
+	// b worker-1 "data of b"
+	// c worker-1 "data of c"
+}
+
+func ExampleKeepOnRelease() {
+	db, err := sql.Open("postgres", testsExampleDSN())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer db.Close()
+	c, err := pglock.New(db, pglock.WithCustomTable(testsExampleTable()))
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := c.CreateTable(); err != nil {
+		log.Fatal(err)
+	}
+	defer c.DropTable()
+
+	// The data outlives the lock: the next holder reads where the last
+	// one stopped.
+	l, err := c.Acquire("cursor", pglock.WithData([]byte("offset=1000")), pglock.KeepOnRelease())
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		log.Fatal(err)
+	}
+	data, err := c.GetData("cursor")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("kept:", string(data))
+
+	l, err = c.Acquire("cursor", pglock.FailIfLocked(), pglock.WithData([]byte("offset=2000")), pglock.ReplaceData(), pglock.KeepOnRelease())
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		log.Fatal(err)
+	}
+	data, err = c.GetData("cursor")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("replaced:", string(data))
+	// Output:
+	// kept: offset=1000
+	// replaced: offset=2000
+}

@@ -1,0 +1,124 @@
+package pglock_test
+
+import (
+	"database/sql"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"cirello.io/pglock"
+)
+
+// testsTableRoundTrip runs every table operation on a client configured with
+// name, checking that the table PostgreSQL sees is schema.rel and that the
+// name never changes the SQL sent.
+func testsTableRoundTrip(t *testing.T, db *sql.DB, name, schema, rel string) {
+	t.Helper()
+	c, err := pglock.New(db, pglock.WithCustomTable(name), pglock.WithHeartbeatFrequency(0))
+	require.NoError(t, err, "%q", name)
+	require.NoError(t, c.CreateTable(), "%q", name)
+	dropped := false
+	defer func() {
+		if !dropped {
+			_ = c.DropTable()
+		}
+	}()
+	require.True(t, testsTableExists(t, db, schema, rel, "r"), "table %q.%q for %q", schema, rel, name)
+	require.True(t, testsTableExists(t, db, schema, rel+"_rvn", "S"), "sequence %q.%q_rvn for %q", schema, rel, name)
+	require.NoError(t, c.TryCreateTable())
+
+	l, err := c.Acquire("k", pglock.WithData([]byte("v")))
+	require.NoError(t, err)
+	require.NoError(t, c.SendHeartbeat(bg, l))
+	data, err := c.GetData("k")
+	require.NoError(t, err)
+	assert.Equal(t, "v", string(data))
+	all, err := c.GetAllLocks()
+	require.NoError(t, err)
+	require.Len(t, all, 1)
+	require.NoError(t, l.Close())
+	_, err = c.Get("k")
+	require.ErrorIs(t, err, pglock.ErrLockNotFound)
+
+	require.NoError(t, c.DropTable())
+	dropped = true
+	assert.False(t, testsTableExists(t, db, schema, rel, "r"), "%q dropped", name)
+	assert.False(t, testsTableExists(t, db, schema, rel+"_rvn", "S"), "%q sequence dropped", name)
+}
+
+func TestTableNameInjection(t *testing.T) {
+	t.Parallel()
+	db := openDB(t)
+	victim := "victim_" + testsRandom(6)
+	testsExec(t, db, `CREATE TABLE `+victim+` (id int)`)
+	defer testsExec(t, db, `DROP TABLE `+victim)
+	testsExec(t, db, `INSERT INTO `+victim+` VALUES (42)`)
+
+	for _, name := range []string{
+		"IF EXISTS x; DROP TABLE " + victim,
+		"x; DROP TABLE " + victim + "; --",
+		"o'brien'); DROP TABLE " + victim + "; --",
+		`x" ; DROP TABLE ` + victim + `; --`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			testsTableRoundTrip(t, db, name, "", name)
+			assert.True(t, testsTableExists(t, db, "", victim, "r"), "%q dropped the victim", name)
+		})
+	}
+	var n int
+	require.NoError(t, db.QueryRow(`SELECT id FROM `+victim).Scan(&n))
+	assert.Equal(t, 42, n)
+}
+
+func TestTableNameQuotesAndDots(t *testing.T) {
+	t.Parallel()
+	db := openDB(t)
+	r := testsRandom(4)
+	cases := []struct{ name, rel string }{
+		{`a"b.c` + r, `a"b.c` + r},                     // not an identifier chain: taken whole
+		{`"We""ird.Name` + r + `"`, `We"ird.Name` + r}, // quoted: dot and quote kept
+		{`"MixedCase` + r + `"`, `MixedCase` + r},      // quoted: case kept
+		{`a.b.c` + r, `a.b.c` + r},                     // three parts: taken whole
+		{`with space ` + r, `with space ` + r},
+		{`ünïcödé_` + r, `ünïcödé_` + r},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) { testsTableRoundTrip(t, db, tc.name, "", tc.rel) })
+	}
+}
+
+func TestTableNameFoldsToLowerCase(t *testing.T) {
+	t.Parallel()
+	db := openDB(t)
+	upper := "LOCKS_UPPER_" + strings.ToUpper(testsRandom(4))
+	lower := strings.ToLower(upper)
+	testsTableRoundTrip(t, db, upper, "", lower)
+
+	// Unquoted, the name means the same table to the client and to raw SQL.
+	c, err := pglock.New(db, pglock.WithCustomTable(upper), pglock.WithHeartbeatFrequency(0))
+	require.NoError(t, err)
+	require.NoError(t, c.CreateTable())
+	defer func() { require.NoError(t, c.DropTable()) }()
+	l, err := c.Acquire("k")
+	require.NoError(t, err)
+	defer func() { require.NoError(t, l.Close()) }()
+	var n int
+	require.NoError(t, db.QueryRow(`SELECT count(*) FROM `+upper).Scan(&n), "raw unquoted SQL folds too")
+	assert.Equal(t, 1, n)
+	other := sameTable(t, db, lower, pglock.WithHeartbeatFrequency(0))
+	_, err = other.Acquire("k", pglock.FailIfLocked())
+	assert.ErrorIs(t, err, pglock.ErrNotAcquired, "the lower-case name is the same table")
+}
+
+func TestTableNameSchemaQualified(t *testing.T) {
+	t.Parallel()
+	db := openDB(t)
+	schema := "myschema_" + testsRandom(4)
+	testsExec(t, db, `CREATE SCHEMA `+schema)
+	defer testsExec(t, db, `DROP SCHEMA `+schema+` CASCADE`)
+	testsTableRoundTrip(t, db, schema+".locks", schema, "locks")
+	testsTableRoundTrip(t, db, `"`+schema+`"."Locks"`, schema, "Locks")
+	testsTableRoundTrip(t, db, strings.ToUpper(schema)+".LOCKS", schema, "locks")
+}
