@@ -205,7 +205,8 @@ func (h *heartbeater) beat(runCtx context.Context, locks []*Lock) bool {
 // with an unknown outcome: the UPDATE may have committed before the error.
 // It reads the rows back. A row still at the old RVN was not bumped; a row at
 // a new RVN with our owner is ours when the read finished before the old
-// lease ran out, since no waiter can take a row before that; a row gone,
+// lease ran out (less the holder's safety margin, see holdFor), since no
+// waiter can take a row before that; a row gone,
 // released, or changed otherwise means the lock is lost. When the read fails
 // nothing changes: the lease expiry still ends the lock in time.
 func (c *Client) settle(ctx context.Context, locks []*Lock, prev map[*Lock]heldAt, start time.Time) {
@@ -252,7 +253,7 @@ func (c *Client) settle(ctx context.Context, locks []*Lock, prev map[*Lock]heldA
 			l.end(errStolen)
 		case r.rvn.Int64 == p.rvn:
 			// The heartbeat did not apply; the lock is still held.
-		case r.owner.String == c.owner && readEnd.Before(p.at.Add(c.leaseDuration)):
+		case r.owner.String == c.owner && readEnd.Before(p.at.Add(c.holdFor())):
 			l.refresh(r.rvn.Int64, start)
 		default:
 			l.end(errStolen)
