@@ -292,10 +292,16 @@ func (c *Client) SendHeartbeat(ctx context.Context, l *Lock) error {
 	if ended {
 		return l.Err()
 	}
+	return c.heartbeatOne(ctx, l, heldAt{rvn, refreshedAt})
+}
+
+// heartbeatOne bumps the RVN of l, held at prev, waiting for its row if a
+// guarded transaction holds it. l.opMu must be held.
+func (c *Client) heartbeatOne(ctx context.Context, l *Lock, prev heldAt) error {
 	start := time.Now()
 	var newRVN int64
 	err := c.retry(ctx, func() error {
-		return c.db.QueryRowContext(ctx, c.sql.heartbeat, l.name, rvn).Scan(&newRVN)
+		return c.db.QueryRowContext(ctx, c.sql.heartbeat, l.name, prev.rvn).Scan(&newRVN)
 	})
 	switch {
 	case err == nil:
@@ -309,7 +315,9 @@ func (c *Client) SendHeartbeat(ctx context.Context, l *Lock) error {
 	c.stats.heartbeatFailures.Add(1)
 	// The UPDATE may have committed before the error: settle it by reading
 	// the row back, so a held lock never looks released.
-	c.settle(ctx, []*Lock{l}, map[*Lock]heldAt{l: {rvn, refreshedAt}}, start)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(c.heartbeatFrequency, time.Second))
+	defer cancel()
+	c.settle(sctx, []*Lock{l}, map[*Lock]heldAt{l: prev}, start)
 	return typeError(fmt.Errorf("pglock: heartbeat of %q: %w", l.name, err))
 }
 

@@ -39,6 +39,17 @@ func (l *Lock) Guard(ctx context.Context, tx *sql.Tx) error {
 	err := tx.QueryRowContext(ctx, l.client.sql.guard, l.name, rvn).Scan(&one)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
+		// Under READ COMMITTED the statement saw the latest committed row:
+		// the lock is lost. A REPEATABLE READ or SERIALIZABLE transaction
+		// may read a snapshot older than the lock's last heartbeat, which
+		// says nothing about the lock now.
+		var isolation string
+		if err := tx.QueryRowContext(ctx, `SELECT current_setting('transaction_isolation')`).Scan(&isolation); err != nil {
+			return typeError(fmt.Errorf("pglock: cannot guard %q: %w", l.name, err))
+		}
+		if isolation != "read committed" {
+			return &FailedPreconditionError{fmt.Errorf("pglock: cannot guard %q: the %s transaction's snapshot does not show the lock's current row; roll back and retry, calling Guard first", l.name, isolation)}
+		}
 		l.end(errStolen)
 		return &OtherError{errStolen}
 	case err != nil:

@@ -25,6 +25,12 @@ type heartbeater struct {
 	done  chan struct{}      // closed when the goroutine has exited
 }
 
+// heartbeatKey is a lock's name and RVN as sent to a heartbeat statement.
+type heartbeatKey struct {
+	name string
+	rvn  int64
+}
+
 // heldAt is a lock's RVN and when the statement that set it began.
 type heldAt struct {
 	rvn int64
@@ -123,10 +129,7 @@ func (h *heartbeater) beat(runCtx context.Context, locks []*Lock) bool {
 	c := h.c
 	held := make([]*Lock, 0, len(locks))
 	prev := make(map[*Lock]heldAt, len(locks))
-	type key struct {
-		name string
-		rvn  int64
-	}
+	type key = heartbeatKey
 	byKey := make(map[key]*Lock, len(locks))
 	names := make(pq.StringArray, 0, len(locks))
 	rvns := make(pq.Int64Array, 0, len(locks))
@@ -186,7 +189,8 @@ func (h *heartbeater) beat(runCtx context.Context, locks []*Lock) bool {
 		return rows.Err()
 	})
 	if err == nil {
-		c.stats.heartbeats.Add(int64(len(held)))
+		c.stats.heartbeats.Add(int64(len(held) - len(byKey)))
+		h.waitForGuarded(runCtx, byKey, prev)
 		return true
 	}
 	c.stats.heartbeatFailures.Add(1)
@@ -199,6 +203,35 @@ func (h *heartbeater) beat(runCtx context.Context, locks []*Lock) bool {
 	defer scancel()
 	c.settle(sctx, pending, prev, start)
 	return false
+}
+
+// waitForGuarded refreshes the locks the batch skipped because an open
+// Guard transaction held their row, once half their lease will have passed
+// since their last refresh by the next tick: it then sends each a heartbeat that waits for the
+// row, so a holder that keeps guarded transactions open back to back does
+// not lose its lock. New Guard calls on such a lock wait until its
+// heartbeat has landed (or given up after half a heartbeat interval). The
+// statements run concurrently; it returns when all have ended. Every lock
+// in skipped has its opMu held by the caller.
+func (h *heartbeater) waitForGuarded(runCtx context.Context, skipped map[heartbeatKey]*Lock, prev map[*Lock]heldAt) {
+	c := h.c
+	var wg sync.WaitGroup
+	for _, l := range skipped {
+		p := prev[l]
+		if time.Since(p.at)+c.heartbeatFrequency <= c.leaseDuration/2 {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(runCtx, max(c.heartbeatFrequency/2, time.Millisecond))
+			defer cancel()
+			if err := c.heartbeatOne(ctx, l, p); err != nil {
+				c.log.Debug("heartbeat of a guarded lock failed", "lock", l.name, "error", err)
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // settle decides the fate of locks whose heartbeat, begun at start, failed
