@@ -10,18 +10,41 @@ import (
 // Guard fences the caller's transaction with the lock. Call it inside tx, a
 // transaction on the same database as the lock table, before or after the
 // writes it protects. It returns an error wrapping ErrLockAlreadyReleased
-// when the lock no longer holds its row; the caller must then roll back.
-// Otherwise it share-locks the lock's row (SELECT ... FOR SHARE) until tx
-// ends, so nobody can take the lock over before tx commits or rolls back:
-// writes made in tx commit only if the lock was held throughout.
+// when the lock no longer holds its row, and ends the lock (Done closes); the
+// caller must then roll back. Otherwise it share-locks the lock's row
+// (SELECT ... FOR SHARE) until tx ends, so nobody can take the lock over
+// before tx commits or rolls back: writes made in tx commit only if the lock
+// was held from its acquisition until tx ended. Any other error (the
+// database is unreachable) leaves the lock as it was; roll back all the same.
 //
-// Cost: one indexed SELECT in tx. While tx stays open, the lock's row cannot
-// be updated: the background heartbeat skips it (it would otherwise wait),
-// and a waiter's takeover waits for tx to end. A transaction that stays open
-// longer than the lease keeps the lock safe while it is open, but the holder
-// counts it lost (Done closes) since its heartbeats could not land, and a
-// waiter takes it over as soon as tx ends. Keep guarded transactions well
-// within lease - heartbeat frequency.
+// Under REPEATABLE READ or SERIALIZABLE, tx reads one snapshot, taken by its
+// first statement: call Guard first. When the snapshot is older than the
+// lock's last heartbeat, Guard cannot see the row as it is now; it then
+// returns a FailedPreconditionError and leaves the lock held: roll back and
+// retry.
+//
+// Cost: one round trip with one indexed SELECT. Locking the row writes a
+// small WAL record (and a multixact while several transactions guard the same
+// lock at once). Guard calls are serialised with the lock's heartbeat and
+// Release on the client.
+//
+// While a guarded transaction is open the lock's row cannot be updated, and:
+//   - the background heartbeat skips the row; when skipping it again would
+//     let half the lease pass without a refresh, it waits for the row
+//     instead, and new Guard calls on the lock wait for that heartbeat;
+//   - every acquire attempt on the name waits for the transaction to end,
+//     FailIfLocked ones too, and so do Release and SendHeartbeat of the lock:
+//     do not call them, nor Guard on a second transaction, from a goroutine
+//     that keeps a guarded transaction of the same lock open;
+//   - a transaction open for longer than the lease keeps the lock safe while
+//     it is open, but the holder counts the lock lost (Done closes) since no
+//     heartbeat could land, and a waiter that watched the row for a lease
+//     takes it over as soon as the transaction ends.
+//
+// Keep guarded transactions well within the lease less one heartbeat
+// interval. A holder that stops with a guarded transaction open keeps every
+// waiter out until the server ends that transaction: set PostgreSQL's
+// idle_in_transaction_session_timeout to bound it.
 func (l *Lock) Guard(ctx context.Context, tx *sql.Tx) error {
 	if l == nil || l.client == nil {
 		return errNilLock

@@ -197,11 +197,19 @@ func (l *Lock) Owner() string {
 	return l.owner
 }
 
-// RecordVersionNumber returns the lock's current record version number. Each
-// heartbeat changes it. While the lock is held it is a fencing token: no
-// other holder of the name ever sees the same number while the sequence does
-// not wrap around (it is a BIGINT sequence with CYCLE, so it wraps only after
-// 2^63 values).
+// RecordVersionNumber returns the lock's current record version number
+// (RVN). Each heartbeat changes it. All RVNs of a table come from one
+// sequence, so they only grow, whatever the name: every RVN a later holder
+// of the name gets is larger than every RVN an earlier holder had. That
+// makes it a fencing token for stores outside PostgreSQL: send it with each
+// write, and have the store keep the largest token it saw per resource and
+// refuse writes carrying a smaller one. A holder that lost the lock, and
+// did not notice, is then refused as soon as its successor wrote once.
+//
+// The sequence is a BIGINT sequence with CYCLE: after 2^63-1 it wraps to 1,
+// and a table dropped and created again restarts it at 1 too. Tokens then go
+// backwards and a store must forget the largest ones it kept. At a million
+// heartbeats a second the wrap takes about 290,000 years.
 func (l *Lock) RecordVersionNumber() int64 {
 	if l == nil {
 		return 0
