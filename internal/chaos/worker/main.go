@@ -96,7 +96,7 @@ func run(dsn, table, ledger string, names []string, lease, heartbeat, duration t
 		// Hold for a number of writes, writing as long as we believe we
 		// hold the lock: only Guard tells us otherwise. A worker that was
 		// paused wakes up with writes still to do.
-		writes := 5 + rand.N(40)
+		writes := 3 + rand.N(20)
 		for n := 0; ; n++ {
 			believed := l.Err() == nil
 			err := write(ctx, db, l, insert, name, id, tenure, n)
