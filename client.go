@@ -240,20 +240,29 @@ func (c *Client) ReleaseContext(ctx context.Context, l *Lock) error {
 	c.heartbeats.remove(l)
 	l.opMu.Lock()
 	defer l.opMu.Unlock()
-	rvn, _, _ := l.state()
+	rvn, at, _ := l.state()
 	query := c.sql.release
 	if l.keepOnRelease {
 		query = c.sql.releaseKeep
 	}
 	var affected int64
-	err := c.retry(ctx, func() error {
+	release := func() error {
 		res, err := c.db.ExecContext(ctx, query, l.name, rvn, c.table.channel())
 		if err != nil {
 			return err
 		}
 		affected, err = res.RowsAffected()
 		return err
-	})
+	}
+	err := c.retry(ctx, release)
+	if err == nil && affected == 0 && !l.unsettledSince().IsZero() {
+		// The row may carry the RVN of a heartbeat of unknown outcome.
+		var held bool
+		if held, err = c.moved(l, heldAt{rvn, at}); held {
+			rvn, _, _ = l.state()
+			err = c.retry(ctx, release)
+		}
+	}
 	if err != nil {
 		l.mu.Lock()
 		l.releasing = false
@@ -309,13 +318,19 @@ func (c *Client) heartbeatOne(ctx context.Context, l *Lock, prev heldAt) error {
 		c.stats.heartbeats.Add(1)
 		return nil
 	case errors.Is(err, sql.ErrNoRows):
-		l.end(errStolen)
-		return &OtherError{errStolen}
+		held, merr := c.moved(l, prev)
+		switch {
+		case merr != nil:
+			return fmt.Errorf("pglock: heartbeat of %q: %w", l.name, merr)
+		case !held:
+			return &OtherError{errStolen}
+		}
+		return nil // an earlier heartbeat had landed
 	}
 	c.stats.heartbeatFailures.Add(1)
 	// The UPDATE may have committed before the error: settle it by reading
 	// the row back, so a held lock never looks released.
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(c.heartbeatFrequency, time.Second))
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.settleTimeout())
 	defer cancel()
 	c.settle(sctx, []*Lock{l}, map[*Lock]heldAt{l: prev}, start)
 	return typeError(fmt.Errorf("pglock: heartbeat of %q: %w", l.name, err))

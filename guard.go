@@ -60,6 +60,18 @@ func (l *Lock) Guard(ctx context.Context, tx *sql.Tx) error {
 	}
 	var one int
 	err := tx.QueryRowContext(ctx, l.client.sql.guard, l.name, rvn).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) && !l.unsettledSince().IsZero() {
+		// The row may carry the RVN of a heartbeat of unknown outcome.
+		_, at, _ := l.state()
+		held, merr := l.client.moved(l, heldAt{rvn, at})
+		if merr != nil {
+			return fmt.Errorf("pglock: cannot guard %q: %w", l.name, merr)
+		}
+		if held {
+			rvn, _, _ = l.state()
+			err = tx.QueryRowContext(ctx, l.client.sql.guard, l.name, rvn).Scan(&one)
+		}
+	}
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		// Under READ COMMITTED the statement saw the latest committed row:

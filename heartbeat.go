@@ -157,10 +157,12 @@ func (h *heartbeater) beat(runCtx context.Context, locks []*Lock) bool {
 		return true
 	}
 
-	ctx, cancel := context.WithTimeout(runCtx, c.heartbeatFrequency)
+	ctx, cancel := context.WithTimeout(runCtx, c.settleTimeout())
 	defer cancel()
 	start := time.Now()
+	var recheck []*Lock
 	err := c.retry(ctx, func() error {
+		recheck = recheck[:0]
 		rows, err := c.db.QueryContext(ctx, c.sql.heartbeatBatch, names, rvns)
 		if err != nil {
 			return err
@@ -181,6 +183,10 @@ func (h *heartbeater) beat(runCtx context.Context, locks []*Lock) bool {
 			case newRVN.Valid:
 				l.refresh(newRVN.Int64, start)
 				delete(byKey, k)
+			case !present && !l.unsettledSince().IsZero():
+				// Maybe an earlier heartbeat of unknown outcome moved it.
+				recheck = append(recheck, l)
+				delete(byKey, k)
 			case !present:
 				l.end(errStolen)
 				delete(byKey, k)
@@ -189,7 +195,8 @@ func (h *heartbeater) beat(runCtx context.Context, locks []*Lock) bool {
 		return rows.Err()
 	})
 	if err == nil {
-		c.stats.heartbeats.Add(int64(len(held) - len(byKey)))
+		c.stats.heartbeats.Add(int64(len(held) - len(byKey) - len(recheck)))
+		c.resettle(recheck, prev)
 		h.waitForGuarded(runCtx, byKey, prev)
 		return true
 	}
@@ -199,7 +206,7 @@ func (h *heartbeater) beat(runCtx context.Context, locks []*Lock) bool {
 	for _, l := range byKey {
 		pending = append(pending, l)
 	}
-	sctx, scancel := context.WithTimeout(context.Background(), c.heartbeatFrequency)
+	sctx, scancel := context.WithTimeout(context.Background(), c.settleTimeout())
 	defer scancel()
 	c.settle(sctx, pending, prev, start)
 	return false
@@ -241,20 +248,17 @@ func (h *heartbeater) waitForGuarded(runCtx context.Context, skipped map[heartbe
 // lease ran out (less the holder's safety margin, see holdFor), since no
 // waiter can take a row before that; a row gone,
 // released, or changed otherwise means the lock is lost. When the read fails
-// nothing changes: the lease expiry still ends the lock in time.
-func (c *Client) settle(ctx context.Context, locks []*Lock, prev map[*Lock]heldAt, start time.Time) {
+// the locks are marked unsettled (see markUnsettled), and it returns false:
+// the lease expiry still ends them in time if nothing settles them before.
+func (c *Client) settle(ctx context.Context, locks []*Lock, prev map[*Lock]heldAt, start time.Time) (read bool) {
 	if len(locks) == 0 {
-		return
+		return true
 	}
 	names := make(pq.StringArray, len(locks))
 	for i, l := range locks {
 		names[i] = l.name
 	}
-	type row struct {
-		rvn   sql.NullInt64
-		owner sql.NullString
-	}
-	current := make(map[string]row, len(locks))
+	current := make(map[string]rowState, len(locks))
 	err := c.retry(ctx, func() error {
 		rows, err := c.db.QueryContext(ctx, c.sql.reread, names)
 		if err != nil {
@@ -264,7 +268,7 @@ func (c *Client) settle(ctx context.Context, locks []*Lock, prev map[*Lock]heldA
 		for rows.Next() {
 			var (
 				name string
-				r    row
+				r    rowState
 			)
 			if err := rows.Scan(&name, &r.rvn, &r.owner); err != nil {
 				return err
@@ -275,21 +279,14 @@ func (c *Client) settle(ctx context.Context, locks []*Lock, prev map[*Lock]heldA
 	})
 	if err != nil {
 		c.log.Debug("cannot settle heartbeat outcome", "locks", len(locks), "error", err)
-		return
+		for _, l := range locks {
+			l.markUnsettled(start)
+		}
+		return false
 	}
 	readEnd := time.Now()
 	for _, l := range locks {
-		p := prev[l]
-		r, ok := current[l.name]
-		switch {
-		case !ok || !r.rvn.Valid:
-			l.end(errStolen)
-		case r.rvn.Int64 == p.rvn:
-			// The heartbeat did not apply; the lock is still held.
-		case r.owner.String == c.owner && readEnd.Before(p.at.Add(c.holdFor())):
-			l.refresh(r.rvn.Int64, start)
-		default:
-			l.end(errStolen)
-		}
+		c.decide(l, prev[l], current[l.name], readEnd, start)
 	}
+	return true
 }

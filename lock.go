@@ -35,6 +35,9 @@ type Lock struct {
 	endErr      error
 	done        chan struct{}
 	releasing   bool // Release has run or is running
+	// unsettled is the start of the earliest heartbeat whose outcome is
+	// unknown and could not be read back; zero when there is none.
+	unsettled time.Time
 }
 
 // LockOption reconfigures how a lock is acquired and released.
@@ -120,7 +123,7 @@ func (l *Lock) refresh(rvn int64, start time.Time) bool {
 	if l.endedLocked(time.Now()) {
 		return false
 	}
-	l.rvn = rvn
+	l.rvn, l.unsettled = rvn, time.Time{}
 	if start.After(l.refreshedAt) {
 		l.refreshedAt = start
 		l.expiry.Reset(time.Until(start.Add(l.client.holdFor())))

@@ -115,8 +115,10 @@ func TestChaos(t *testing.T) {
 	// Inject faults while the workers run.
 	var faults faultCounts
 	ctx, cancel := context.WithTimeout(context.Background(), chaosDuration-2*time.Second)
-	defer cancel()
 	var wg sync.WaitGroup
+	// Even when the test fails early, the injectors end (and the server is
+	// up again) before it returns.
+	defer func() { cancel(); wg.Wait() }()
 	wg.Add(3)
 	go func() { defer wg.Done(); killBackends(ctx, db, &faults) }()
 	go func() { defer wg.Done(); restartServer(ctx, t, &faults) }()
