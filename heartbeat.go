@@ -23,6 +23,10 @@ type heartbeater struct {
 	locks map[*Lock]struct{}
 	stop  context.CancelFunc // nil while no goroutine runs
 	done  chan struct{}      // closed when the goroutine has exited
+
+	// waiting counts the heartbeats of guarded locks that wait for their
+	// row (see waitForGuarded); run waits for them before it exits.
+	waiting sync.WaitGroup
 }
 
 // heartbeatKey is a lock's name and RVN as sent to a heartbeat statement.
@@ -77,6 +81,7 @@ func (h *heartbeater) remove(l *Lock) {
 // failed tick it retries sooner, so a short outage costs little of the lease.
 func (h *heartbeater) run(ctx context.Context, done chan struct{}) {
 	defer close(done)
+	defer h.waiting.Wait()
 	freq := h.c.heartbeatFrequency
 	retry := max(freq/4, 10*time.Millisecond)
 	t := time.NewTimer(freq)
@@ -148,8 +153,12 @@ func (h *heartbeater) beat(runCtx context.Context, locks []*Lock) bool {
 		names = append(names, l.name)
 		rvns = append(rvns, rvn)
 	}
+	var handedOff map[*Lock]bool
 	defer func() {
 		for _, l := range held {
+			if handedOff[l] {
+				continue // its waiting heartbeat unlocks it
+			}
 			l.opMu.Unlock()
 		}
 	}()
@@ -197,7 +206,7 @@ func (h *heartbeater) beat(runCtx context.Context, locks []*Lock) bool {
 	if err == nil {
 		c.stats.heartbeats.Add(int64(len(held) - len(byKey) - len(recheck)))
 		c.resettle(recheck, prev)
-		h.waitForGuarded(runCtx, byKey, prev)
+		handedOff = h.waitForGuarded(runCtx, byKey, prev)
 		return true
 	}
 	c.stats.heartbeatFailures.Add(1)
@@ -214,42 +223,48 @@ func (h *heartbeater) beat(runCtx context.Context, locks []*Lock) bool {
 
 // waitForGuarded refreshes the locks the batch skipped because an open
 // Guard transaction held their row, once half their lease will have passed
-// since their last refresh by the next tick: it then sends each a heartbeat that waits for the
-// row, so a holder that keeps guarded transactions open back to back does
-// not lose its lock. New Guard calls on such a lock wait until its
-// heartbeat has landed (or given up after half a heartbeat interval). The
-// statements run concurrently; it returns when all have ended. Every lock
-// in skipped has its opMu held by the caller.
-func (h *heartbeater) waitForGuarded(runCtx context.Context, skipped map[heartbeatKey]*Lock, prev map[*Lock]heldAt) {
+// since their last refresh by the next tick: it sends each a heartbeat that
+// waits for the row, so a holder that keeps guarded transactions open back
+// to back does not lose its lock. Each such heartbeat runs in its own
+// goroutine, owned by the heartbeater (run joins them before it exits),
+// and waits at most until the lock would expire. It takes over the lock's
+// opMu from beat and unlocks it when done, so new Guard calls on the lock
+// wait for it, and later ticks skip the lock meanwhile. It returns the
+// locks it took over.
+func (h *heartbeater) waitForGuarded(runCtx context.Context, skipped map[heartbeatKey]*Lock, prev map[*Lock]heldAt) map[*Lock]bool {
 	c := h.c
-	var wg sync.WaitGroup
+	var taken map[*Lock]bool
 	for _, l := range skipped {
 		p := prev[l]
 		if time.Since(p.at)+c.heartbeatFrequency <= c.leaseDuration/2 {
 			continue
 		}
-		wg.Add(1)
+		if taken == nil {
+			taken = make(map[*Lock]bool)
+		}
+		taken[l] = true
+		h.waiting.Add(1)
 		go func() {
-			defer wg.Done()
-			ctx, cancel := context.WithTimeout(runCtx, max(c.heartbeatFrequency/2, time.Millisecond))
+			defer h.waiting.Done()
+			defer l.opMu.Unlock()
+			ctx, cancel := context.WithDeadline(runCtx, p.at.Add(c.holdFor()))
 			defer cancel()
 			if err := c.heartbeatOne(ctx, l, p); err != nil {
 				c.log.Debug("heartbeat of a guarded lock failed", "lock", l.name, "error", err)
 			}
 		}()
 	}
-	wg.Wait()
+	return taken
 }
 
 // settle decides the fate of locks whose heartbeat, begun at start, failed
-// with an unknown outcome: the UPDATE may have committed before the error.
-// It reads the rows back. A row still at the old RVN was not bumped; a row at
-// a new RVN with our owner is ours when the read finished before the old
-// lease ran out (less the holder's safety margin, see holdFor), since no
-// waiter can take a row before that; a row gone,
-// released, or changed otherwise means the lock is lost. When the read fails
-// the locks are marked unsettled (see markUnsettled), and it returns false:
-// the lease expiry still ends them in time if nothing settles them before.
+// with an unknown outcome: the UPDATE may have committed before the error,
+// or may still commit after it (a statement the client gave up on). It marks
+// the locks unsettled (see unsettled.go) until a heartbeat of theirs
+// succeeds, and reads the rows back; decide then tells from each row whether
+// the lock is still held. When the read fails it returns false and nothing
+// else changes: the lease expiry still ends the locks in time if nothing
+// settles them before.
 func (c *Client) settle(ctx context.Context, locks []*Lock, prev map[*Lock]heldAt, start time.Time) (read bool) {
 	if len(locks) == 0 {
 		return true
@@ -257,6 +272,12 @@ func (c *Client) settle(ctx context.Context, locks []*Lock, prev map[*Lock]heldA
 	names := make(pq.StringArray, len(locks))
 	for i, l := range locks {
 		names[i] = l.name
+	}
+	// A statement given up by the client (timeout, cancel) may still
+	// commit after the read: the locks stay unsettled until a heartbeat
+	// of theirs succeeds.
+	for _, l := range locks {
+		l.markUnsettled(start)
 	}
 	current := make(map[string]rowState, len(locks))
 	err := c.retry(ctx, func() error {
@@ -279,9 +300,6 @@ func (c *Client) settle(ctx context.Context, locks []*Lock, prev map[*Lock]heldA
 	})
 	if err != nil {
 		c.log.Debug("cannot settle heartbeat outcome", "locks", len(locks), "error", err)
-		for _, l := range locks {
-			l.markUnsettled(start)
-		}
 		return false
 	}
 	readEnd := time.Now()

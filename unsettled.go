@@ -6,14 +6,16 @@ import (
 	"time"
 )
 
-// A heartbeat whose statement failed may still have committed (the
-// connection broke after the commit, or a cancel came too late). settle
-// reads the row back to find out; when that read fails too, the lock is
-// "unsettled": it keeps its old RVN, but the row may carry a new one of our
-// own making. Whoever next finds the row without the old RVN (the next
-// heartbeat, SendHeartbeat, Release, Guard) reads it back again before
-// calling the lock lost, so an outage in the wrong millisecond does not cost
-// the lock.
+// A heartbeat whose statement failed may have committed all the same (the
+// connection broke after the commit), or may still commit later (the client
+// gave up on it, and the server ran it before the cancel arrived). settle
+// reads the row back, but a read back cannot see a commit yet to come, and
+// may fail itself. So the lock is "unsettled" from such a failure until a
+// heartbeat of its own succeeds: it keeps the RVN it knows, but the row may
+// carry a new one of our own making. Whoever finds the row without the known
+// RVN (the next heartbeat, SendHeartbeat, Release, Guard) reads it back
+// again before calling the lock lost, so a fault in the wrong millisecond
+// does not cost the lock.
 
 // rowState is a lock row as read back: its RVN (NULL once released with
 // KeepOnRelease) and owner.
