@@ -17,13 +17,13 @@ import (
 // skipping would let the lease run out.
 func TestSafetyGuardBusyHolder(t *testing.T) {
 	t.Parallel()
-	const lease, freq = time.Second, 100 * time.Millisecond
+	const lease, freq = 2 * time.Second, 200 * time.Millisecond
 	db := openDB(t)
 	ledger := safetyLedger(t, db)
 	c, _ := safetyClient(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(freq))
 	l, err := c.Acquire("busy")
 	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(bg, 3*lease)
+	ctx, cancel := context.WithTimeout(bg, 2*lease)
 	defer cancel()
 	var (
 		wg     sync.WaitGroup
@@ -59,7 +59,7 @@ func TestSafetyGuardBusyHolder(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	t.Logf("%d guarded writes in %v; heartbeats %d", writes, 3*lease, c.Stats().Heartbeats)
+	t.Logf("%d guarded writes in %v; heartbeats %d", writes, 2*lease, c.Stats().Heartbeats)
 	require.NoError(t, l.Err(), "a busy holder lost its lock")
 	require.Positive(t, writes)
 	require.NoError(t, c.Release(l))

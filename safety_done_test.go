@@ -47,7 +47,7 @@ func TestSafetyDoneOnSteal(t *testing.T) {
 // after the last one began, not before.
 func TestSafetyDoneOnSilence(t *testing.T) {
 	t.Parallel()
-	const lease, freq = time.Second, 100 * time.Millisecond
+	const lease, freq = 2 * time.Second, 200 * time.Millisecond
 	db := openDB(t)
 	c, _ := safetyClient(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(freq))
 	hbCtx, stopHeartbeat := context.WithCancel(bg)
@@ -69,7 +69,7 @@ func TestSafetyDoneOnSilence(t *testing.T) {
 // and several leases stays held.
 func TestSafetyDoneNotClosedWhileHeld(t *testing.T) {
 	t.Parallel()
-	const lease, freq = 1500 * time.Millisecond, 100 * time.Millisecond
+	const lease, freq = 2 * time.Second, 200 * time.Millisecond
 	db := openDB(t)
 	c, _ := safetyClient(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(freq))
 	l, err := c.Acquire("done-held")
@@ -82,7 +82,7 @@ func TestSafetyDoneNotClosedWhileHeld(t *testing.T) {
 	}
 	require.NoError(t, l.Err())
 	require.NotEqual(t, first, l.RecordVersionNumber(), "no heartbeat landed")
-	require.GreaterOrEqual(t, c.Stats().Heartbeats, int64(10))
+	require.GreaterOrEqual(t, c.Stats().Heartbeats, int64(5))
 	require.NoError(t, c.Release(l))
 }
 

@@ -34,7 +34,7 @@ func safetyCount(t *testing.T, db *sql.DB, ledger, who string) int {
 // transaction has ended, and the transaction's writes commit.
 func TestSafetyGuardHoldsOffTakeover(t *testing.T) {
 	t.Parallel()
-	const lease, freq = time.Second, 100 * time.Millisecond
+	const lease, freq = 2 * time.Second, 200 * time.Millisecond
 	db := openDB(t)
 	ledger := safetyLedger(t, db)
 	c, table := safetyClient(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(freq))
@@ -74,7 +74,7 @@ func TestSafetyGuardHoldsOffTakeover(t *testing.T) {
 	select {
 	case r := <-got:
 		t.Fatalf("waiter acquired the lock while a guarded transaction was open (rvn %d)", r.l.RecordVersionNumber())
-	case <-time.After(2 * lease):
+	case <-time.After(lease):
 	}
 	committed := time.Now()
 	require.NoError(t, tx.Commit())

@@ -6,6 +6,8 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"errors"
+	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -34,6 +36,9 @@ func newClients(t *testing.T, opts ...pglock.ClientOption) (a, b *pglock.Client)
 	buf := make([]byte, 6)
 	_, _ = rand.Read(buf)
 	opts = append([]pglock.ClientOption{pglock.WithCustomTable("faults_" + hex.EncodeToString(buf))}, opts...)
+	if os.Getenv("PGLOCK_FAULTS_DEBUG") != "" {
+		opts = append(opts, pglock.WithSlog(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))))
+	}
 	a, err := pglock.New(openDB(t), opts...)
 	require.NoError(t, err)
 	require.NoError(t, a.CreateTable())
@@ -153,7 +158,9 @@ func TestOutageSurvival(t *testing.T) {
 }
 
 // TestTerminatedBackends: killing every backend over and over while the
-// lock heartbeats does not lose it.
+// lock heartbeats does not lose it. The kills come every lease/6: a new
+// connection must live long enough to be used, which on a loaded machine
+// running -race takes a few hundred milliseconds.
 func TestTerminatedBackends(t *testing.T) {
 	const lease, freq = 3 * time.Second, 300 * time.Millisecond
 	a, b := newClients(t, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(freq))
@@ -177,7 +184,7 @@ func TestTerminatedBackends(t *testing.T) {
 			t.Fatalf("lock lost after %d backends killed: %v", killed, l.Err())
 		case at := <-c.got:
 			t.Fatalf("the contender acquired the held lock at %v", at)
-		case <-time.After(freq / 3):
+		case <-time.After(lease / 6):
 		}
 	}
 	rvn := l.RecordVersionNumber()
