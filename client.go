@@ -253,20 +253,29 @@ func (c *Client) ReleaseContext(ctx context.Context, l *Lock) error {
 	defer l.opMu.Unlock()
 	// A lock that was already lost (its lease ran out) still has its row
 	// cleaned up when nobody took it over, but the caller is told it was lost.
-	rvn, _, lost := l.state()
+	rvn, at, lost := l.state()
 	query := c.sql.release
 	if l.keepOnRelease {
 		query = c.sql.releaseKeep
 	}
 	var affected int64
-	err := c.retry(ctx, func() error {
+	release := func() error {
 		res, err := c.db.ExecContext(ctx, query, l.name, rvn, c.table.channel())
 		if err != nil {
 			return err
 		}
 		affected, err = res.RowsAffected()
 		return err
-	})
+	}
+	err := c.retry(ctx, release)
+	if err == nil && affected == 0 && !l.unsettledSince().IsZero() {
+		// The row may carry the RVN of a heartbeat of unknown outcome.
+		var held bool
+		if held, err = c.moved(l, heldAt{rvn, at}); held {
+			rvn, _, _ = l.state()
+			err = c.retry(ctx, release)
+		}
+	}
 	if err != nil {
 		l.mu.Lock()
 		l.releasing = false
@@ -279,6 +288,9 @@ func (c *Client) ReleaseContext(ctx context.Context, l *Lock) error {
 	if affected == 0 {
 		l.end(errStolen)
 		return &OtherError{errStolen}
+	}
+	if lost {
+		l.end(errLeaseExpired)
 	}
 	l.end(errReleased)
 	c.waits.announce(l.name, false) // this client's own waiters need no NOTIFY
@@ -309,10 +321,16 @@ func (c *Client) SendHeartbeat(ctx context.Context, l *Lock) error {
 	if ended {
 		return l.Err()
 	}
+	return c.heartbeatOne(ctx, l, heldAt{rvn, refreshedAt})
+}
+
+// heartbeatOne bumps the RVN of l, held at prev, waiting for its row if a
+// guarded transaction holds it. l.opMu must be held.
+func (c *Client) heartbeatOne(ctx context.Context, l *Lock, prev heldAt) error {
 	start := time.Now()
 	var newRVN int64
 	err := c.retry(ctx, func() error {
-		return c.db.QueryRowContext(ctx, c.sql.heartbeat, l.name, rvn).Scan(&newRVN)
+		return c.db.QueryRowContext(ctx, c.sql.heartbeat, l.name, prev.rvn).Scan(&newRVN)
 	})
 	switch {
 	case err == nil:
@@ -320,13 +338,21 @@ func (c *Client) SendHeartbeat(ctx context.Context, l *Lock) error {
 		c.stats.heartbeats.Add(1)
 		return nil
 	case errors.Is(err, sql.ErrNoRows):
-		l.end(errStolen)
-		return &OtherError{errStolen}
+		held, merr := c.moved(l, prev)
+		switch {
+		case merr != nil:
+			return fmt.Errorf("pglock: heartbeat of %q: %w", l.name, merr)
+		case !held:
+			return &OtherError{errStolen}
+		}
+		return nil // an earlier heartbeat had landed
 	}
 	c.stats.heartbeatFailures.Add(1)
 	// The UPDATE may have committed before the error: settle it by reading
 	// the row back, so a held lock never looks released.
-	c.settle(ctx, []*Lock{l}, map[*Lock]heldAt{l: {rvn, refreshedAt}}, start)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.settleTimeout())
+	defer cancel()
+	c.settle(sctx, []*Lock{l}, map[*Lock]heldAt{l: prev}, start)
 	return typeError(fmt.Errorf("pglock: heartbeat of %q: %w", l.name, err))
 }
 

@@ -169,3 +169,7 @@ var (
 	errNotHeld      = fmt.Errorf("%w: the lock was never held", ErrLockAlreadyReleased)
 	errNilLock      = fmt.Errorf("%w: nil lock", ErrLockAlreadyReleased)
 )
+
+// errUnsettled: a lock's row moved, maybe by our own heartbeat whose outcome
+// is unknown, and reading it back failed.
+var errUnsettled = errors.New("pglock: cannot tell whether the lock is still held: its last heartbeat's outcome is unknown and the database cannot be read")

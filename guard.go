@@ -10,20 +10,41 @@ import (
 // Guard fences the caller's transaction with the lock. Call it inside tx, a
 // transaction on the same database as the lock table, before or after the
 // writes it protects. It returns an error wrapping ErrLockAlreadyReleased
-// when the lock no longer holds its row; the caller must then roll back.
-// Other errors (the transaction is aborted, the connection broke) are typed
-// like the client's and leave the lock as it was; roll back then too.
-// Otherwise it share-locks the lock's row (SELECT ... FOR SHARE) until tx
-// ends, so nobody can take the lock over before tx commits or rolls back:
-// writes made in tx commit only if the lock was held throughout.
+// when the lock no longer holds its row, and ends the lock (Done closes); the
+// caller must then roll back. Otherwise it share-locks the lock's row
+// (SELECT ... FOR SHARE) until tx ends, so nobody can take the lock over
+// before tx commits or rolls back: writes made in tx commit only if the lock
+// was held from its acquisition until tx ended. Any other error (the
+// database is unreachable) leaves the lock as it was; roll back all the same.
 //
-// Cost: one indexed SELECT in tx. While tx stays open, the lock's row cannot
-// be updated: the background heartbeat skips it (it would otherwise wait),
-// and a waiter's takeover waits for tx to end. A transaction that stays open
-// longer than the lease keeps the lock safe while it is open, but the holder
-// counts it lost (Done closes) since its heartbeats could not land, and a
-// waiter takes it over as soon as tx ends. Keep guarded transactions well
-// within lease - heartbeat frequency.
+// Under REPEATABLE READ or SERIALIZABLE, tx reads one snapshot, taken by its
+// first statement: call Guard first. When the snapshot is older than the
+// lock's last heartbeat, Guard cannot see the row as it is now; it then
+// returns a FailedPreconditionError and leaves the lock held: roll back and
+// retry.
+//
+// Cost: one round trip with one indexed SELECT. Locking the row writes a
+// small WAL record (and a multixact while several transactions guard the same
+// lock at once). Guard calls are serialised with the lock's heartbeat and
+// Release on the client.
+//
+// While a guarded transaction is open the lock's row cannot be updated, and:
+//   - the background heartbeat skips the row; when skipping it again would
+//     let half the lease pass without a refresh, it waits for the row
+//     instead, and new Guard calls on the lock wait for that heartbeat;
+//   - every acquire attempt on the name waits for the transaction to end,
+//     FailIfLocked ones too, and so do Release and SendHeartbeat of the lock:
+//     do not call them, nor Guard on a second transaction, from a goroutine
+//     that keeps a guarded transaction of the same lock open;
+//   - a transaction open for longer than the lease keeps the lock safe while
+//     it is open, but the holder counts the lock lost (Done closes) since no
+//     heartbeat could land, and a waiter that watched the row for a lease
+//     takes it over as soon as the transaction ends.
+//
+// Keep guarded transactions well within the lease less one heartbeat
+// interval. A holder that stops with a guarded transaction open keeps every
+// waiter out until the server ends that transaction: set PostgreSQL's
+// idle_in_transaction_session_timeout to bound it.
 func (l *Lock) Guard(ctx context.Context, tx *sql.Tx) error {
 	if l == nil || l.client == nil {
 		return errNilLock
@@ -39,8 +60,31 @@ func (l *Lock) Guard(ctx context.Context, tx *sql.Tx) error {
 	}
 	var one int
 	err := tx.QueryRowContext(ctx, l.client.sql.guard, l.name, rvn).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) && !l.unsettledSince().IsZero() {
+		// The row may carry the RVN of a heartbeat of unknown outcome.
+		_, at, _ := l.state()
+		held, merr := l.client.moved(l, heldAt{rvn, at})
+		if merr != nil {
+			return fmt.Errorf("pglock: cannot guard %q: %w", l.name, merr)
+		}
+		if held {
+			rvn, _, _ = l.state()
+			err = tx.QueryRowContext(ctx, l.client.sql.guard, l.name, rvn).Scan(&one)
+		}
+	}
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
+		// Under READ COMMITTED the statement saw the latest committed row:
+		// the lock is lost. A REPEATABLE READ or SERIALIZABLE transaction
+		// may read a snapshot older than the lock's last heartbeat, which
+		// says nothing about the lock now.
+		var isolation string
+		if err := tx.QueryRowContext(ctx, `SELECT current_setting('transaction_isolation')`).Scan(&isolation); err != nil {
+			return typeError(fmt.Errorf("pglock: cannot guard %q: %w", l.name, err))
+		}
+		if isolation != "read committed" {
+			return &FailedPreconditionError{fmt.Errorf("pglock: cannot guard %q: the %s transaction's snapshot does not show the lock's current row; roll back and retry, calling Guard first", l.name, isolation)}
+		}
 		l.end(errStolen)
 		return &OtherError{errStolen}
 	case err != nil:

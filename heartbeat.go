@@ -23,6 +23,16 @@ type heartbeater struct {
 	locks map[*Lock]struct{}
 	stop  context.CancelFunc // nil while no goroutine runs
 	done  chan struct{}      // closed when the goroutine has exited
+
+	// waiting counts the heartbeats of guarded locks that wait for their
+	// row (see waitForGuarded); run waits for them before it exits.
+	waiting sync.WaitGroup
+}
+
+// heartbeatKey is a lock's name and RVN as sent to a heartbeat statement.
+type heartbeatKey struct {
+	name string
+	rvn  int64
 }
 
 // heldAt is a lock's RVN and when the statement that set it began.
@@ -71,6 +81,7 @@ func (h *heartbeater) remove(l *Lock) {
 // failed tick it retries sooner, so a short outage costs little of the lease.
 func (h *heartbeater) run(ctx context.Context, done chan struct{}) {
 	defer close(done)
+	defer h.waiting.Wait()
 	freq := h.c.heartbeatFrequency
 	retry := max(freq/4, 10*time.Millisecond)
 	t := time.NewTimer(freq)
@@ -87,7 +98,7 @@ func (h *heartbeater) run(ctx context.Context, done chan struct{}) {
 		}
 		next := freq
 		for i := 0; i < len(batch); i += maxHeartbeatBatch {
-			if !h.beat(batch[i:min(i+maxHeartbeatBatch, len(batch))]) {
+			if !h.beat(ctx, batch[i:min(i+maxHeartbeatBatch, len(batch))]) {
 				next = retry
 			}
 		}
@@ -119,14 +130,11 @@ func (h *heartbeater) snapshot(done chan struct{}) (batch []*Lock, last bool) {
 // beat refreshes one batch in one statement. Locks busy with a release or a
 // Guard check are left for the next tick. It reports whether the statement
 // succeeded.
-func (h *heartbeater) beat(locks []*Lock) bool {
+func (h *heartbeater) beat(runCtx context.Context, locks []*Lock) bool {
 	c := h.c
 	held := make([]*Lock, 0, len(locks))
 	prev := make(map[*Lock]heldAt, len(locks))
-	type key struct {
-		name string
-		rvn  int64
-	}
+	type key = heartbeatKey
 	byKey := make(map[key]*Lock, len(locks))
 	names := make(pq.StringArray, 0, len(locks))
 	rvns := make(pq.Int64Array, 0, len(locks))
@@ -145,8 +153,12 @@ func (h *heartbeater) beat(locks []*Lock) bool {
 		names = append(names, l.name)
 		rvns = append(rvns, rvn)
 	}
+	var handedOff map[*Lock]bool
 	defer func() {
 		for _, l := range held {
+			if handedOff[l] {
+				continue // its waiting heartbeat unlocks it
+			}
 			l.opMu.Unlock()
 		}
 	}()
@@ -156,12 +168,16 @@ func (h *heartbeater) beat(locks []*Lock) bool {
 
 	// The statement is not cancelled when the goroutine is told to stop: a
 	// Release waiting for it wants its outcome known, not made unknown.
-	ctx, cancel := context.WithTimeout(context.Background(), c.heartbeatFrequency)
+	ctx, cancel := context.WithTimeout(context.Background(), c.settleTimeout())
 	defer cancel()
 	start := time.Now()
-	var refreshed int64
+	var (
+		refreshed int64
+		recheck   []*Lock
+	)
 	err := c.retry(ctx, func() error {
 		refreshed = 0
+		recheck = recheck[:0]
 		rows, err := c.db.QueryContext(ctx, c.sql.heartbeatBatch, names, rvns)
 		if err != nil {
 			return err
@@ -183,6 +199,10 @@ func (h *heartbeater) beat(locks []*Lock) bool {
 				l.refresh(newRVN.Int64, start)
 				delete(byKey, k)
 				refreshed++
+			case !present && !l.unsettledSince().IsZero():
+				// Maybe an earlier heartbeat of unknown outcome moved it.
+				recheck = append(recheck, l)
+				delete(byKey, k)
 			case !present:
 				l.end(errStolen)
 				delete(byKey, k)
@@ -192,6 +212,8 @@ func (h *heartbeater) beat(locks []*Lock) bool {
 	})
 	if err == nil {
 		c.stats.heartbeats.Add(refreshed)
+		c.resettle(recheck, prev)
+		handedOff = h.waitForGuarded(runCtx, byKey, prev)
 		return true
 	}
 	c.stats.heartbeatFailures.Add(1)
@@ -200,32 +222,71 @@ func (h *heartbeater) beat(locks []*Lock) bool {
 	for _, l := range byKey {
 		pending = append(pending, l)
 	}
-	sctx, scancel := context.WithTimeout(context.Background(), c.heartbeatFrequency)
+	sctx, scancel := context.WithTimeout(context.Background(), c.settleTimeout())
 	defer scancel()
 	c.settle(sctx, pending, prev, start)
 	return false
 }
 
+// waitForGuarded refreshes the locks the batch skipped because an open
+// Guard transaction held their row, once half their lease will have passed
+// since their last refresh by the next tick: it sends each a heartbeat that
+// waits for the row, so a holder that keeps guarded transactions open back
+// to back does not lose its lock. Each such heartbeat runs in its own
+// goroutine, owned by the heartbeater (run joins them before it exits),
+// and waits at most until the lock would expire. It takes over the lock's
+// opMu from beat and unlocks it when done, so new Guard calls on the lock
+// wait for it, and later ticks skip the lock meanwhile. It returns the
+// locks it took over.
+func (h *heartbeater) waitForGuarded(runCtx context.Context, skipped map[heartbeatKey]*Lock, prev map[*Lock]heldAt) map[*Lock]bool {
+	c := h.c
+	var taken map[*Lock]bool
+	for _, l := range skipped {
+		p := prev[l]
+		if time.Since(p.at)+c.heartbeatFrequency <= c.leaseDuration/2 {
+			continue
+		}
+		if taken == nil {
+			taken = make(map[*Lock]bool)
+		}
+		taken[l] = true
+		h.waiting.Add(1)
+		go func() {
+			defer h.waiting.Done()
+			defer l.opMu.Unlock()
+			ctx, cancel := context.WithDeadline(runCtx, p.at.Add(c.holdFor()))
+			defer cancel()
+			if err := c.heartbeatOne(ctx, l, p); err != nil {
+				c.log.Debug("heartbeat of a guarded lock failed", "lock", l.name, "error", err)
+			}
+		}()
+	}
+	return taken
+}
+
 // settle decides the fate of locks whose heartbeat, begun at start, failed
-// with an unknown outcome: the UPDATE may have committed before the error.
-// It reads the rows back. A row still at the old RVN was not bumped; a row at
-// a new RVN with our owner is ours when the read finished before the old
-// lease ran out, since no waiter can take a row before that; a row gone,
-// released, or changed otherwise means the lock is lost. When the read fails
-// nothing changes: the lease expiry still ends the lock in time.
-func (c *Client) settle(ctx context.Context, locks []*Lock, prev map[*Lock]heldAt, start time.Time) {
+// with an unknown outcome: the UPDATE may have committed before the error,
+// or may still commit after it (a statement the client gave up on). It marks
+// the locks unsettled (see unsettled.go) until a heartbeat of theirs
+// succeeds, and reads the rows back; decide then tells from each row whether
+// the lock is still held. When the read fails it returns false and nothing
+// else changes: the lease expiry still ends the locks in time if nothing
+// settles them before.
+func (c *Client) settle(ctx context.Context, locks []*Lock, prev map[*Lock]heldAt, start time.Time) (read bool) {
 	if len(locks) == 0 {
-		return
+		return true
 	}
 	names := make(pq.StringArray, len(locks))
 	for i, l := range locks {
 		names[i] = l.name
 	}
-	type row struct {
-		rvn   sql.NullInt64
-		owner sql.NullString
+	// A statement given up by the client (timeout, cancel) may still
+	// commit after the read: the locks stay unsettled until a heartbeat
+	// of theirs succeeds.
+	for _, l := range locks {
+		l.markUnsettled(start)
 	}
-	current := make(map[string]row, len(locks))
+	current := make(map[string]rowState, len(locks))
 	err := c.retry(ctx, func() error {
 		rows, err := c.db.QueryContext(ctx, c.sql.reread, names)
 		if err != nil {
@@ -235,7 +296,7 @@ func (c *Client) settle(ctx context.Context, locks []*Lock, prev map[*Lock]heldA
 		for rows.Next() {
 			var (
 				name string
-				r    row
+				r    rowState
 			)
 			if err := rows.Scan(&name, &r.rvn, &r.owner); err != nil {
 				return err
@@ -246,21 +307,11 @@ func (c *Client) settle(ctx context.Context, locks []*Lock, prev map[*Lock]heldA
 	})
 	if err != nil {
 		c.log.Debug("cannot settle heartbeat outcome", "locks", len(locks), "error", err)
-		return
+		return false
 	}
 	readEnd := time.Now()
 	for _, l := range locks {
-		p := prev[l]
-		r, ok := current[l.name]
-		switch {
-		case !ok || !r.rvn.Valid:
-			l.end(errStolen)
-		case r.rvn.Int64 == p.rvn:
-			// The heartbeat did not apply; the lock is still held.
-		case r.owner.String == c.owner && readEnd.Before(p.at.Add(c.leaseDuration)):
-			l.refresh(r.rvn.Int64, start)
-		default:
-			l.end(errStolen)
-		}
+		c.decide(l, prev[l], current[l.name], readEnd, start)
 	}
+	return true
 }

@@ -36,6 +36,9 @@ type Lock struct {
 	endErr      error
 	done        chan struct{}
 	releasing   bool // Release has run or is running
+	// unsettled is the start of the earliest heartbeat whose outcome is
+	// unknown and could not be read back; zero when there is none.
+	unsettled time.Time
 }
 
 // LockOption reconfigures how a lock is acquired and released.
@@ -76,6 +79,22 @@ func WithCustomHeartbeatContext(ctx context.Context) LockOption {
 	return func(l *Lock) { l.heartbeatContext = ctx }
 }
 
+// driftDivisor sets the safety margin of a holder: it counts its lock lost
+// lease/driftDivisor before the lease runs out on its own clock. A waiter
+// starts its lease when its read of the row returns, which is after the
+// holder's heartbeat began, but possibly only microseconds after; without a
+// margin, a holder whose clock runs slower than the waiter's would give up
+// after the waiter may take over. One percent covers clocks whose rates
+// differ by up to 1% (real clocks differ by less than 0.1%, NTP slewing
+// included), and leaves room for the holder's timer to fire late.
+const driftDivisor = 100
+
+// holdFor is how long after the start of its last successful refresh a
+// holder keeps counting its lock held: the lease less the safety margin.
+func (c *Client) holdFor() time.Duration {
+	return c.leaseDuration - c.leaseDuration/driftDivisor
+}
+
 // newEndedLock returns a Lock that is not held: a row read with Get, or the
 // lock FailIfLocked could not take.
 func newEndedLock(c *Client, name, owner string, data []byte, rvn int64, err error) *Lock {
@@ -86,14 +105,13 @@ func newEndedLock(c *Client, name, owner string, data []byte, rvn int64, err err
 }
 
 // hold marks a freshly acquired lock held with rvn, acquired by a statement
-// that began at start, and arms its expiry a lease after start.
+// that began at start, and arms its expiry holdFor after start.
 func (l *Lock) hold(rvn int64, start time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.rvn, l.refreshedAt = rvn, start
 	l.done = make(chan struct{})
-	lease := l.client.leaseDuration
-	l.expiry = time.AfterFunc(time.Until(start.Add(lease)), func() {
+	l.expiry = time.AfterFunc(time.Until(start.Add(l.client.holdFor())), func() {
 		l.end(errLeaseExpired)
 	})
 }
@@ -103,13 +121,13 @@ func (l *Lock) hold(rvn int64, start time.Time) {
 func (l *Lock) refresh(rvn int64, start time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.ended {
+	if l.endedLocked(time.Now()) {
 		return false
 	}
-	l.rvn = rvn
+	l.rvn, l.unsettled = rvn, time.Time{}
 	if start.After(l.refreshedAt) {
 		l.refreshedAt = start
-		l.expiry.Reset(time.Until(start.Add(l.client.leaseDuration)))
+		l.expiry.Reset(time.Until(start.Add(l.client.holdFor())))
 	}
 	return true
 }
@@ -118,6 +136,23 @@ func (l *Lock) refresh(rvn int64, start time.Time) bool {
 func (l *Lock) end(err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.endLocked(err)
+}
+
+// endedLocked reports whether the lock has ended, ending it first when its
+// expiry is due at now but its timer has not fired yet: a process that was
+// paused, or a busy runtime, runs timers late, and the lock must not look
+// held, nor be refreshed back to life, once no heartbeat succeeded for
+// holdFor. l.mu must be held.
+func (l *Lock) endedLocked(now time.Time) bool {
+	if !l.ended && l.expiry != nil && !now.Before(l.refreshedAt.Add(l.client.holdFor())) {
+		l.endLocked(errLeaseExpired)
+	}
+	return l.ended
+}
+
+// endLocked is end with l.mu held.
+func (l *Lock) endLocked(err error) {
 	if l.ended {
 		return
 	}
@@ -141,7 +176,8 @@ func (l *Lock) end(err error) {
 func (l *Lock) state() (rvn int64, refreshedAt time.Time, ended bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.rvn, l.refreshedAt, l.ended
+	ended = l.endedLocked(time.Now())
+	return l.rvn, l.refreshedAt, ended
 }
 
 // Name returns the lock's name.
@@ -169,11 +205,19 @@ func (l *Lock) Owner() string {
 	return l.owner
 }
 
-// RecordVersionNumber returns the lock's current record version number. Each
-// heartbeat changes it. While the lock is held it is a fencing token: no
-// other holder of the name ever sees the same number while the sequence does
-// not wrap around (it is a BIGINT sequence with CYCLE, so it wraps only after
-// 2^63 values).
+// RecordVersionNumber returns the lock's current record version number
+// (RVN). Each heartbeat changes it. All RVNs of a table come from one
+// sequence, so they only grow, whatever the name: every RVN a later holder
+// of the name gets is larger than every RVN an earlier holder had. That
+// makes it a fencing token for stores outside PostgreSQL: send it with each
+// write, and have the store keep the largest token it saw per resource and
+// refuse writes carrying a smaller one. A holder that lost the lock, and
+// did not notice, is then refused as soon as its successor wrote once.
+//
+// The sequence is a BIGINT sequence with CYCLE: after 2^63-1 it wraps to 1,
+// and a table dropped and created again restarts it at 1 too. Tokens then go
+// backwards and a store must forget the largest ones it kept. At a million
+// heartbeats a second the wrap takes about 290,000 years.
 func (l *Lock) RecordVersionNumber() int64 {
 	if l == nil {
 		return 0
@@ -203,6 +247,7 @@ func (l *Lock) Done() <-chan struct{} {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.endedLocked(time.Now())
 	return l.done
 }
 
@@ -214,7 +259,7 @@ func (l *Lock) Err() error {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if !l.ended {
+	if !l.endedLocked(time.Now()) {
 		return nil
 	}
 	if l.endErr == nil {

@@ -1,6 +1,7 @@
 package pglock
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -38,6 +39,15 @@ func parseTableName(s string) (identifier, error) {
 	}
 	if id.name == "" || len(id.name) > maxIdentifierBytes || len(id.schema) > maxIdentifierBytes {
 		return identifier{}, fmt.Errorf("%w: %q (each part must be 1 to %d bytes)", ErrInvalidTableName, s, maxIdentifierBytes)
+	}
+	if id.sequence().name == id.name {
+		return identifier{}, fmt.Errorf("%w: %q (%d bytes leave no room for the %s sequence name)", ErrInvalidTableName, s, len(id.name), sequenceSuffix)
+	}
+	// Schemas named pg_* are the system's (pg_catalog, pg_toast, pg_temp),
+	// and an unqualified pg_* name is looked up in pg_catalog first, so the
+	// client could end up working on a system catalog.
+	if first := cmp.Or(id.schema, id.name); strings.HasPrefix(first, "pg_") {
+		return identifier{}, fmt.Errorf("%w: %q (names starting with pg_ belong to the system; qualify the table with its schema, as in public.%s)", ErrInvalidTableName, s, quoteIdent(id.name))
 	}
 	return id, nil
 }
@@ -118,9 +128,18 @@ func (id identifier) quoted() string {
 	return quoteIdent(id.schema) + "." + quoteIdent(id.name)
 }
 
-// sequence is the <table>_rvn sequence next to the table.
+// sequenceSuffix makes the name of a table's record version number sequence.
+const sequenceSuffix = "_rvn"
+
+// sequence is the <table>_rvn sequence next to the table, its name cut to
+// maxIdentifierBytes as PostgreSQL cuts it (the suffix is ASCII and a table
+// name at most maxIdentifierBytes, so the cut never splits a character).
 func (id identifier) sequence() identifier {
-	return identifier{schema: id.schema, name: id.name + "_rvn"}
+	name := id.name + sequenceSuffix
+	if len(name) > maxIdentifierBytes {
+		name = name[:maxIdentifierBytes]
+	}
+	return identifier{schema: id.schema, name: name}
 }
 
 // channel is the LISTEN/NOTIFY channel for the table's releases. It is

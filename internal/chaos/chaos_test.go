@@ -1,0 +1,361 @@
+package chaos_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	_ "github.com/lib/pq"
+	"github.com/stretchr/testify/require"
+
+	"cirello.io/pglock"
+)
+
+// Chaos parameters. The figures in docs/readme-safety.md come from a run of
+// TestChaos with these values.
+const (
+	chaosWorkers   = 4
+	chaosNames     = "a,b"
+	chaosLease     = time.Second
+	chaosHeartbeat = 200 * time.Millisecond
+	chaosDuration  = 25 * time.Second
+)
+
+// workerReport mirrors the worker's Report.
+type workerReport struct {
+	Worker        int `json:"worker"`
+	Tenures       int `json:"tenures"`
+	Writes        int `json:"writes"`
+	RefusedHeld   int `json:"refused_held"`
+	RefusedKnown  int `json:"refused_known"`
+	WriteErrors   int `json:"write_errors"`
+	AcquireErrors int `json:"acquire_errors"`
+	ReleaseErrors int `json:"release_errors"`
+}
+
+// faultCounts are the faults the test injected.
+type faultCounts struct {
+	restarts, killed, pauses atomic.Int64
+}
+
+// TestChaos runs several worker processes that compete for a few lock names
+// and write to a ledger only through Guard, while the test kills their
+// backends, stops and restarts the server, and SIGSTOPs lock holders for
+// longer than a lease. It then proves from the ledger that no two tenures of
+// one name ever interleaved their committed writes.
+func TestChaos(t *testing.T) {
+	if srv.External() {
+		t.Skip("the chaos test stops the server: it needs a throwaway one")
+	}
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	worker := buildWorker(t)
+
+	db, err := sql.Open("postgres", srv.DSN())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	suffix := randomSuffix(t)
+	table, ledger := "chaos_locks_"+suffix, "chaos_ledger_"+suffix
+	c, err := pglock.New(db, pglock.WithCustomTable(table))
+	require.NoError(t, err)
+	require.NoError(t, c.CreateTable())
+	t.Cleanup(func() { _ = c.DropTable() })
+	_, err = db.Exec(`CREATE TABLE ` + ledger + ` (
+		seq BIGSERIAL PRIMARY KEY,
+		name TEXT NOT NULL,
+		worker INT NOT NULL,
+		tenure BIGINT NOT NULL,
+		n INT NOT NULL,
+		at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp())`)
+	require.NoError(t, err)
+	t.Cleanup(func() { _, _ = db.Exec(`DROP TABLE ` + ledger) })
+
+	// Start the workers.
+	type proc struct {
+		cmd            *exec.Cmd
+		stdout, stderr bytes.Buffer
+	}
+	procs := make([]*proc, chaosWorkers)
+	pids := make(map[int]bool)
+	for i := range procs {
+		p := &proc{cmd: exec.Command(worker,
+			"-dsn", srv.DSN(), "-table", table, "-ledger", ledger, "-names", chaosNames,
+			"-lease", chaosLease.String(), "-heartbeat", chaosHeartbeat.String(),
+			"-duration", chaosDuration.String(), "-id", strconv.Itoa(i))}
+		p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
+		require.NoError(t, p.cmd.Start())
+		procs[i] = p
+		pids[p.cmd.Process.Pid] = true
+	}
+	// Whatever happens, no worker stays stopped or outlives the test.
+	t.Cleanup(func() {
+		for _, p := range procs {
+			_ = p.cmd.Process.Signal(syscall.SIGCONT)
+			_ = p.cmd.Process.Kill()
+		}
+	})
+
+	// Inject faults while the workers run.
+	var faults faultCounts
+	ctx, cancel := context.WithTimeout(context.Background(), chaosDuration-2*time.Second)
+	var wg sync.WaitGroup
+	// Even when the test fails early, the injectors end (and the server is
+	// up again) before it returns.
+	defer func() { cancel(); wg.Wait() }()
+	wg.Add(3)
+	go func() { defer wg.Done(); killBackends(ctx, db, &faults) }()
+	go func() { defer wg.Done(); restartServer(ctx, t, &faults) }()
+	go func() { defer wg.Done(); pauseHolders(ctx, t, db, table, pids, &faults) }()
+
+	// Wait for the workers.
+	var reports []workerReport
+	for _, p := range procs {
+		waited := make(chan error, 1)
+		go func() { waited <- p.cmd.Wait() }()
+		select {
+		case err := <-waited:
+			require.NoError(t, err, "worker failed: %s", p.stderr.String())
+		case <-time.After(chaosDuration + 30*time.Second):
+			_ = p.cmd.Process.Kill()
+			<-waited
+			t.Fatalf("worker did not end: %s", p.stderr.String())
+		}
+		if p.stderr.Len() > 0 {
+			t.Logf("worker stderr: %s", p.stderr.String())
+		}
+		var r workerReport
+		sc := bufio.NewScanner(&p.stdout)
+		require.True(t, sc.Scan(), "worker printed no report: %s", p.stderr.String())
+		require.NoError(t, json.Unmarshal(sc.Bytes(), &r))
+		reports = append(reports, r)
+	}
+	cancel()
+	wg.Wait()
+
+	// The server is up again (restartServer always restarts it); check.
+	check := checkLedger(t, db, ledger)
+	var sum workerReport
+	for _, r := range reports {
+		t.Logf("worker %d: %+v", r.Worker, r)
+		sum.Tenures += r.Tenures
+		sum.Writes += r.Writes
+		sum.RefusedHeld += r.RefusedHeld
+		sum.RefusedKnown += r.RefusedKnown
+		sum.WriteErrors += r.WriteErrors
+		sum.AcquireErrors += r.AcquireErrors
+		sum.ReleaseErrors += r.ReleaseErrors
+	}
+	t.Logf("chaos: %d workers, names %s, lease %v, heartbeat %v, %v", chaosWorkers, chaosNames, chaosLease, chaosHeartbeat, chaosDuration)
+	t.Logf("chaos: faults: %d server restarts, %d backends killed, %d holders SIGSTOPped for %v",
+		faults.restarts.Load(), faults.killed.Load(), faults.pauses.Load(), pauseFor)
+	t.Logf("chaos: ledger: %d committed writes in %d tenures (%d tenures acquired); overlapping tenures: %d",
+		check.rows, check.tenures, sum.Tenures, len(check.violations))
+	t.Logf("chaos: stale writes refused by Guard: %d while the holder still believed it held the lock, %d after it knew it had lost it",
+		sum.RefusedHeld, sum.RefusedKnown)
+	t.Logf("chaos: other write failures %d, acquire failures %d, release failures %d",
+		sum.WriteErrors, sum.AcquireErrors, sum.ReleaseErrors)
+
+	require.Empty(t, check.violations, "two holders of one name committed writes in overlapping tenures")
+	require.Equal(t, int64(2), faults.restarts.Load(), "the server was not restarted twice")
+	require.Positive(t, faults.killed.Load(), "no backend was killed")
+	require.Positive(t, faults.pauses.Load(), "no holder was paused")
+	require.GreaterOrEqual(t, check.tenures, 10, "too few tenures to prove anything")
+	require.LessOrEqual(t, check.tenures, sum.Tenures)
+	require.Positive(t, sum.RefusedHeld+sum.RefusedKnown, "no stale write was attempted")
+	// Writes the workers saw commit are in the ledger (a commit whose
+	// outcome was unknown may be there too, uncounted by its worker).
+	require.GreaterOrEqual(t, check.rows, sum.Writes)
+}
+
+// ledgerCheck is what checkLedger found.
+type ledgerCheck struct {
+	rows, tenures int
+	violations    []string
+}
+
+// checkLedger proves that for each name the committed writes of distinct
+// tenures never interleave in ledger order. The order is the ledger's
+// sequence, drawn inside each guarded transaction after Guard: a later
+// tenure's writes can only draw numbers after the earlier tenure's last
+// guarded transaction ended, so a tenure seen again after another one began
+// is an overlap.
+func checkLedger(t *testing.T, db *sql.DB, ledger string) ledgerCheck {
+	t.Helper()
+	rows, err := db.Query(`SELECT seq, name, worker, tenure FROM ` + ledger + ` ORDER BY name, seq`)
+	require.NoError(t, err)
+	defer rows.Close()
+	type tenure struct {
+		worker int
+		id     int64
+	}
+	var (
+		res      ledgerCheck
+		lastName string
+		current  tenure
+		ended    map[tenure]bool
+	)
+	for rows.Next() {
+		var (
+			seq  int64
+			name string
+			ten  tenure
+		)
+		require.NoError(t, rows.Scan(&seq, &name, &ten.worker, &ten.id))
+		res.rows++
+		if name != lastName {
+			lastName, current, ended = name, tenure{}, make(map[tenure]bool)
+		}
+		if ten == current {
+			continue
+		}
+		if ended[ten] {
+			res.violations = append(res.violations, fmt.Sprintf(
+				"name %q: seq %d by worker %d tenure %d after tenure %d of worker %d began", name, seq, ten.worker, ten.id, current.id, current.worker))
+		}
+		if current != (tenure{}) {
+			ended[current] = true
+		}
+		current = ten
+		res.tenures++
+	}
+	require.NoError(t, rows.Err())
+	return res
+}
+
+// killBackends terminates every other client backend now and then.
+func killBackends(ctx context.Context, db *sql.DB, f *faultCounts) {
+	for sleepCtx(ctx, 700*time.Millisecond) {
+		var n int64
+		err := db.QueryRowContext(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+			WHERE pid <> pg_backend_pid() AND backend_type = 'client backend' AND datname = current_database()`).Scan(&n)
+		if err == nil {
+			f.killed.Add(n)
+		}
+	}
+}
+
+// outageFor is how long each server stop lasts: longer than a lease, so
+// every holder loses its lock.
+const outageFor = 1500 * time.Millisecond
+
+// restartServer stops the server for outageFor twice, a third and two thirds
+// into the run.
+func restartServer(ctx context.Context, t *testing.T, f *faultCounts) {
+	step := (chaosDuration - 2*time.Second) / 3
+	for range 2 {
+		if !sleepCtx(ctx, step-outageFor) {
+			return
+		}
+		if err := srv.Stop(); err != nil {
+			t.Errorf("stop: %v", err)
+			return
+		}
+		time.Sleep(outageFor)
+		if err := srv.Restart(); err != nil {
+			t.Errorf("restart: %v", err)
+			return
+		}
+		f.restarts.Add(1)
+	}
+}
+
+// pauseFor is how long a paused holder stays stopped: well over a lease.
+const pauseFor = 2500 * time.Millisecond
+
+// pauseHolders SIGSTOPs a worker that holds a lock for pauseFor, then
+// SIGCONTs it, every few seconds.
+func pauseHolders(ctx context.Context, t *testing.T, db *sql.DB, table string, pids map[int]bool, f *faultCounts) {
+	for sleepCtx(ctx, 2*time.Second) {
+		pid := holderPID(ctx, db, table, pids)
+		if pid == 0 {
+			continue
+		}
+		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+			t.Errorf("SIGSTOP %d: %v", pid, err)
+			return
+		}
+		f.pauses.Add(1)
+		time.Sleep(pauseFor)
+		if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+			t.Errorf("SIGCONT %d: %v", pid, err)
+			return
+		}
+	}
+}
+
+// holderPID returns the pid of a worker that holds a lock now, or 0.
+func holderPID(ctx context.Context, db *sql.DB, table string, pids map[int]bool) int {
+	rows, err := db.QueryContext(ctx, `SELECT owner FROM `+table+` WHERE record_version_number IS NOT NULL`)
+	if err != nil {
+		return 0
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var owner string
+		if rows.Scan(&owner) != nil {
+			return 0
+		}
+		_, s, ok := strings.Cut(owner, "-pid-")
+		if pid, err := strconv.Atoi(s); ok && err == nil && pids[pid] {
+			return pid
+		}
+	}
+	return 0
+}
+
+// sleepCtx sleeps for d and reports whether ctx is still live.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// buildWorker builds the worker command into a temporary directory, with
+// -race when this test runs with it.
+func buildWorker(t *testing.T) string {
+	t.Helper()
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	out := filepath.Join(t.TempDir(), "worker")
+	args := []string{"build", "-o", out}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	cmd := exec.Command(goBin, append(args, "cirello.io/pglock/internal/chaos/worker")...)
+	cmd.Env = os.Environ()
+	msg, err := cmd.CombinedOutput()
+	require.NoError(t, err, "go build: %s", msg)
+	return out
+}
+
+func randomSuffix(t *testing.T) string {
+	t.Helper()
+	b := make([]byte, 6)
+	_, err := rand.Read(b)
+	require.NoError(t, err)
+	return hex.EncodeToString(b)
+}
