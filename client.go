@@ -251,8 +251,8 @@ func (c *Client) ReleaseContext(ctx context.Context, l *Lock) error {
 	c.heartbeats.remove(l)
 	l.opMu.Lock()
 	defer l.opMu.Unlock()
-	// A lock that was already lost (its lease ran out) still has its row
-	// cleaned up when nobody took it over, but the caller is told it was lost.
+	// A lock whose lease ran out (Done is closed, Err tells) still has its
+	// row cleaned up, and Release succeeds, when nobody took it over.
 	rvn, at, lost := l.state()
 	query := c.sql.release
 	if l.keepOnRelease {
@@ -296,9 +296,6 @@ func (c *Client) ReleaseContext(ctx context.Context, l *Lock) error {
 	c.waits.announce(l.name, false) // this client's own waiters need no NOTIFY
 	c.stats.released.Add(1)
 	c.log.Debug("lock released", "lock", l.name, "owner", l.owner, "rvn", rvn)
-	if lost {
-		return &OtherError{l.Err()}
-	}
 	return nil
 }
 
