@@ -130,6 +130,7 @@ func (h *heartbeater) beat(runCtx context.Context, locks []*Lock) bool {
 	byKey := make(map[key]*Lock, len(locks))
 	names := make(pq.StringArray, 0, len(locks))
 	rvns := make(pq.Int64Array, 0, len(locks))
+	var expires time.Time // the earliest lease end in the batch
 	for _, l := range locks {
 		if !l.opMu.TryLock() {
 			continue
@@ -140,6 +141,9 @@ func (h *heartbeater) beat(runCtx context.Context, locks []*Lock) bool {
 			continue
 		}
 		held = append(held, l)
+		if end := at.Add(c.leaseDuration); expires.IsZero() || end.Before(expires) {
+			expires = end
+		}
 		prev[l] = heldAt{rvn, at}
 		byKey[key{l.name, rvn}] = l
 		names = append(names, l.name)
@@ -154,7 +158,12 @@ func (h *heartbeater) beat(runCtx context.Context, locks []*Lock) bool {
 		return true
 	}
 
-	ctx, cancel := context.WithTimeout(runCtx, c.heartbeatFrequency)
+	// A slow heartbeat that lands within the lease is worth more than one
+	// cancelled early: cancelling costs a retry and leaves the outcome
+	// unknown. So the statement may run until the first lock of the batch
+	// would expire, and at least one heartbeat period.
+	deadline := max(time.Until(expires), c.heartbeatFrequency)
+	ctx, cancel := context.WithTimeout(runCtx, deadline)
 	defer cancel()
 	start := time.Now()
 	err := c.retry(ctx, func() error {
@@ -195,7 +204,7 @@ func (h *heartbeater) beat(runCtx context.Context, locks []*Lock) bool {
 	for _, l := range byKey {
 		pending = append(pending, l)
 	}
-	sctx, scancel := context.WithTimeout(context.Background(), c.heartbeatFrequency)
+	sctx, scancel := context.WithTimeout(context.Background(), max(time.Until(expires), c.heartbeatFrequency))
 	defer scancel()
 	c.settle(sctx, pending, prev, start)
 	return false
