@@ -308,8 +308,12 @@ func (c *Client) SendHeartbeat(ctx context.Context, l *Lock) error {
 	}
 	c.stats.heartbeatFailures.Add(1)
 	// The UPDATE may have committed before the error: settle it by reading
-	// the row back, so a held lock never looks released.
-	c.settle(ctx, []*Lock{l}, map[*Lock]heldAt{l: {rvn, refreshedAt}}, start)
+	// the row back, so a held lock never looks released. The error may be
+	// ctx ending just after the commit, so the read must not depend on ctx;
+	// it is bounded by the lease instead (issue 175 of the original).
+	sctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), refreshedAt.Add(c.leaseDuration))
+	defer cancel()
+	c.settle(sctx, []*Lock{l}, map[*Lock]heldAt{l: {rvn, refreshedAt}}, start)
 	return typeError(fmt.Errorf("pglock: heartbeat of %q: %w", l.name, err))
 }
 
