@@ -3,8 +3,8 @@ package pglock_test
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"database/sql"
+	"encoding/hex"
 	"testing"
 	"time"
 
