@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lib/pq"
@@ -11,6 +12,11 @@ import (
 
 // maxHeartbeatBatch is how many locks one heartbeat statement refreshes.
 const maxHeartbeatBatch = 1000
+
+// maxParallelBeats is how many batch statements of one tick may be in
+// flight at once, when a client holds more than maxHeartbeatBatch locks: a
+// tick then lasts about as long as its slowest batch, not their sum.
+const maxParallelBeats = 4
 
 // heartbeater keeps every lock a Client holds alive with one goroutine. Each
 // tick refreshes all of them in batches of maxHeartbeatBatch, one statement
@@ -86,13 +92,39 @@ func (h *heartbeater) run(ctx context.Context, done chan struct{}) {
 			return
 		}
 		next := freq
-		for i := 0; i < len(batch); i += maxHeartbeatBatch {
-			if !h.beat(ctx, batch[i:min(i+maxHeartbeatBatch, len(batch))]) {
-				next = retry
-			}
+		if !h.beatAll(ctx, batch) {
+			next = retry
 		}
 		t.Reset(next)
 	}
+}
+
+// beatAll refreshes batch in statements of maxHeartbeatBatch locks, up to
+// maxParallelBeats at once, and returns when all are done. It reports
+// whether every statement succeeded.
+func (h *heartbeater) beatAll(ctx context.Context, batch []*Lock) bool {
+	if len(batch) <= maxHeartbeatBatch {
+		return h.beat(ctx, batch)
+	}
+	var (
+		wg     sync.WaitGroup
+		failed atomic.Bool
+		slots  = make(chan struct{}, maxParallelBeats)
+	)
+	for i := 0; i < len(batch); i += maxHeartbeatBatch {
+		part := batch[i:min(i+maxHeartbeatBatch, len(batch))]
+		slots <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			if !h.beat(ctx, part) {
+				failed.Store(true)
+			}
+		}()
+	}
+	wg.Wait()
+	return !failed.Load()
 }
 
 // snapshot returns the locks to refresh now, dropping those that ended or
