@@ -81,8 +81,8 @@ func TestPerfHeartbeat10kLocks(t *testing.T) {
 	}
 	const (
 		n     = 10000
-		freq  = 400 * time.Millisecond
-		lease = 4 * time.Second
+		freq  = 500 * time.Millisecond
+		lease = 5 * time.Second
 	)
 	table, _ := perfTable(t)
 	db, cnt := perfCountedDB(t)
@@ -96,7 +96,7 @@ func TestPerfHeartbeat10kLocks(t *testing.T) {
 	defer stopHeartbeats()
 	locks := make([]*pglock.Lock, n)
 	start := time.Now()
-	require.NoError(t, perfParallel(n, 8, func(i int) error {
+	require.NoError(t, perfParallel(n, 4, func(i int) error {
 		l, err := c.Acquire(fmt.Sprintf("lock-%05d", i), pglock.WithCustomHeartbeatContext(hctx))
 		locks[i] = l
 		return err
@@ -119,9 +119,10 @@ func TestPerfHeartbeat10kLocks(t *testing.T) {
 	events := rec.take()
 
 	// Ticks are at least freq/4 apart (freq after a good tick, freq/4 after
-	// a failed one); the statements of one tick follow each other at once.
-	// Split the statements into ticks at gaps over freq/8: a stall inside a
-	// tick can only split it, never merge two.
+	// a failed one); the statements of one tick follow each other at once or
+	// overlap. Split the statements, in order of start, into ticks where a
+	// statement starts over freq/8 after the previous one ended: a stall
+	// inside a tick can only split it, never merge two.
 	sort.Slice(events, func(i, j int) bool { return events[i].Start.Before(events[j].Start) })
 	var ticks [][]sqlcount.Event
 	for i, e := range events {
