@@ -268,6 +268,9 @@ func (c *Client) ReleaseContext(ctx context.Context, l *Lock) error {
 		return &OtherError{errStolen}
 	}
 	l.end(errReleased)
+	// Waiters of this Client need not wait for the notification to travel
+	// through the server: wake the name's head now.
+	c.waits.announce(l.name, false)
 	c.stats.released.Add(1)
 	c.log.Debug("lock released", "lock", l.name, "owner", l.owner, "rvn", rvn)
 	return nil
