@@ -117,6 +117,19 @@ func (l *Lock) refresh(rvn int64, start time.Time) bool {
 func (l *Lock) end(err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.endLocked(err)
+}
+
+// expireLocked ends the lock when its lease ran out by the clock, even if
+// its expiry timer has not run yet: on a loaded machine the timer may run
+// late, and the lock must not look held after its lease.
+func (l *Lock) expireLocked() {
+	if !l.ended && l.expiry != nil && !time.Now().Before(l.refreshedAt.Add(l.client.leaseDuration)) {
+		l.endLocked(errLeaseExpired)
+	}
+}
+
+func (l *Lock) endLocked(err error) {
 	if l.ended {
 		return
 	}
@@ -136,6 +149,7 @@ func (l *Lock) end(err error) {
 func (l *Lock) state() (rvn int64, refreshedAt time.Time, ended bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.expireLocked()
 	return l.rvn, l.refreshedAt, l.ended
 }
 
@@ -198,6 +212,7 @@ func (l *Lock) Done() <-chan struct{} {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.expireLocked()
 	return l.done
 }
 
@@ -209,6 +224,7 @@ func (l *Lock) Err() error {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.expireLocked()
 	if !l.ended {
 		return nil
 	}
