@@ -106,16 +106,18 @@ func TestPerfStaleTakenOnlyAfterLease(t *testing.T) {
 	defer cancel()
 	start := time.Now() // before the waiter's first attempt: it cannot see the RVN earlier
 	got := perfAcquireAsync(ctx, waiter, "stale")
+	// The holder heartbeats for 1.2 leases. On a loaded machine a beat may
+	// come later than a lease after the previous one: the lock is then
+	// legitimately lost, and that is checked too.
 	lastBeat := start
-	for range 4 { // heartbeats for 1.2 leases: the waiter must not take it meanwhile
+	for range 4 {
 		time.Sleep(lease * 3 / 10)
-		select {
-		case r := <-got:
-			t.Fatalf("taken while the holder heartbeats: %v", r.err)
-		default:
-		}
 		beat := time.Now() // the new RVN cannot be seen before the heartbeat began
-		require.NoError(t, holder.SendHeartbeat(bg, l))
+		if err := holder.SendHeartbeat(bg, l); err != nil {
+			require.ErrorIs(t, err, pglock.ErrLockAlreadyReleased)
+			require.GreaterOrEqual(t, time.Since(lastBeat), lease, "lost %v after its last heartbeat began: %v", time.Since(lastBeat), err)
+			break
+		}
 		lastBeat = beat
 	}
 	r := <-got
@@ -124,7 +126,7 @@ func TestPerfStaleTakenOnlyAfterLease(t *testing.T) {
 	t.Logf("taken %v after the last heartbeat began (%.2f leases)", waited, float64(waited)/float64(lease))
 	require.GreaterOrEqual(t, waited, lease)
 	require.EqualValues(t, 1, waiter.Stats().Steals)
-	<-l.Done() // the holder's own clock ended it a lease after its last heartbeat
+	require.True(t, l.IsReleased(), "the holder's clock ended it a lease after its last heartbeat")
 	require.ErrorIs(t, holder.SendHeartbeat(bg, l), pglock.ErrLockAlreadyReleased)
 	require.NoError(t, waiter.Release(r.l))
 }
@@ -189,14 +191,13 @@ func TestPerfOldClientInterop(t *testing.T) {
 		require.NoError(t, err)
 		return n == 1
 	}
-	oldHeartbeat := func(name string, rvn int64) int64 {
+	oldHeartbeat := func(name string, rvn int64) (int64, bool) {
 		next := nextval()
 		res, err := db.Exec(`UPDATE `+q+` SET record_version_number = $3 WHERE name = $1 AND record_version_number = $2`, name, rvn, next)
 		require.NoError(t, err)
 		n, err := res.RowsAffected()
 		require.NoError(t, err)
-		require.EqualValues(t, 1, n)
-		return next
+		return next, n == 1
 	}
 
 	t.Run("old holder, new waiter", func(t *testing.T) {
@@ -207,14 +208,26 @@ func TestPerfOldClientInterop(t *testing.T) {
 		defer cancel()
 		got := perfAcquireAsync(ctx, waiter, "old-holds")
 		deadline := time.Now().Add(2 * lease)
+		lastBeat := time.Now()
 		for time.Now().Before(deadline) { // heartbeats for two leases
 			time.Sleep(lease / 5)
 			select {
 			case r := <-got:
-				t.Fatalf("took the old client's live lock: %v", r.err)
+				// Only legitimate if the old client was silent for a lease
+				// (a loaded machine can delay its heartbeats that long).
+				require.GreaterOrEqual(t, r.at.Sub(lastBeat), lease, "took the old client's live lock: %v", r.err)
+				t.Skip("the machine is too loaded: the emulated old client missed its lease")
 			default:
 			}
-			rvn = oldHeartbeat("old-holds", rvn)
+			beat := time.Now()
+			next, ok := oldHeartbeat("old-holds", rvn)
+			if !ok { // taken over: only legitimate after a lease of silence
+				r := <-got
+				require.NoError(t, r.err)
+				require.GreaterOrEqual(t, r.at.Sub(lastBeat), lease, "took the old client's live lock")
+				t.Skip("the machine is too loaded: the emulated old client missed its lease")
+			}
+			rvn, lastBeat = next, beat
 		}
 		notes := waiter.Stats().Notifications
 		released := time.Now()
@@ -236,7 +249,12 @@ func TestPerfOldClientInterop(t *testing.T) {
 			var seen int64
 			require.NoError(t, db.QueryRow(`SELECT record_version_number FROM `+q+` WHERE name = $1`, "new-holds").Scan(&seen))
 			time.Sleep(lease)
-			require.False(t, oldAcquire("new-holds", nextval(), seen), "old client took a live lock")
+			if oldAcquire("new-holds", nextval(), seen) {
+				// Only legitimate when no heartbeat landed for a lease (a
+				// loaded machine); the holder must then know it lost it.
+				require.True(t, l.IsReleased(), "old client took a live lock")
+				t.Skip("the machine is too loaded: the holder missed its lease")
+			}
 		}
 		require.NoError(t, holder.Release(l))
 		require.True(t, oldAcquire("new-holds", nextval(), 0))
