@@ -136,7 +136,7 @@ func TestPerfStaleTakenOnlyAfterLease(t *testing.T) {
 // then.
 func TestPerfFailIfLockedTakesWatchedStaleLock(t *testing.T) {
 	t.Parallel()
-	const lease = 500 * time.Millisecond
+	const lease = 1500 * time.Millisecond
 	table, db := perfTable(t)
 	holder := sameTable(t, db, table, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(0))
 	watcher := sameTable(t, db, table, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(0))
