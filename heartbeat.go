@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lib/pq"
@@ -11,6 +12,11 @@ import (
 
 // maxHeartbeatBatch is how many locks one heartbeat statement refreshes.
 const maxHeartbeatBatch = 1000
+
+// maxParallelBeats is how many batch statements of one tick may be in
+// flight at once, when a client holds more than maxHeartbeatBatch locks: a
+// tick then lasts about as long as its slowest batch, not their sum.
+const maxParallelBeats = 4
 
 // heartbeater keeps every lock a Client holds alive with one goroutine. Each
 // tick refreshes all of them in batches of maxHeartbeatBatch, one statement
@@ -97,13 +103,39 @@ func (h *heartbeater) run(ctx context.Context, done chan struct{}) {
 			return
 		}
 		next := freq
-		for i := 0; i < len(batch); i += maxHeartbeatBatch {
-			if !h.beat(ctx, batch[i:min(i+maxHeartbeatBatch, len(batch))]) {
-				next = retry
-			}
+		if !h.beatAll(ctx, batch) {
+			next = retry
 		}
 		t.Reset(next)
 	}
+}
+
+// beatAll refreshes batch in statements of maxHeartbeatBatch locks, up to
+// maxParallelBeats at once, and returns when all are done. It reports
+// whether every statement succeeded.
+func (h *heartbeater) beatAll(ctx context.Context, batch []*Lock) bool {
+	if len(batch) <= maxHeartbeatBatch {
+		return h.beat(ctx, batch)
+	}
+	var (
+		wg     sync.WaitGroup
+		failed atomic.Bool
+		slots  = make(chan struct{}, maxParallelBeats)
+	)
+	for i := 0; i < len(batch); i += maxHeartbeatBatch {
+		part := batch[i:min(i+maxHeartbeatBatch, len(batch))]
+		slots <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			if !h.beat(ctx, part) {
+				failed.Store(true)
+			}
+		}()
+	}
+	wg.Wait()
+	return !failed.Load()
 }
 
 // snapshot returns the locks to refresh now, dropping those that ended or
@@ -138,6 +170,7 @@ func (h *heartbeater) beat(runCtx context.Context, locks []*Lock) bool {
 	byKey := make(map[key]*Lock, len(locks))
 	names := make(pq.StringArray, 0, len(locks))
 	rvns := make(pq.Int64Array, 0, len(locks))
+	var expires time.Time // the earliest lease end in the batch
 	for _, l := range locks {
 		if !l.opMu.TryLock() {
 			continue
@@ -148,6 +181,9 @@ func (h *heartbeater) beat(runCtx context.Context, locks []*Lock) bool {
 			continue
 		}
 		held = append(held, l)
+		if end := at.Add(c.leaseDuration); expires.IsZero() || end.Before(expires) {
+			expires = end
+		}
 		prev[l] = heldAt{rvn, at}
 		byKey[key{l.name, rvn}] = l
 		names = append(names, l.name)
@@ -166,9 +202,13 @@ func (h *heartbeater) beat(runCtx context.Context, locks []*Lock) bool {
 		return true
 	}
 
-	// The statement is not cancelled when the goroutine is told to stop: a
-	// Release waiting for it wants its outcome known, not made unknown.
-	ctx, cancel := context.WithTimeout(context.Background(), c.settleTimeout())
+	// A slow heartbeat that lands within the lease is worth more than one
+	// cancelled early: cancelling costs a retry and leaves the outcome
+	// unknown. So the statement may run until the first lock of the batch
+	// would expire, and at least one heartbeat period. It is not cancelled
+	// when the goroutine is told to stop either: a Release waiting for it
+	// wants its outcome known, not made unknown.
+	ctx, cancel := context.WithTimeout(context.Background(), max(time.Until(expires), c.heartbeatFrequency))
 	defer cancel()
 	start := time.Now()
 	var (
@@ -222,7 +262,7 @@ func (h *heartbeater) beat(runCtx context.Context, locks []*Lock) bool {
 	for _, l := range byKey {
 		pending = append(pending, l)
 	}
-	sctx, scancel := context.WithTimeout(context.Background(), c.settleTimeout())
+	sctx, scancel := context.WithTimeout(context.Background(), max(time.Until(expires), c.heartbeatFrequency))
 	defer scancel()
 	c.settle(sctx, pending, prev, start)
 	return false

@@ -73,11 +73,23 @@ WHERE record_version_number IS NOT NULL AND NOT EXISTS (SELECT 1 FROM acquired)`
 WHERE name = $1::text AND record_version_number = $2::bigint
 RETURNING record_version_number`,
 
+		// The table is scanned by name = ANY(ARRAY(...)): an array whose
+		// length the planner cannot see, so it looks the rows up through the
+		// primary key instead of hashing a scan of the whole table, and it
+		// expects few rows in locked, so the UPDATE probes the primary key
+		// once per locked row. A batch costs O(batch), not O(table). (A
+		// plain $1 array would be seen as 1000 names and planned as a
+		// sequential scan; a correlated EXISTS per name ran one scan per
+		// name.)
 		heartbeatBatch: `WITH req AS (
 	SELECT r.name, r.rvn FROM unnest($1::text[], $2::bigint[]) AS r(name, rvn)
+), cur AS (
+	SELECT l.name, l.record_version_number FROM ` + t + ` l
+	WHERE l.name = ANY(ARRAY(SELECT name FROM req))
 ), locked AS (
 	SELECT l.name, l.record_version_number FROM ` + t + ` l
 	JOIN req ON l.name = req.name AND l.record_version_number = req.rvn
+	WHERE l.name = ANY(ARRAY(SELECT name FROM req))
 	FOR UPDATE OF l SKIP LOCKED
 ), bumped AS (
 	UPDATE ` + t + ` l SET record_version_number = ` + nextval + `
@@ -85,9 +97,10 @@ RETURNING record_version_number`,
 	WHERE l.name = locked.name AND l.record_version_number = locked.record_version_number
 	RETURNING l.name, locked.record_version_number AS old_rvn, l.record_version_number AS new_rvn
 )
-SELECT req.name, req.rvn, bumped.new_rvn,
-	EXISTS (SELECT 1 FROM ` + t + ` l WHERE l.name = req.name AND l.record_version_number = req.rvn)
-FROM req LEFT JOIN bumped ON bumped.name = req.name AND bumped.old_rvn = req.rvn`,
+SELECT req.name, req.rvn, bumped.new_rvn, cur.name IS NOT NULL
+FROM req
+LEFT JOIN bumped ON bumped.name = req.name AND bumped.old_rvn = req.rvn
+LEFT JOIN cur ON cur.name = req.name AND cur.record_version_number = req.rvn`,
 
 		reread: `SELECT name, record_version_number, owner FROM ` + t + ` WHERE name = ANY($1::text[])`,
 

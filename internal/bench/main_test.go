@@ -1,0 +1,91 @@
+// Package bench holds the performance benchmarks of pglock: handoff latency,
+// crash takeover delay, uncontended throughput against raw SQL, and
+// contention on one name. Each reports its figures with b.ReportMetric.
+// Run them with internal/cmd/perfreport, which prints them as a table, or
+// directly:
+//
+//	go test -run '^$' -bench . -benchtime 1x ./internal/bench
+//
+// The package starts its own PostgreSQL only when benchmarks are asked for,
+// so a plain `go test ./...` costs nothing here.
+package bench
+
+import (
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"flag"
+	"os"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"cirello.io/pglock"
+	"cirello.io/pglock/internal/pgtest"
+)
+
+var srv *pgtest.Server
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if f := flag.Lookup("test.bench"); f == nil || f.Value.String() == "" {
+		os.Exit(m.Run())
+	}
+	os.Exit(pgtest.MainServer(verifyNoLeaks{m}, &srv))
+}
+
+// verifyNoLeaks runs the benchmarks, then fails if goroutines outlive them.
+type verifyNoLeaks struct{ m *testing.M }
+
+func (v verifyNoLeaks) Run() int {
+	code := v.m.Run()
+	if code != 0 {
+		return code
+	}
+	if err := goleak.Find(goleak.IgnoreCurrent()); err != nil {
+		os.Stderr.WriteString("goleak: " + err.Error() + "\n")
+		return 1
+	}
+	return 0
+}
+
+// openDB opens a lib/pq pool able to serve conns connections at once,
+// closed when b ends.
+func openDB(b *testing.B, conns int) *sql.DB {
+	b.Helper()
+	db, err := sql.Open("postgres", srv.DSN())
+	if err != nil {
+		b.Fatal(err)
+	}
+	db.SetMaxOpenConns(conns)
+	db.SetMaxIdleConns(conns)
+	b.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+// newTable creates a fresh lock table and drops it when b ends.
+func newTable(b *testing.B, db *sql.DB) string {
+	b.Helper()
+	buf := make([]byte, 6)
+	_, _ = rand.Read(buf)
+	table := "bench_" + hex.EncodeToString(buf)
+	c, err := pglock.New(db, pglock.WithCustomTable(table))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := c.CreateTable(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = c.DropTable() })
+	return table
+}
+
+// client makes a client on table.
+func client(b *testing.B, db *sql.DB, table string, opts ...pglock.ClientOption) *pglock.Client {
+	b.Helper()
+	c, err := pglock.UnsafeNew(db, append([]pglock.ClientOption{pglock.WithCustomTable(table)}, opts...)...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return c
+}

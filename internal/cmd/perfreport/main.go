@@ -1,0 +1,178 @@
+// Command perfreport runs pglock's performance benchmarks (internal/bench)
+// and prints every figure as one Markdown table, with the targets of issue
+// 3, the machine, the PostgreSQL version and the load average around the
+// run. Run it from the module root:
+//
+//	go run ./internal/cmd/perfreport
+//
+// Each benchmark runs in its own `go test -run '^$' -bench ... -benchtime
+// ...` invocation, with its own throwaway PostgreSQL; the commands are
+// printed before the table.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+
+	"cirello.io/pglock/internal/pgtest"
+)
+
+func main() {
+	handoffs := flag.Int("handoffs", 200, "handoffs measured by BenchmarkHandoff")
+	takeovers := flag.Int("takeovers", 20, "takeovers measured by BenchmarkCrashTakeover")
+	pairs := flag.Int("pairs", 3000, "acquire+release pairs per side and goroutine count in BenchmarkThroughput")
+	verbose := flag.Bool("v", false, "print the raw benchmark output")
+	flag.Parse()
+
+	runs := []struct{ bench, benchtime string }{
+		{"^BenchmarkHandoff$", fmt.Sprintf("%dx", *handoffs)},
+		{"^BenchmarkCrashTakeover$", fmt.Sprintf("%dx", *takeovers)},
+		{"^BenchmarkThroughput$", fmt.Sprintf("%dx", *pairs)},
+		{"^BenchmarkContention$", "1x"},
+	}
+	loadBefore := loadavg()
+	results := map[string]map[string]float64{}
+	for _, r := range runs {
+		args := []string{"test", "-count=1", "-run", "^$", "-bench", r.bench, "-benchtime", r.benchtime, "./internal/bench"}
+		fmt.Fprintf(os.Stderr, "$ go %s\n", strings.Join(quoteArgs(args), " "))
+		cmd := exec.Command("go", args...)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		err := cmd.Run()
+		if *verbose || err != nil {
+			os.Stderr.Write(out.Bytes())
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "perfreport: %v\n", err)
+			os.Exit(1)
+		}
+		parse(out.Bytes(), results)
+	}
+	loadAfter := loadavg()
+
+	fmt.Printf("Machine: %s, %d cores (nproc), %s; PostgreSQL %s on loopback; load average before/after: %s / %s\n\n",
+		cpuModel(), runtime.NumCPU(), runtime.Version(), pgVersion(), loadBefore, loadAfter)
+	fmt.Println("| Figure | Measured | Target | Met |")
+	fmt.Println("|---|---|---|---|")
+	row := func(name, value, target string, met *bool) {
+		m := ""
+		if met != nil {
+			m = map[bool]string{true: "yes", false: "**no**"}[*met]
+		}
+		fmt.Printf("| %s | %s | %s | %s |\n", name, value, target, m)
+	}
+	b := func(v bool) *bool { return &v }
+	h := results["BenchmarkHandoff/clients=2"]
+	row(fmt.Sprintf("Handoff after release to a waiter of another Client, default 20 s lease (%d handoffs): p50", *handoffs), ms(h["p50-ms"]), "", nil)
+	row("  p99", ms(h["p99-ms"]), "≤ 10 ms", b(h["p99-ms"] <= 10))
+	row("  max", ms(h["max-ms"]), "≤ 50 ms", b(h["max-ms"] <= 50))
+	row("  woken by the notification", fmt.Sprintf("%.0f%%", 100*h["notes/op"]), "", nil)
+	h1 := results["BenchmarkHandoff/clients=1"]
+	row("Handoff to a waiter of the same Client: p50 / p99 / max",
+		fmt.Sprintf("%s / %s / %s", ms(h1["p50-ms"]), ms(h1["p99-ms"]), ms(h1["max-ms"])), "", nil)
+	c := results["BenchmarkCrashTakeover"]
+	row(fmt.Sprintf("Crash takeover after the waiter first saw the RVN (%d takeovers, 500 ms lease): min–max", *takeovers),
+		fmt.Sprintf("%.3f–%.3f leases", c["seen-min-leases"], c["seen-max-leases"]), "1.00–1.25 leases",
+		b(c["seen-min-leases"] >= 1 && c["seen-max-leases"] <= 1.25))
+	row("Crash takeover after the holder's last heartbeat began: min–max",
+		fmt.Sprintf("%.3f–%.3f leases", c["beat-min-leases"], c["beat-max-leases"]), "≥ 1.00 leases", b(c["beat-min-leases"] >= 1))
+	for _, g := range []string{"1", "8", "64"} {
+		t := results["BenchmarkThroughput/goroutines="+g]
+		row(fmt.Sprintf("Uncontended acquire+release, %s goroutine(s): library / raw SQL", g),
+			fmt.Sprintf("%.0f / %.0f ops/s", t["lib-ops/s"], t["raw-ops/s"]), "", nil)
+		row(fmt.Sprintf("  ratio to raw SQL, %s goroutine(s)", g), fmt.Sprintf("%.2f", t["ratio"]), "≥ 0.80", b(t["ratio"] >= 0.8))
+	}
+	k := results["BenchmarkContention"]
+	row("100 goroutines on one name, 10 s: acquisitions", fmt.Sprintf("%.0f", k["acquisitions"]), "", nil)
+	row("  fewest acquisitions of one goroutine", fmt.Sprintf("%.0f", k["fewest-per-goroutine"]), "≥ 1, no error", b(k["fewest-per-goroutine"] >= 1))
+	row("  longest wait", ms(k["max-wait-ms"]), "reported", nil)
+}
+
+func ms(v float64) string { return fmt.Sprintf("%.2f ms", v) }
+
+// parse reads benchmark result lines: name, iterations, then value-unit pairs.
+func parse(out []byte, results map[string]map[string]float64) {
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 2 || !strings.HasPrefix(f[0], "Benchmark") {
+			continue
+		}
+		name := f[0]
+		if i := strings.LastIndexByte(name, '-'); i > 0 {
+			if _, err := strconv.Atoi(name[i+1:]); err == nil {
+				name = name[:i] // drop the GOMAXPROCS suffix
+			}
+		}
+		m := map[string]float64{}
+		for i := 2; i+1 < len(f); i += 2 {
+			if v, err := strconv.ParseFloat(f[i], 64); err == nil {
+				m[f[i+1]] = v
+			}
+		}
+		results[name] = m
+	}
+}
+
+func quoteArgs(args []string) []string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		if strings.ContainsAny(a, "^$ *") {
+			a = "'" + a + "'"
+		}
+		q[i] = a
+	}
+	return q
+}
+
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return runtime.GOARCH
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return runtime.GOARCH
+}
+
+func pgVersion() string {
+	if dsn := os.Getenv(pgtest.EnvDSN); dsn != "" {
+		return "(external, " + pgtest.EnvDSN + ")"
+	}
+	dir, err := pgtest.FindBinDir()
+	if err != nil {
+		return "?"
+	}
+	out, err := exec.Command(filepath.Join(dir, "postgres"), "--version").Output()
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(out))
+	if len(f) >= 3 {
+		return f[2]
+	}
+	return strings.TrimSpace(string(out))
+}
