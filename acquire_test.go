@@ -2,7 +2,6 @@ package pglock_test
 
 import (
 	"context"
-	"errors"
 	"testing"
 	"time"
 
@@ -284,7 +283,7 @@ func TestHeartbeatKeepsWaitersOff(t *testing.T) {
 	defer cancel()
 	_, err = waiter.AcquireContext(ctx, "job")
 	require.ErrorIs(t, err, pglock.ErrNotAcquired, "a heartbeating lock is never taken over")
-	require.True(t, errors.Is(err, context.DeadlineExceeded))
+	require.ErrorIs(t, err, context.DeadlineExceeded)
 	assert.False(t, l.IsReleased())
 	require.NoError(t, l.Close())
 }

@@ -128,7 +128,7 @@ func TestCoreOwner(t *testing.T) {
 	l3, err := c3.Acquire("three")
 	require.NoError(t, err)
 
-	defaultOwner := regexp.MustCompile(`^pglock-[0-9]+$`)
+	defaultOwner := regexp.MustCompile(`^pglock-\d+$`)
 	assert.Regexp(t, defaultOwner, l1.Owner())
 	assert.Regexp(t, defaultOwner, l2.Owner())
 	assert.NotEqual(t, l1.Owner(), l2.Owner(), "each client has its own default owner")

@@ -23,7 +23,7 @@ func TestCoreErrorKinds(t *testing.T) {
 		var notExist *pglock.NotExistError
 		require.ErrorAs(t, err, &notExist)
 		assert.ErrorIs(t, err, pglock.ErrLockNotFound)
-		assert.NotNil(t, notExist.Unwrap())
+		assert.Error(t, notExist.Unwrap())
 	})
 
 	t.Run("UnavailableError: closed port", func(t *testing.T) {
@@ -156,7 +156,7 @@ END $$`)
 		_, err = c.Acquire("bad\x00name")
 		require.ErrorAs(t, err, &other)
 		assert.ErrorIs(t, err, pglock.ErrInvalidName)
-		assert.NotNil(t, other.Unwrap())
+		assert.Error(t, other.Unwrap())
 	})
 
 }

@@ -159,12 +159,13 @@ func ExampleClient_GetAllLocks() {
 	}
 	defer c.DropTable()
 
+	var held []*pglock.Lock
 	for _, name := range []string{"b", "a", "c"} {
 		l, err := c.Acquire(name, pglock.WithData([]byte("data of "+name)))
 		if err != nil {
 			log.Fatal(err)
 		}
-		defer l.Close()
+		held = append(held, l)
 	}
 	locks, err := c.GetAllLocks()
 	if err != nil {
@@ -172,6 +173,11 @@ func ExampleClient_GetAllLocks() {
 	}
 	for _, l := range locks {
 		fmt.Printf("%s %s %q\n", l.Name(), l.Owner(), l.Data())
+	}
+	for _, l := range held {
+		if err := l.Close(); err != nil {
+			log.Fatal(err)
+		}
 	}
 	// Output:
 	// a worker-1 "data of a"

@@ -63,6 +63,7 @@ func TestCoreLoggers(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
 	exercise := func(t *testing.T, opt pglock.ClientOption) {
+		t.Helper()
 		c := newClient(t, db, opt, pglock.WithOwner("logged"))
 		l, err := c.Acquire("job", pglock.WithData([]byte("secret-data")))
 		require.NoError(t, err)

@@ -2,6 +2,7 @@ package pglock_test
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"strings"
 	"testing"
@@ -26,9 +27,10 @@ func perfHeartbeatBatchSQL(t *testing.T, table string) string {
 	require.Eventually(t, func() bool { return c.Stats().Heartbeats >= 1 }, 10*time.Second, time.Millisecond)
 	require.NoError(t, c.Release(l))
 	cnt.SetObserver(nil)
-	for _, e := range rec.take() {
-		if strings.Contains(e.Query, "unnest") {
-			return e.Query
+	events := rec.take()
+	for i := range events {
+		if strings.Contains(events[i].Query, "unnest") {
+			return events[i].Query
 		}
 	}
 	t.Fatal("no heartbeat batch statement seen")
@@ -55,20 +57,28 @@ func TestPerfHeartbeatBatchPlan(t *testing.T) {
 			_, err := db.Exec(`ANALYZE ` + pq.QuoteIdentifier(table))
 			require.NoError(t, err)
 		}
-		rows, err := db.QueryContext(context.Background(), `EXPLAIN `+query, names, rvns)
-		require.NoError(t, err)
-		var plan []string
-		for rows.Next() {
-			var line string
-			require.NoError(t, rows.Scan(&line))
-			if i := strings.Index(line, "ANY ('{"); i >= 0 { // the 1000 names
-				line = line[:i] + "ANY (...))"
-			}
-			plan = append(plan, line)
-		}
-		require.NoError(t, rows.Err())
-		text := strings.Join(plan, "\n")
+		text := perfExplain(t, db, query, names, rvns)
 		require.NotContains(t, text, "Seq Scan", "analyzed=%v\n%s", analyzed, text)
 		require.Contains(t, text, "Index Scan using "+table+"_pkey", "analyzed=%v\n%s", analyzed, text)
 	}
+}
+
+// perfExplain returns the plan PostgreSQL chooses for query, one line per
+// plan node, with the long array of names cut short.
+func perfExplain(t *testing.T, db *sql.DB, query string, args ...any) string {
+	t.Helper()
+	rows, err := db.QueryContext(context.Background(), `EXPLAIN `+query, args...)
+	require.NoError(t, err)
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var line string
+		require.NoError(t, rows.Scan(&line))
+		if i := strings.Index(line, "ANY ('{"); i >= 0 { // the 1000 names
+			line = line[:i] + "ANY (...))"
+		}
+		plan = append(plan, line)
+	}
+	require.NoError(t, rows.Err())
+	return strings.Join(plan, "\n")
 }

@@ -39,10 +39,12 @@ func TestPerfCountingDriver(t *testing.T) {
 			require.NoError(t, err)
 			var k int
 			require.NoError(t, db.QueryRow(`SELECT k FROM `+table+` WHERE k = $1`, 1).Scan(&k))
-			st, err := db.Prepare(`SELECT k FROM ` + table + ` WHERE k = $1`)
-			require.NoError(t, err)
-			require.NoError(t, st.QueryRow(1).Scan(&k))
-			require.NoError(t, st.Close())
+			func() {
+				st, err := db.Prepare(`SELECT k FROM ` + table + ` WHERE k = $1`)
+				require.NoError(t, err)
+				defer func() { require.NoError(t, st.Close()) }()
+				require.NoError(t, st.QueryRow(1).Scan(&k))
+			}()
 			tx, err := db.Begin()
 			require.NoError(t, err)
 			_, err = tx.Exec(`INSERT INTO `+table+` VALUES ($1)`, 2)

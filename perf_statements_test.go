@@ -45,8 +45,8 @@ func TestPerfOneStatementPerOperation(t *testing.T) {
 		return cnt.Statements() == 1+beats
 	}, 10*time.Second, time.Millisecond, "one statement per background heartbeat of one lock")
 	time.Sleep(2 * freq)
-	require.EqualValues(t, 1+beats, cnt.Statements(), "the heartbeat stopped with its context")
-	require.EqualValues(t, beats, c.Stats().Heartbeats)
+	require.Equal(t, 1+beats, cnt.Statements(), "the heartbeat stopped with its context")
+	require.Equal(t, beats, c.Stats().Heartbeats)
 
 	cnt.Reset()
 	require.NoError(t, c.SendHeartbeat(bg, l))
@@ -159,7 +159,7 @@ func TestPerfHeartbeat10kLocks(t *testing.T) {
 			fewest = k
 		}
 	}
-	require.Equal(t, n, len(beats), "locks refreshed in the window")
+	require.Len(t, beats, n, "locks refreshed in the window")
 	require.GreaterOrEqual(t, fewest, 2, "the fewest refreshes a lock got in %v", 2*lease)
 	st := c.Stats()
 	t.Logf("%d statements in %d ticks over %v; stats %+v", len(events), len(ticks), 2*lease, st)
@@ -174,6 +174,7 @@ func TestPerfHeartbeat10kLocks(t *testing.T) {
 	}
 	rows, err := db.Query(`SELECT name, record_version_number FROM ` + pq.QuoteIdentifier(table))
 	require.NoError(t, err)
+	defer rows.Close()
 	stored := make(map[string]int64, n)
 	for rows.Next() {
 		var (

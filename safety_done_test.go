@@ -2,7 +2,6 @@ package pglock_test
 
 import (
 	"context"
-	"errors"
 	"testing"
 	"time"
 
@@ -105,7 +104,7 @@ func TestSafetyDoCancelledOnLoss(t *testing.T) {
 	safetySteal(t, db, table, "do-loss")
 	select {
 	case err := <-errc:
-		require.True(t, errors.Is(err, context.Canceled), "Do returned %v", err)
+		require.ErrorIs(t, err, context.Canceled, "Do returned %v", err)
 	case <-time.After(lease / 2):
 		t.Fatal("f's context was not cancelled after the lock was lost")
 	}

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
-	"errors"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -179,7 +178,7 @@ func FuzzTableName(f *testing.F) {
 			// schema that does not exist, or one we may not create in
 			// (pg_catalog). Those are reported as the server's error.
 			var pqErr *pq.Error
-			require.True(t, errors.As(err, &pqErr), "table %q: %v", table, err)
+			require.ErrorAs(t, err, &pqErr, "table %q: %v", table, err)
 			switch {
 			case pqErr.Code == "3F000", pqErr.Code == "42501":
 				return

@@ -2,7 +2,6 @@ package pglock_test
 
 import (
 	"database/sql"
-	"errors"
 	"testing"
 	"time"
 
@@ -120,7 +119,7 @@ func TestSafetyGuardRefusesAfterSteal(t *testing.T) {
 	err = l.Guard(bg, tx)
 	require.ErrorIs(t, err, pglock.ErrLockAlreadyReleased)
 	var other *pglock.OtherError
-	require.True(t, errors.As(err, &other), "want an OtherError, got %T", err)
+	require.ErrorAs(t, err, &other, "want an OtherError, got %T", err)
 	require.NoError(t, tx.Rollback())
 	require.True(t, safetyClosed(l.Done()), "Guard's discovery closes Done")
 	require.Equal(t, 1, safetyCount(t, db, ledger, "before"))
@@ -177,7 +176,7 @@ func TestSafetyGuardRepeatableRead(t *testing.T) {
 	require.NoError(t, c.SendHeartbeat(bg, l))
 	err = l.Guard(bg, tx)
 	var fp *pglock.FailedPreconditionError
-	require.True(t, errors.As(err, &fp), "want a FailedPreconditionError, got %v", err)
+	require.ErrorAs(t, err, &fp, "want a FailedPreconditionError, got %v", err)
 	require.NoError(t, tx.Rollback())
 	require.NoError(t, l.Err(), "a stale snapshot must not end the lock")
 

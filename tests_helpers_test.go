@@ -101,7 +101,7 @@ func testsStealRow(t testing.TB, db *sql.DB, quotedTable, name string) {
 
 // testsTableExists reports whether schema.rel exists; an empty schema means
 // the current schema.
-func testsTableExists(t testing.TB, db *sql.DB, schema, rel string, kind string) bool {
+func testsTableExists(t testing.TB, db *sql.DB, schema, rel, kind string) bool {
 	t.Helper()
 	var ok bool
 	err := db.QueryRow(`SELECT EXISTS (
@@ -145,6 +145,7 @@ func init() {
 // testsCtx returns a context that ends when t ends or after a generous
 // bound, so a broken test fails instead of hanging.
 func testsCtx(t testing.TB) context.Context {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testsBound)
 	t.Cleanup(cancel)
 	return ctx

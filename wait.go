@@ -125,9 +125,8 @@ func (r *waitRoom) joinIfQueued(name string) *waiter {
 
 func (r *waitRoom) joinLocked(name string) *waiter {
 	w := &waiter{name: name, turn: make(chan struct{}), wake: make(chan struct{}, 1)}
-	q := append(r.queues[name], w)
-	r.queues[name] = q
-	if len(q) == 1 {
+	r.queues[name] = append(r.queues[name], w)
+	if len(r.queues[name]) == 1 {
 		close(w.turn)
 	}
 	if r.stop == nil {

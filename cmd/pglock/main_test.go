@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -101,6 +102,15 @@ func cli(t *testing.T, args ...string) cliResult {
 // cliWithEnv runs the binary with args, env and stdin.
 func cliWithEnv(t *testing.T, env []string, stdin []byte, args ...string) cliResult {
 	t.Helper()
+	r, err := cliExec(env, stdin, args...)
+	require.NoError(t, err)
+	return r
+}
+
+// cliExec runs the binary with args, env and stdin. It fails, without a
+// testing.T so that other goroutines may call it, when the binary could not
+// run or did not exit by itself.
+func cliExec(env []string, stdin []byte, args ...string) (cliResult, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, cliBin, args...)
@@ -113,12 +123,12 @@ func cliWithEnv(t *testing.T, env []string, stdin []byte, args ...string) cliRes
 	start := time.Now()
 	err := cmd.Run()
 	r := cliResult{stdout: stdout.String(), stderr: stderr.String(), took: time.Since(start)}
-	if err != nil {
-		_, ok := err.(*exec.ExitError)
-		require.True(t, ok, "pglock %q: %v\nstderr: %s", args, err, r.stderr)
+	var exitErr *exec.ExitError
+	if err != nil && !errors.As(err, &exitErr) {
+		return r, fmt.Errorf("pglock %q: %w\nstderr: %s", args, err, r.stderr)
 	}
 	r.code = cmd.ProcessState.ExitCode()
-	return r
+	return r, nil
 }
 
 // cliTable returns a fresh table name, dropped (if created) when t ends.

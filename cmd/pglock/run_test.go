@@ -67,7 +67,8 @@ func TestCLIRunNoOverlap(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for range runs {
-				r := cli(t, "--table", table, "run", "shared", "--lease", "5s", "--", "sh", "-c", script, "sh", marker, log)
+				r, err := cliExec(cliEnv(envDSN+"="+srv.DSN()), nil, "--table", table, "run", "shared", "--lease", "5s", "--", "sh", "-c", script, "sh", marker, log)
+				assert.NoError(t, err)
 				assert.Equal(t, exitOK, r.code, "overlap or failure: %s", r.stderr)
 			}
 		}()

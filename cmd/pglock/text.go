@@ -11,13 +11,13 @@ const previewRunes = 40
 
 // safeText returns s for a terminal: every rune that is not printable
 // (control characters, escape sequences, invalid UTF-8, format characters
-// such as bidirectional overrides) becomes '.', and when max > 0 the text
-// is cut to max runes with a trailing "...".
-func safeText(s string, max int) string {
+// such as bidirectional overrides) becomes '.', and when limit > 0 the
+// text is cut to limit runes with a trailing "...".
+func safeText(s string, limit int) string {
 	var b strings.Builder
 	n := 0
-	for len(s) > 0 {
-		if max > 0 && n == max {
+	for s != "" {
+		if limit > 0 && n == limit {
 			b.WriteString("...")
 			break
 		}

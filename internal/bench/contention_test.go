@@ -81,7 +81,7 @@ func BenchmarkContention(b *testing.B) {
 		b.Fatal(firstErr)
 	}
 	fewest := counts[0]
-	for _, n := range counts {
+	for _, n := range &counts {
 		fewest = min(fewest, n)
 	}
 	if fewest == 0 {

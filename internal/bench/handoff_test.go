@@ -30,6 +30,7 @@ func BenchmarkHandoff(b *testing.B) {
 }
 
 func benchmarkHandoff(b *testing.B, holder, waiter *pglock.Client) {
+	b.Helper()
 	const blockedFor = 200 * time.Millisecond
 	type result struct {
 		l   *pglock.Lock

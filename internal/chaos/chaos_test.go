@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -134,7 +133,7 @@ func TestChaos(t *testing.T) {
 			require.NoError(t, err, "worker failed: %s", p.stderr.String())
 		case <-time.After(chaosDuration + 30*time.Second):
 			_ = p.cmd.Process.Kill()
-			<-waited
+			t.Logf("killed worker: %v", <-waited)
 			t.Fatalf("worker did not end: %s", p.stderr.String())
 		}
 		if p.stderr.Len() > 0 {
@@ -258,6 +257,7 @@ const outageFor = 1500 * time.Millisecond
 // restartServer stops the server for outageFor twice, a third and two thirds
 // into the run.
 func restartServer(ctx context.Context, t *testing.T, f *faultCounts) {
+	t.Helper()
 	step := (chaosDuration - 2*time.Second) / 3
 	for range 2 {
 		if !sleepCtx(ctx, step-outageFor) {
@@ -282,6 +282,7 @@ const pauseFor = 2500 * time.Millisecond
 // pauseHolders SIGSTOPs a worker that holds a lock for pauseFor, then
 // SIGCONTs it, every few seconds.
 func pauseHolders(ctx context.Context, t *testing.T, db *sql.DB, table string, pids map[int]bool, f *faultCounts) {
+	t.Helper()
 	for sleepCtx(ctx, 2*time.Second) {
 		pid := holderPID(ctx, db, table, pids)
 		if pid == 0 {
@@ -317,6 +318,8 @@ func holderPID(ctx context.Context, db *sql.DB, table string, pids map[int]bool)
 			return pid
 		}
 	}
+	// A failed read finds no holder this time; the next round tries again.
+	_ = rows.Err()
 	return 0
 }
 
@@ -336,10 +339,9 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 // -race when this test runs with it.
 func buildWorker(t *testing.T) string {
 	t.Helper()
+	// go test puts the go command it runs under first on the PATH.
 	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
+	require.NoError(t, err)
 	out := filepath.Join(t.TempDir(), "worker")
 	args := []string{"build", "-o", out}
 	if raceEnabled {

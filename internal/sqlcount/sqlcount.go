@@ -18,6 +18,7 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -267,7 +268,7 @@ func drain(rs driver.Rows) (*buffered, error) {
 	for {
 		dest := make([]driver.Value, len(b.cols))
 		err := rs.Next(dest)
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return b, rs.Close()
 		}
 		if err != nil {
@@ -361,7 +362,7 @@ func (r *rows) Next(dest []driver.Value) error {
 			row[i] = v
 		}
 		r.ev.Rows = append(r.ev.Rows, row)
-	case err != io.EOF:
+	case !errors.Is(err, io.EOF):
 		r.ev.Err = err
 	}
 	return err
