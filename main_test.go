@@ -9,36 +9,17 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 
 	"cirello.io/pglock"
 	"cirello.io/pglock/internal/pgtest"
+	"cirello.io/pglock/internal/testmain"
 )
 
 // srv is the package's PostgreSQL: a throwaway cluster, or PGLOCK_TEST_DSN.
 var srv *pgtest.Server
 
 func TestMain(m *testing.M) {
-	code := pgtest.MainServer(verifyNoLeaks{m}, &srv)
-	os.Exit(code)
-}
-
-// verifyNoLeaks runs the tests, then fails the run if goroutines outlive them.
-type verifyNoLeaks struct{ m *testing.M }
-
-func (v verifyNoLeaks) Run() int {
-	// Goroutines alive before the tests (the server's, the runtime's) are
-	// not leaks; everything the tests start must be gone at the end.
-	before := goleak.IgnoreCurrent()
-	code := v.m.Run()
-	if code != 0 {
-		return code
-	}
-	if err := goleak.Find(before); err != nil {
-		os.Stderr.WriteString("goleak: " + err.Error() + "\n")
-		return 1
-	}
-	return 0
+	os.Exit(testmain.Run(m, &srv))
 }
 
 // openDB opens a lib/pq pool on the test server, closed when t ends.

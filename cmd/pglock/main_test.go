@@ -17,10 +17,10 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 
 	"cirello.io/pglock"
 	"cirello.io/pglock/internal/pgtest"
+	"cirello.io/pglock/internal/testmain"
 )
 
 // srv is the tests' PostgreSQL; cliBin the pglock binary built once for
@@ -39,14 +39,12 @@ func TestMain(m *testing.M) {
 	if !parallelSet {
 		_ = flag.Set("test.parallel", "4")
 	}
-	os.Exit(pgtest.MainServer(cliMain{m}, &srv))
+	os.Exit(cliMain(m))
 }
 
-// cliMain builds the binary, runs the tests and checks for leaked
-// goroutines.
-type cliMain struct{ m *testing.M }
-
-func (c cliMain) Run() int {
+// cliMain builds the binary, then runs the tests against a server of their
+// own.
+func cliMain(m *testing.M) int {
 	dir, err := os.MkdirTemp("", "pglock-cli-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -60,15 +58,7 @@ func (c cliMain) Run() int {
 		fmt.Fprintln(os.Stderr, "cannot build pglock:", err)
 		return 1
 	}
-	code := c.m.Run()
-	if code != 0 {
-		return code
-	}
-	if err := goleak.Find(goleak.IgnoreCurrent()); err != nil {
-		fmt.Fprintln(os.Stderr, "goleak:", err)
-		return 1
-	}
-	return 0
+	return testmain.Run(m, &srv)
 }
 
 // cliEnv is the environment of the binary: this one without any setting

@@ -18,10 +18,9 @@ import (
 	"os"
 	"testing"
 
-	"go.uber.org/goleak"
-
 	"cirello.io/pglock"
 	"cirello.io/pglock/internal/pgtest"
+	"cirello.io/pglock/internal/testmain"
 )
 
 var srv *pgtest.Server
@@ -31,22 +30,7 @@ func TestMain(m *testing.M) {
 	if f := flag.Lookup("test.bench"); f == nil || f.Value.String() == "" {
 		os.Exit(m.Run())
 	}
-	os.Exit(pgtest.MainServer(verifyNoLeaks{m}, &srv))
-}
-
-// verifyNoLeaks runs the benchmarks, then fails if goroutines outlive them.
-type verifyNoLeaks struct{ m *testing.M }
-
-func (v verifyNoLeaks) Run() int {
-	code := v.m.Run()
-	if code != 0 {
-		return code
-	}
-	if err := goleak.Find(goleak.IgnoreCurrent()); err != nil {
-		os.Stderr.WriteString("goleak: " + err.Error() + "\n")
-		return 1
-	}
-	return 0
+	os.Exit(testmain.Run(m, &srv))
 }
 
 // openDB opens a lib/pq pool able to serve conns connections at once,

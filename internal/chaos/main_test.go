@@ -4,9 +4,8 @@ import (
 	"os"
 	"testing"
 
-	"go.uber.org/goleak"
-
 	"cirello.io/pglock/internal/pgtest"
+	"cirello.io/pglock/internal/testmain"
 )
 
 // srv is this package's own PostgreSQL: the chaos test stops and restarts
@@ -14,20 +13,5 @@ import (
 var srv *pgtest.Server
 
 func TestMain(m *testing.M) {
-	os.Exit(pgtest.MainServer(chaosNoLeaks{m}, &srv))
-}
-
-// chaosNoLeaks runs the tests, then fails the run if goroutines outlive them.
-type chaosNoLeaks struct{ m *testing.M }
-
-func (v chaosNoLeaks) Run() int {
-	code := v.m.Run()
-	if code != 0 {
-		return code
-	}
-	if err := goleak.Find(goleak.IgnoreCurrent()); err != nil {
-		os.Stderr.WriteString("goleak: " + err.Error() + "\n")
-		return 1
-	}
-	return 0
+	os.Exit(testmain.Run(m, &srv))
 }

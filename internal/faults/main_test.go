@@ -6,30 +6,13 @@ import (
 	"os"
 	"testing"
 
-	"go.uber.org/goleak"
-
 	"cirello.io/pglock/internal/pgtest"
+	"cirello.io/pglock/internal/testmain"
 )
 
 // srv is this package's own PostgreSQL.
 var srv *pgtest.Server
 
 func TestMain(m *testing.M) {
-	os.Exit(pgtest.MainServer(faultsNoLeaks{m}, &srv))
-}
-
-// faultsNoLeaks runs the tests, then fails the run if goroutines outlive
-// them.
-type faultsNoLeaks struct{ m *testing.M }
-
-func (v faultsNoLeaks) Run() int {
-	code := v.m.Run()
-	if code != 0 {
-		return code
-	}
-	if err := goleak.Find(goleak.IgnoreCurrent()); err != nil {
-		os.Stderr.WriteString("goleak: " + err.Error() + "\n")
-		return 1
-	}
-	return 0
+	os.Exit(testmain.Run(m, &srv))
 }

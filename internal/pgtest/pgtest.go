@@ -78,6 +78,13 @@ type proc struct {
 	err     error         // result of cmd.Wait, set before exited is closed
 }
 
+// wait waits for the server process to exit. It runs in a goroutine of its
+// own while the process lives; internal/testmain knows it by this name.
+func (p *proc) wait() {
+	p.err = p.cmd.Wait()
+	close(p.exited)
+}
+
 // Start returns a server to test against. If the environment variable
 // PGLOCK_TEST_DSN is set, it returns an external server with that DSN and
 // starts nothing. Otherwise it finds the PostgreSQL binaries
@@ -527,10 +534,7 @@ func (s *Server) startLocked() error {
 		return fmt.Errorf("pgtest: starting postgres (%s): %w%s", s.binDir, err, s.permHint(err))
 	}
 	p := &proc{cmd: cmd, logFile: logFile, exited: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.exited)
-	}()
+	go p.wait()
 	s.proc = p
 	if err := s.waitReady(p, logStart); err != nil {
 		s.killLocked()

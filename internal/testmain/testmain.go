@@ -1,0 +1,44 @@
+// Package testmain is the TestMain of pglock's test packages: it starts a
+// throwaway PostgreSQL (internal/pgtest), runs the tests against it, and
+// fails the run if goroutines the tests started outlive them.
+package testmain
+
+import (
+	"fmt"
+	"os"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"cirello.io/pglock/internal/pgtest"
+)
+
+// serverWaiter is the goroutine pgtest runs while the server process lives.
+// A test that restarts the server starts a new one: it belongs to the
+// server, not to the test, so it is not a leak.
+const serverWaiter = "cirello.io/pglock/internal/pgtest.(*proc).wait"
+
+// Run starts the server (or uses PGLOCK_TEST_DSN), sets *srv to it, runs
+// the tests, stops the server, and returns the exit code for os.Exit. The
+// run fails if the tests pass but leave goroutines behind.
+func Run(m *testing.M, srv **pgtest.Server) int {
+	return pgtest.MainServer(leakCheck{m}, srv)
+}
+
+// leakCheck runs the tests, then looks for goroutines that outlive them.
+type leakCheck struct{ m *testing.M }
+
+func (c leakCheck) Run() int {
+	// Goroutines alive before the tests (the server's, the runtime's) are
+	// not leaks; everything the tests start must be gone at the end.
+	before := goleak.IgnoreCurrent()
+	code := c.m.Run()
+	if code != 0 {
+		return code
+	}
+	if err := goleak.Find(before, goleak.IgnoreAnyFunction(serverWaiter)); err != nil {
+		fmt.Fprintln(os.Stderr, "goleak:", err)
+		return 1
+	}
+	return 0
+}
