@@ -14,7 +14,7 @@ import (
 func TestCoreAcquireRelease(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
-	c, table := testsNewClient(t, db, pglock.WithOwner("holder"),
+	c, table := newClientTable(t, db, pglock.WithOwner("holder"),
 		pglock.WithLeaseDuration(5*time.Second), pglock.WithHeartbeatFrequency(time.Second))
 	other := sameTable(t, db, table, pglock.WithOwner("other"))
 
@@ -52,7 +52,7 @@ func TestCoreAcquireRelease(t *testing.T) {
 func TestCoreAcquireContext(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
-	c, table := testsNewClient(t, db, pglock.WithLeaseDuration(5*time.Second), pglock.WithHeartbeatFrequency(time.Second))
+	c, table := newClientTable(t, db, pglock.WithLeaseDuration(5*time.Second), pglock.WithHeartbeatFrequency(time.Second))
 	waiter := sameTable(t, db, table, pglock.WithLeaseDuration(5*time.Second), pglock.WithHeartbeatFrequency(time.Second))
 	l, err := c.AcquireContext(bg, "job")
 	require.NoError(t, err)
@@ -117,7 +117,7 @@ func TestCoreAcquireContext(t *testing.T) {
 func TestCoreFailIfLocked(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
-	c, table := testsNewClient(t, db, pglock.WithHeartbeatFrequency(0))
+	c, table := newClientTable(t, db, pglock.WithHeartbeatFrequency(0))
 	other := sameTable(t, db, table, pglock.WithHeartbeatFrequency(0))
 	l, err := c.Acquire("job", pglock.FailIfLocked(), pglock.WithData([]byte("mine")))
 	require.NoError(t, err, "a free lock is taken at once")
@@ -138,7 +138,7 @@ func TestCoreFailIfLocked(t *testing.T) {
 func TestCoreLockData(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
-	c, table := testsNewClient(t, db, pglock.WithHeartbeatFrequency(0))
+	c, table := newClientTable(t, db, pglock.WithHeartbeatFrequency(0))
 	other := sameTable(t, db, table, pglock.WithHeartbeatFrequency(0))
 
 	l, err := c.Acquire("job", pglock.WithData([]byte("first")), pglock.KeepOnRelease())
@@ -205,7 +205,7 @@ func TestCoreWithCustomHeartbeatContext(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
 	const lease = 2 * time.Second
-	c, table := testsNewClient(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(250*time.Millisecond))
+	c, table := newClientTable(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(250*time.Millisecond))
 	thief := sameTable(t, db, table, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(250*time.Millisecond))
 
 	t.Run("outlives the acquire ctx", func(t *testing.T) {
@@ -245,7 +245,7 @@ func TestCoreLockStolenAfterHeartbeatStops(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
 	const lease = time.Second
-	c, table := testsNewClient(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(0))
+	c, table := newClientTable(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(0))
 	thief := sameTable(t, db, table, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(0))
 
 	l, err := c.Acquire("job")
@@ -275,7 +275,7 @@ func TestHeartbeatKeepsWaitersOff(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
 	const lease = 2 * time.Second
-	c, table := testsNewClient(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(250*time.Millisecond))
+	c, table := newClientTable(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(250*time.Millisecond))
 	waiter := sameTable(t, db, table, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(250*time.Millisecond))
 	l, err := c.Acquire("job")
 	require.NoError(t, err)
@@ -295,7 +295,7 @@ func TestAcquireAfterLongRowWait(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
 	const lease = 2 * time.Second
-	c, table := testsNewClient(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(250*time.Millisecond))
+	c, table := newClientTable(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(250*time.Millisecond))
 	l, err := c.Acquire("job", pglock.KeepOnRelease())
 	require.NoError(t, err)
 	require.NoError(t, l.Close())

@@ -117,7 +117,7 @@ func TestCoreNewBadNames(t *testing.T) {
 func TestCoreOwner(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
-	c1, table := testsNewClient(t, db, pglock.WithHeartbeatFrequency(0))
+	c1, table := newClientTable(t, db, pglock.WithHeartbeatFrequency(0))
 	c2 := sameTable(t, db, table, pglock.WithHeartbeatFrequency(0))
 	c3 := sameTable(t, db, table, pglock.WithHeartbeatFrequency(0), pglock.WithOwner("worker-7 ✓"))
 

@@ -37,11 +37,11 @@ func (h testsCountHandler) WithGroup(string) slog.Handler      { return h }
 // surfaces. It returns how many serialization failures were retried.
 func testsContend(t *testing.T, dsn string, clients, perClient int) int64 {
 	t.Helper()
-	db := testsOpen(t, dsn)
+	db := openDSN(t, dsn)
 	var retried atomic.Int64
 	logger := pglock.WithLevelLogger(slog.New(testsCountHandler{"serialization failure", &retried}))
 	opts := []pglock.ClientOption{pglock.WithLeaseDuration(10 * time.Second), pglock.WithHeartbeatFrequency(time.Second), logger}
-	first, table := testsNewClient(t, db, opts...)
+	first, table := newClientTable(t, db, opts...)
 	cs := []*pglock.Client{first}
 	for len(cs) < clients {
 		cs = append(cs, sameTable(t, db, table, opts...))
@@ -104,7 +104,7 @@ func TestCoreContention(t *testing.T) {
 func TestCoreContentionSerializable(t *testing.T) {
 	t.Parallel()
 	dsn := testsDSNWith(srv.DSN(), map[string]string{"options": "-c default_transaction_isolation=serializable"})
-	db := testsOpen(t, dsn)
+	db := openDSN(t, dsn)
 	var level string
 	require.NoError(t, db.QueryRow(`SHOW default_transaction_isolation`).Scan(&level))
 	require.Equal(t, "serializable", level, "the DSN option applies")

@@ -17,7 +17,7 @@ import (
 // short-lease heartbeats of parallel tests.
 func TestLargeDataRoundTrip(t *testing.T) {
 	db := openDB(t)
-	c, table := testsNewClient(t, db, pglock.WithLeaseDuration(time.Minute), pglock.WithHeartbeatFrequency(0))
+	c, table := newClientTable(t, db, pglock.WithLeaseDuration(time.Minute), pglock.WithHeartbeatFrequency(0))
 	data := make([]byte, 32<<20)
 	_, err := rand.Read(data)
 	require.NoError(t, err)

@@ -15,7 +15,7 @@ import (
 func TestCoreDo(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
-	c, table := testsNewClient(t, db, pglock.WithOwner("doer"), pglock.WithLeaseDuration(5*time.Second), pglock.WithHeartbeatFrequency(time.Second))
+	c, table := newClientTable(t, db, pglock.WithOwner("doer"), pglock.WithLeaseDuration(5*time.Second), pglock.WithHeartbeatFrequency(time.Second))
 	other := sameTable(t, db, table)
 
 	ran := false
@@ -59,7 +59,7 @@ func TestCoreDoCancelsOnLoss(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
 	const lease = time.Second
-	c, table := testsNewClient(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(100*time.Millisecond))
+	c, table := newClientTable(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(100*time.Millisecond))
 	thief := sameTable(t, db, table, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(100*time.Millisecond))
 
 	waitLoss := func(ctx context.Context, l *pglock.Lock) error {

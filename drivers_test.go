@@ -99,7 +99,7 @@ func ecoAcquireRelease(t *testing.T, db *sql.DB) {
 }
 
 func ecoFailIfLocked(t *testing.T, db *sql.DB) {
-	c1, table := ecoClient(t, db, ecoShortLease...)
+	c1, table := newClientTable(t, db, ecoShortLease...)
 	c2, err := pglock.New(db, append([]pglock.ClientOption{pglock.WithCustomTable(table)}, ecoShortLease...)...)
 	require.NoError(t, err)
 	l1, err := c1.Acquire("a")
@@ -171,7 +171,7 @@ func ecoGetAllLocks(t *testing.T, db *sql.DB) {
 // client through LISTEN/NOTIFY under either driver: the lease is far longer
 // than the test's bound, and the waiter's client counts the notification.
 func ecoReleaseWakesWaiter(t *testing.T, db *sql.DB) {
-	c1, table := ecoClient(t, db, pglock.WithLeaseDuration(time.Minute), pglock.WithHeartbeatFrequency(time.Second))
+	c1, table := newClientTable(t, db, pglock.WithLeaseDuration(time.Minute), pglock.WithHeartbeatFrequency(time.Second))
 	c2, err := pglock.New(db, pglock.WithCustomTable(table), pglock.WithLeaseDuration(time.Minute),
 		pglock.WithHeartbeatFrequency(time.Second))
 	require.NoError(t, err)
@@ -217,7 +217,7 @@ func ecoReleaseWakesWaiter(t *testing.T, db *sql.DB) {
 }
 
 func ecoStolenLock(t *testing.T, db *sql.DB) {
-	c, table := ecoClient(t, db, ecoShortLease...)
+	c, table := newClientTable(t, db, ecoShortLease...)
 	l, err := c.Acquire("a")
 	require.NoError(t, err)
 	// Someone else takes the row over: its RVN changes under us.
@@ -237,7 +237,7 @@ func ecoStolenLock(t *testing.T, db *sql.DB) {
 }
 
 func ecoGuardInTx(t *testing.T, db *sql.DB) {
-	c, table := ecoClient(t, db, ecoShortLease...)
+	c, table := newClientTable(t, db, ecoShortLease...)
 	_, err := db.Exec(fmt.Sprintf(`CREATE TABLE %q (v int)`, table+"_guarded"))
 	require.NoError(t, err)
 	t.Cleanup(func() { _, _ = db.Exec(fmt.Sprintf(`DROP TABLE %q`, table+"_guarded")) })
@@ -266,7 +266,7 @@ func ecoGuardInTx(t *testing.T, db *sql.DB) {
 // checks that no two ever hold it at once.
 func ecoContention(t *testing.T, db *sql.DB) {
 	const clients, perClient, rounds = 4, 5, 2
-	c0, table := ecoClient(t, db, ecoShortLease...)
+	c0, table := newClientTable(t, db, ecoShortLease...)
 	var (
 		inside, entries atomic.Int64
 		wg              sync.WaitGroup
@@ -347,19 +347,6 @@ func ecoContention(t *testing.T, db *sql.DB) {
 	t.Logf("waits %d, handoffs after a notification %d", total.Waits, total.Handoffs)
 }
 
-// ecoClient makes a client on a fresh table, created now and dropped when t
-// ends, and returns the table's name too, for a second client on it or for
-// raw SQL.
-func ecoClient(t *testing.T, db *sql.DB, opts ...pglock.ClientOption) (*pglock.Client, string) {
-	t.Helper()
-	table := tableName(t)
-	c, err := pglock.New(db, append([]pglock.ClientOption{pglock.WithCustomTable(table)}, opts...)...)
-	require.NoError(t, err)
-	require.NoError(t, c.CreateTable())
-	t.Cleanup(func() { _ = c.DropTable() })
-	return c, table
-}
-
 // TestPGXBoundedPoolPolls checks that a pool with a connection limit, made
 // from a connector, never gives a connection to LISTEN (it could be the one
 // the waiters need): waiters poll, and still acquire.
@@ -367,7 +354,7 @@ func TestPGXBoundedPoolPolls(t *testing.T) {
 	t.Parallel()
 	db := ecoOpen(t, ecoPGXConnector)
 	db.SetMaxOpenConns(2)
-	c1, table := ecoClient(t, db, ecoShortLease...)
+	c1, table := newClientTable(t, db, ecoShortLease...)
 	c2, err := pglock.New(db, append([]pglock.ClientOption{pglock.WithCustomTable(table)}, ecoShortLease...)...)
 	require.NoError(t, err)
 	l1, err := c1.Acquire("a")

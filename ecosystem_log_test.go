@@ -50,7 +50,7 @@ func ecoLogScenario(t *testing.T, opts ...pglock.ClientOption) {
 	db := openDB(t)
 	main := append([]pglock.ClientOption{pglock.WithLeaseDuration(3 * time.Second),
 		pglock.WithHeartbeatFrequency(100 * time.Millisecond)}, opts...)
-	a, table := ecoClient(t, db, main...)
+	a, table := newClientTable(t, db, main...)
 	b, err := pglock.New(db, append([]pglock.ClientOption{pglock.WithCustomTable(table)}, main...)...)
 	require.NoError(t, err)
 
@@ -81,7 +81,7 @@ func ecoLogScenario(t *testing.T, opts ...pglock.ClientOption) {
 	// the lock over, and the holder counts it lost.
 	stale := append([]pglock.ClientOption{pglock.WithLeaseDuration(500 * time.Millisecond),
 		pglock.WithHeartbeatFrequency(0)}, opts...)
-	s1, table2 := ecoClient(t, db, stale...)
+	s1, table2 := newClientTable(t, db, stale...)
 	s2, err := pglock.New(db, append([]pglock.ClientOption{pglock.WithCustomTable(table2)}, stale...)...)
 	require.NoError(t, err)
 	l1, err := s1.Acquire("s", pglock.WithData(ecoMarker))

@@ -14,9 +14,6 @@ import (
 	"cirello.io/pglock"
 )
 
-// electionDSN is the DSN the election examples connect to.
-func electionDSN() string { return srv.DSN() }
-
 // electionClients returns n clients on one fresh table, owned "cand-0",
 // "cand-1", ..., each with its own pool so that they are as independent as
 // separate processes. The table is dropped when t ends.

@@ -31,7 +31,7 @@ func TestCoreErrorKinds(t *testing.T) {
 		require.NoError(t, err)
 		addr := ln.Addr().String()
 		require.NoError(t, ln.Close())
-		db := testsOpen(t, "postgres://postgres@"+addr+"/postgres?sslmode=disable&connect_timeout=5")
+		db := openDSN(t, "postgres://postgres@"+addr+"/postgres?sslmode=disable&connect_timeout=5")
 		c, err := pglock.New(db, pglock.WithCustomTable(tableName(t)))
 		require.NoError(t, err, "New does not connect")
 		for name, call := range map[string]func() error{
@@ -53,7 +53,7 @@ func TestCoreErrorKinds(t *testing.T) {
 
 	t.Run("UnavailableError: backend terminated mid-statement", func(t *testing.T) {
 		db, app := testsOpenApp(t)
-		c, table := testsNewClient(t, db, pglock.WithLeaseDuration(time.Minute), pglock.WithHeartbeatFrequency(0))
+		c, table := newClientTable(t, db, pglock.WithLeaseDuration(time.Minute), pglock.WithHeartbeatFrequency(0))
 		l, err := c.Acquire("x")
 		require.NoError(t, err)
 		// Park the heartbeat on a row lock, then terminate its backend.
@@ -95,7 +95,7 @@ WHERE application_name = $1 AND wait_event_type = 'Lock'`, app)
 
 	t.Run("FailedPreconditionError and internal retries", func(t *testing.T) {
 		db := openDB(t)
-		c, table := testsNewClient(t, db, pglock.WithLeaseDuration(time.Minute), pglock.WithHeartbeatFrequency(0))
+		c, table := newClientTable(t, db, pglock.WithLeaseDuration(time.Minute), pglock.WithHeartbeatFrequency(0))
 		fn, seq, ctl := testsQuote(table+"_40001"), testsQuote(table+"_fails"), testsQuote(table+"_ctl")
 		// A trigger makes the server report real serialization failures
 		// (SQLSTATE 40001) for the first fail_first row changes: they

@@ -18,7 +18,7 @@ import (
 // observer sees each change in order.
 func ExampleElection() {
 	ctx := context.Background()
-	db, err := sql.Open("postgres", electionDSN())
+	db, err := sql.Open("postgres", exampleDSN())
 	if err != nil {
 		log.Fatal(err)
 	}

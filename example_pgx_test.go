@@ -16,7 +16,7 @@ import (
 // connection string, releases reach waiters through LISTEN on a connection
 // of pgx's own, outside the pool.
 func Example_pgx() {
-	dsn := srv.DSN() // e.g. "postgres://app@db.internal/app?sslmode=verify-full"
+	dsn := exampleDSN() // e.g. "postgres://app@db.internal/app?sslmode=verify-full"
 	db, err := sql.Open("pgx", dsn)
 	if err != nil {
 		log.Fatal(err)

@@ -2,7 +2,6 @@ package pglock_test
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"log"
@@ -18,19 +17,8 @@ import (
 // cannot commit them.
 func ExampleLock_Guard_fencing() {
 	ctx := context.Background()
-	db, err := sql.Open("postgres", safetyDSN())
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer db.Close()
-	c, err := pglock.New(db, pglock.WithCustomTable("example_safety_guard"))
-	if err != nil {
-		log.Fatal(err)
-	}
-	if err := c.TryCreateTable(); err != nil {
-		log.Fatal(err)
-	}
-	defer c.DropTable()
+	c, db, cleanup := exampleClient()
+	defer cleanup()
 	if _, err := db.Exec(`CREATE TABLE example_safety_ledger (entry TEXT)`); err != nil {
 		log.Fatal(err)
 	}
@@ -75,20 +63,8 @@ func ExampleLock_Guard_fencing() {
 // Done tells a holder to stop: it is closed when the lock is released or
 // lost, and never while the lock is held.
 func ExampleLock_Done_stopWork() {
-	db, err := sql.Open("postgres", safetyDSN())
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer db.Close()
-	c, err := pglock.New(db, pglock.WithCustomTable("example_safety_done"),
-		pglock.WithLeaseDuration(3*time.Second), pglock.WithHeartbeatFrequency(time.Second))
-	if err != nil {
-		log.Fatal(err)
-	}
-	if err := c.TryCreateTable(); err != nil {
-		log.Fatal(err)
-	}
-	defer c.DropTable()
+	c, _, cleanup := exampleClient(pglock.WithLeaseDuration(3*time.Second), pglock.WithHeartbeatFrequency(time.Second))
+	defer cleanup()
 
 	l, err := c.Acquire("job")
 	if err != nil {

@@ -1,7 +1,6 @@
 package pglock_test
 
 import (
-	"database/sql"
 	"log"
 	"log/slog"
 	"os"
@@ -13,12 +12,6 @@ import (
 // version number and durations as attributes, never the lock's data. Here
 // the time and record version number are dropped to keep the output stable.
 func ExampleWithSlog() {
-	db, err := sql.Open("postgres", srv.DSN())
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer db.Close()
-
 	logger := slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{
 		Level: slog.LevelDebug, // the client logs routine events at Debug
 		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
@@ -28,19 +21,12 @@ func ExampleWithSlog() {
 			return a
 		},
 	}))
-	c, err := pglock.New(db,
-		pglock.WithCustomTable("example_slog"),
+	c, _, cleanup := exampleClient(
 		pglock.WithOwner("worker-1"),
 		pglock.WithHeartbeatFrequency(0),
 		pglock.WithSlog(logger),
 	)
-	if err != nil {
-		log.Fatal(err)
-	}
-	if err := c.TryCreateTable(); err != nil {
-		log.Fatal(err)
-	}
-	defer c.DropTable() //nolint:errcheck // example cleanup
+	defer cleanup()
 
 	l, err := c.Acquire("invoice-42", pglock.WithData([]byte("never logged")))
 	if err != nil {

@@ -1,7 +1,6 @@
 package pglock_test
 
 import (
-	"database/sql"
 	"fmt"
 	"io"
 	"log"
@@ -56,19 +55,8 @@ func writePrometheus(w io.Writer, client string, s pglock.Stats) {
 // Client.Stats is a cheap snapshot of counters and timings, safe to read
 // from any goroutine. This example exports it in the Prometheus text format.
 func ExampleClient_Stats() {
-	db, err := sql.Open("postgres", srv.DSN())
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer db.Close()
-	c, err := pglock.New(db, pglock.WithCustomTable("example_stats"), pglock.WithHeartbeatFrequency(0))
-	if err != nil {
-		log.Fatal(err)
-	}
-	if err := c.TryCreateTable(); err != nil {
-		log.Fatal(err)
-	}
-	defer c.DropTable() //nolint:errcheck // example cleanup
+	c, _, cleanup := exampleClient(pglock.WithHeartbeatFrequency(0))
+	defer cleanup()
 
 	held, err := c.Acquire("a")
 	if err != nil {

@@ -13,18 +13,19 @@ import (
 	"cirello.io/pglock"
 )
 
-// The examples run against the test database: testsExampleDSN and
-// testsExampleTable (tests_helpers_test.go) stand for your connection string
-// and table name. Each example drops its table at the end.
+// The examples run against the test database: exampleDSN and
+// exampleTable (main_test.go) stand for your connection string and table
+// name, and exampleClient stands for what ExampleNew shows (a pool, a
+// client, its table). Each example drops its table at the end.
 
 func ExampleNew() {
-	db, err := sql.Open("postgres", testsExampleDSN())
+	db, err := sql.Open("postgres", exampleDSN())
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer db.Close()
 	c, err := pglock.New(db,
-		pglock.WithCustomTable(testsExampleTable()),
+		pglock.WithCustomTable(exampleTable()),
 		pglock.WithLeaseDuration(3*time.Second),
 		pglock.WithHeartbeatFrequency(time.Second))
 	if err != nil {
@@ -39,20 +40,9 @@ func ExampleNew() {
 }
 
 func ExampleClient_Acquire() {
-	db, err := sql.Open("postgres", testsExampleDSN())
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer db.Close()
-	table := testsExampleTable()
-	c, err := pglock.New(db, pglock.WithCustomTable(table))
-	if err != nil {
-		log.Fatal(err)
-	}
-	if err := c.TryCreateTable(); err != nil {
-		log.Fatal(err)
-	}
-	defer c.DropTable()
+	table := exampleTable()
+	c, db, cleanup := exampleClient(pglock.WithCustomTable(table))
+	defer cleanup()
 
 	l, err := c.Acquire("invoice-42")
 	if err != nil {
@@ -81,21 +71,10 @@ func ExampleClient_Acquire() {
 }
 
 func ExampleClient_Do() {
-	db, err := sql.Open("postgres", testsExampleDSN())
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer db.Close()
-	c, err := pglock.New(db, pglock.WithCustomTable(testsExampleTable()))
-	if err != nil {
-		log.Fatal(err)
-	}
-	if err := c.CreateTable(); err != nil {
-		log.Fatal(err)
-	}
-	defer c.DropTable()
+	c, _, cleanup := exampleClient()
+	defer cleanup()
 
-	err = c.Do(context.Background(), "nightly-report", func(ctx context.Context, l *pglock.Lock) error {
+	err := c.Do(context.Background(), "nightly-report", func(ctx context.Context, l *pglock.Lock) error {
 		// ctx is cancelled if the lock is lost: long work should watch it.
 		select {
 		case <-ctx.Done():
@@ -112,19 +91,8 @@ func ExampleClient_Do() {
 }
 
 func ExampleClient_Get() {
-	db, err := sql.Open("postgres", testsExampleDSN())
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer db.Close()
-	c, err := pglock.New(db, pglock.WithCustomTable(testsExampleTable()), pglock.WithOwner("worker-1"))
-	if err != nil {
-		log.Fatal(err)
-	}
-	if err := c.CreateTable(); err != nil {
-		log.Fatal(err)
-	}
-	defer c.DropTable()
+	c, _, cleanup := exampleClient(pglock.WithOwner("worker-1"))
+	defer cleanup()
 
 	l, err := c.Acquire("migration", pglock.WithData([]byte("step 3 of 7")))
 	if err != nil {
@@ -145,19 +113,8 @@ func ExampleClient_Get() {
 }
 
 func ExampleClient_GetAllLocks() {
-	db, err := sql.Open("postgres", testsExampleDSN())
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer db.Close()
-	c, err := pglock.New(db, pglock.WithCustomTable(testsExampleTable()), pglock.WithOwner("worker-1"))
-	if err != nil {
-		log.Fatal(err)
-	}
-	if err := c.CreateTable(); err != nil {
-		log.Fatal(err)
-	}
-	defer c.DropTable()
+	c, _, cleanup := exampleClient(pglock.WithOwner("worker-1"))
+	defer cleanup()
 
 	var held []*pglock.Lock
 	for _, name := range []string{"b", "a", "c"} {
@@ -186,19 +143,8 @@ func ExampleClient_GetAllLocks() {
 }
 
 func ExampleKeepOnRelease() {
-	db, err := sql.Open("postgres", testsExampleDSN())
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer db.Close()
-	c, err := pglock.New(db, pglock.WithCustomTable(testsExampleTable()))
-	if err != nil {
-		log.Fatal(err)
-	}
-	if err := c.CreateTable(); err != nil {
-		log.Fatal(err)
-	}
-	defer c.DropTable()
+	c, _, cleanup := exampleClient()
+	defer cleanup()
 
 	// The data outlives the lock: the next holder reads where the last
 	// one stopped.

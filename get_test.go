@@ -14,7 +14,7 @@ import (
 func TestCoreGet(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
-	c, table := testsNewClient(t, db, pglock.WithOwner("holder"), pglock.WithLeaseDuration(5*time.Second), pglock.WithHeartbeatFrequency(time.Second))
+	c, table := newClientTable(t, db, pglock.WithOwner("holder"), pglock.WithLeaseDuration(5*time.Second), pglock.WithHeartbeatFrequency(time.Second))
 	reader := sameTable(t, db, table, pglock.WithOwner("reader"))
 
 	for _, get := range []func() error{
@@ -62,7 +62,7 @@ func TestCoreGet(t *testing.T) {
 func TestCoreGetAllLocks(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
-	c, table := testsNewClient(t, db, pglock.WithOwner("holder"), pglock.WithHeartbeatFrequency(0))
+	c, table := newClientTable(t, db, pglock.WithOwner("holder"), pglock.WithHeartbeatFrequency(0))
 	reader := sameTable(t, db, table, pglock.WithOwner("reader"))
 
 	all, err := reader.GetAllLocks()

@@ -13,7 +13,7 @@ import (
 func TestCoreSendHeartbeat(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
-	c, table := testsNewClient(t, db, pglock.WithLeaseDuration(time.Minute), pglock.WithHeartbeatFrequency(0))
+	c, table := newClientTable(t, db, pglock.WithLeaseDuration(time.Minute), pglock.WithHeartbeatFrequency(0))
 	l, err := c.Acquire("job")
 	require.NoError(t, err)
 	for range 3 {
@@ -50,7 +50,7 @@ func TestCoreSendHeartbeat(t *testing.T) {
 func TestCoreBackgroundHeartbeat(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
-	c, table := testsNewClient(t, db, pglock.WithLeaseDuration(time.Second), pglock.WithHeartbeatFrequency(50*time.Millisecond))
+	c, table := newClientTable(t, db, pglock.WithLeaseDuration(time.Second), pglock.WithHeartbeatFrequency(50*time.Millisecond))
 	l, err := c.Acquire("job")
 	require.NoError(t, err)
 	first := l.RecordVersionNumber()

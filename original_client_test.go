@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"testing"
 	"time"
 
 	"github.com/lib/pq"
@@ -158,11 +159,14 @@ func (o *testsOrigClient) release(ctx context.Context, name string, rvn int64, k
 	return n == 1, err
 }
 
-// testsOriginalDDL creates table and sequence exactly as the original
-// library's CreateTable does.
-func testsOriginalDDL(table string) []string {
-	return []string{
-		`CREATE TABLE ` + table + ` (name CHARACTER VARYING(255) PRIMARY KEY, record_version_number BIGINT, data BYTEA, owner CHARACTER VARYING(255))`,
-		`CREATE SEQUENCE ` + table + `_rvn CYCLE OWNED BY ` + table + `.record_version_number`,
-	}
+// testsOriginalTable creates a fresh table and its sequence exactly as the
+// original library's CreateTable does, dropped when t ends, and returns the
+// table's name.
+func testsOriginalTable(t *testing.T, db *sql.DB) string {
+	t.Helper()
+	table := "orig_" + randomHex(6)
+	testsExec(t, db, `CREATE TABLE `+table+` (name CHARACTER VARYING(255) PRIMARY KEY, record_version_number BIGINT, data BYTEA, owner CHARACTER VARYING(255))`)
+	testsExec(t, db, `CREATE SEQUENCE `+table+`_rvn CYCLE OWNED BY `+table+`.record_version_number`)
+	t.Cleanup(func() { _, _ = db.Exec(`DROP TABLE IF EXISTS ` + table) })
+	return table
 }

@@ -17,11 +17,7 @@ import (
 func TestCoreOriginalTable(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
-	table := "orig_" + testsRandom(6)
-	for _, q := range testsOriginalDDL(table) {
-		testsExec(t, db, q)
-	}
-	t.Cleanup(func() { _, _ = db.Exec(`DROP TABLE IF EXISTS ` + table) })
+	table := testsOriginalTable(t, db)
 	const lease = time.Second
 	opts := []pglock.ClientOption{pglock.WithCustomTable(table), pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(100 * time.Millisecond)}
 	c, err := pglock.New(db, append(opts, pglock.WithOwner("new-client"))...)

@@ -35,9 +35,7 @@ func perfClient(t testing.TB, db *sql.DB, table string, opts ...pglock.ClientOpt
 func perfTable(t testing.TB) (string, *sql.DB) {
 	t.Helper()
 	db := openDB(t)
-	table := tableName(t)
-	c := newClient(t, db, pglock.WithCustomTable(table))
-	_ = c
+	_, table := newClientTable(t, db)
 	return table, db
 }
 

@@ -16,7 +16,7 @@ import (
 func TestCoreReleaseConcurrent(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
-	c, table := testsNewClient(t, db, pglock.WithLeaseDuration(5*time.Second), pglock.WithHeartbeatFrequency(50*time.Millisecond))
+	c, table := newClientTable(t, db, pglock.WithLeaseDuration(5*time.Second), pglock.WithHeartbeatFrequency(50*time.Millisecond))
 	other := sameTable(t, db, table)
 	for round := range 5 {
 		l, err := c.Acquire("job")
@@ -82,7 +82,7 @@ func TestCoreReleaseLostLock(t *testing.T) {
 	db := openDB(t)
 	// A long lease and no heartbeat: the lock cannot notice the loss by
 	// itself, only Release finds out.
-	c, table := testsNewClient(t, db, pglock.WithLeaseDuration(time.Minute), pglock.WithHeartbeatFrequency(0))
+	c, table := newClientTable(t, db, pglock.WithLeaseDuration(time.Minute), pglock.WithHeartbeatFrequency(0))
 	for _, keep := range []bool{false, true} {
 		var opts []pglock.LockOption
 		if keep {
@@ -131,7 +131,7 @@ func TestCoreCallsOnReleasedLock(t *testing.T) {
 func TestNoGoroutineOutlivesLock(t *testing.T) {
 	db := openDB(t)
 	const lease = 2 * time.Second
-	c, table := testsNewClient(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(50*time.Millisecond))
+	c, table := newClientTable(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(50*time.Millisecond))
 	other := sameTable(t, db, table, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(50*time.Millisecond))
 	require.NoError(t, db.Ping())
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())

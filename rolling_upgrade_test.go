@@ -19,11 +19,7 @@ import (
 func TestRollingUpgrade(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
-	table := "orig_" + testsRandom(6)
-	for _, q := range testsOriginalDDL(table) {
-		testsExec(t, db, q)
-	}
-	t.Cleanup(func() { _, _ = db.Exec(`DROP TABLE IF EXISTS ` + table) })
+	table := testsOriginalTable(t, db)
 	const (
 		lease = 2 * time.Second
 		freq  = 250 * time.Millisecond

@@ -20,7 +20,7 @@ func TestSafetyGuardBusyHolder(t *testing.T) {
 	const lease, freq = 2 * time.Second, 200 * time.Millisecond
 	db := openDB(t)
 	ledger := safetyLedger(t, db)
-	c, _ := safetyClient(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(freq))
+	c, _ := newClientTable(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(freq))
 	l, err := c.Acquire("busy")
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(bg, 2*lease)

@@ -13,7 +13,7 @@ import (
 func TestSafetyDoneClosedOnRelease(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
-	c, _ := safetyClient(t, db, pglock.WithLeaseDuration(5*time.Second), pglock.WithHeartbeatFrequency(time.Second))
+	c, _ := newClientTable(t, db, pglock.WithLeaseDuration(5*time.Second), pglock.WithHeartbeatFrequency(time.Second))
 	l, err := c.Acquire("done-release")
 	require.NoError(t, err)
 	require.False(t, safetyClosed(l.Done()), "Done closed while held")
@@ -31,7 +31,7 @@ func TestSafetyDoneOnSteal(t *testing.T) {
 	t.Parallel()
 	const lease, freq = 20 * time.Second, 200 * time.Millisecond
 	db := openDB(t)
-	c, table := safetyClient(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(freq))
+	c, table := newClientTable(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(freq))
 	l, err := c.Acquire("done-steal")
 	require.NoError(t, err)
 	safetySteal(t, db, table, "done-steal")
@@ -48,7 +48,7 @@ func TestSafetyDoneOnSilence(t *testing.T) {
 	t.Parallel()
 	const lease, freq = 2 * time.Second, 200 * time.Millisecond
 	db := openDB(t)
-	c, _ := safetyClient(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(freq))
+	c, _ := newClientTable(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(freq))
 	hbCtx, stopHeartbeat := context.WithCancel(bg)
 	l, err := c.Acquire("done-silence", pglock.WithCustomHeartbeatContext(hbCtx))
 	require.NoError(t, err)
@@ -70,7 +70,7 @@ func TestSafetyDoneNotClosedWhileHeld(t *testing.T) {
 	t.Parallel()
 	const lease, freq = 2 * time.Second, 200 * time.Millisecond
 	db := openDB(t)
-	c, _ := safetyClient(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(freq))
+	c, _ := newClientTable(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(freq))
 	l, err := c.Acquire("done-held")
 	require.NoError(t, err)
 	first := l.RecordVersionNumber()
@@ -90,7 +90,7 @@ func TestSafetyDoCancelledOnLoss(t *testing.T) {
 	t.Parallel()
 	const lease, freq = 20 * time.Second, 200 * time.Millisecond
 	db := openDB(t)
-	c, table := safetyClient(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(freq))
+	c, table := newClientTable(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(freq))
 	running := make(chan *pglock.Lock)
 	errc := make(chan error, 1)
 	go func() {

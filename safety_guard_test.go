@@ -36,7 +36,7 @@ func TestSafetyGuardHoldsOffTakeover(t *testing.T) {
 	const lease, freq = 2 * time.Second, 200 * time.Millisecond
 	db := openDB(t)
 	ledger := safetyLedger(t, db)
-	c, table := safetyClient(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(freq))
+	c, table := newClientTable(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(freq))
 	waiter := sameTable(t, db, table, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(freq))
 
 	l, err := c.Acquire("guarded")
@@ -98,7 +98,7 @@ func TestSafetyGuardRefusesAfterSteal(t *testing.T) {
 	db := openDB(t)
 	ledger := safetyLedger(t, db)
 	// No background heartbeat: only Guard can notice the steal.
-	c, table := safetyClient(t, db, pglock.WithLeaseDuration(time.Minute), pglock.WithHeartbeatFrequency(0))
+	c, table := newClientTable(t, db, pglock.WithLeaseDuration(time.Minute), pglock.WithHeartbeatFrequency(0))
 	l, err := c.Acquire("stolen")
 	require.NoError(t, err)
 
@@ -135,7 +135,7 @@ func TestSafetyGuardRefusesAfterSteal(t *testing.T) {
 func TestSafetyGuardReleasedOrNotHeld(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
-	c, _ := safetyClient(t, db, pglock.WithLeaseDuration(5*time.Second), pglock.WithHeartbeatFrequency(time.Second))
+	c, _ := newClientTable(t, db, pglock.WithLeaseDuration(5*time.Second), pglock.WithHeartbeatFrequency(time.Second))
 	l, err := c.Acquire("released")
 	require.NoError(t, err)
 	require.NoError(t, c.Release(l))
@@ -166,7 +166,7 @@ func TestSafetyGuardReleasedOrNotHeld(t *testing.T) {
 func TestSafetyGuardRepeatableRead(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
-	c, _ := safetyClient(t, db, pglock.WithLeaseDuration(time.Minute), pglock.WithHeartbeatFrequency(0))
+	c, _ := newClientTable(t, db, pglock.WithLeaseDuration(time.Minute), pglock.WithHeartbeatFrequency(0))
 	l, err := c.Acquire("rr")
 	require.NoError(t, err)
 	tx, err := db.BeginTx(bg, &sql.TxOptions{Isolation: sql.LevelRepeatableRead})

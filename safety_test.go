@@ -6,24 +6,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-
-	"cirello.io/pglock"
 )
-
-// safetyDSN returns the connection string of the test server, for examples.
-func safetyDSN() string { return srv.DSN() }
-
-// safetyClient makes a client on a fresh table, created now and dropped when
-// t ends, and returns the table's name too.
-func safetyClient(t *testing.T, db *sql.DB, opts ...pglock.ClientOption) (*pglock.Client, string) {
-	t.Helper()
-	table := tableName(t)
-	c, err := pglock.New(db, append([]pglock.ClientOption{pglock.WithCustomTable(table)}, opts...)...)
-	require.NoError(t, err)
-	require.NoError(t, c.CreateTable())
-	t.Cleanup(func() { _ = c.DropTable() })
-	return c, table
-}
 
 // safetySteal takes the named lock's row over from another connection, as a
 // waiter that wrongly thought the lock stale would: a new record version

@@ -30,7 +30,7 @@ func safetyLandedUnseen(t *testing.T, db *sql.DB, table string, l *pglock.Lock) 
 func TestSafetyUnsettledHeartbeat(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
-	c, table := safetyClient(t, db, pglock.WithLeaseDuration(time.Minute), pglock.WithHeartbeatFrequency(0))
+	c, table := newClientTable(t, db, pglock.WithLeaseDuration(time.Minute), pglock.WithHeartbeatFrequency(0))
 	ledger := safetyLedger(t, db)
 
 	l, err := c.Acquire("send")
@@ -76,7 +76,7 @@ func TestSafetyUnsettledBackground(t *testing.T) {
 	t.Parallel()
 	const lease, freq = 3 * time.Second, 100 * time.Millisecond
 	db := openDB(t)
-	c, table := safetyClient(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(freq))
+	c, table := newClientTable(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(freq))
 	l, err := c.Acquire("background")
 	require.NoError(t, err)
 	// Move the row in a transaction: until it commits, heartbeats skip the

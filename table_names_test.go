@@ -51,7 +51,7 @@ func testsTableRoundTrip(t *testing.T, db *sql.DB, name, schema, rel string) {
 func TestTableNameInjection(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
-	victim := "victim_" + testsRandom(6)
+	victim := "victim_" + randomHex(6)
 	testsExec(t, db, `CREATE TABLE `+victim+` (id int)`)
 	defer testsExec(t, db, `DROP TABLE `+victim)
 	testsExec(t, db, `INSERT INTO `+victim+` VALUES (42)`)
@@ -75,7 +75,7 @@ func TestTableNameInjection(t *testing.T) {
 func TestTableNameQuotesAndDots(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
-	r := testsRandom(4)
+	r := randomHex(4)
 	cases := []struct{ name, rel string }{
 		{`a"b.c` + r, `a"b.c` + r},                     // not an identifier chain: taken whole
 		{`"We""ird.Name` + r + `"`, `We"ird.Name` + r}, // quoted: dot and quote kept
@@ -92,7 +92,7 @@ func TestTableNameQuotesAndDots(t *testing.T) {
 func TestTableNameFoldsToLowerCase(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
-	upper := "LOCKS_UPPER_" + strings.ToUpper(testsRandom(4))
+	upper := "LOCKS_UPPER_" + strings.ToUpper(randomHex(4))
 	lower := strings.ToLower(upper)
 	testsTableRoundTrip(t, db, upper, "", lower)
 
@@ -115,7 +115,7 @@ func TestTableNameFoldsToLowerCase(t *testing.T) {
 func TestTableNameSchemaQualified(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
-	schema := "myschema_" + testsRandom(4)
+	schema := "myschema_" + randomHex(4)
 	testsExec(t, db, `CREATE SCHEMA `+schema)
 	defer testsExec(t, db, `DROP SCHEMA `+schema+` CASCADE`)
 	testsTableRoundTrip(t, db, schema+".locks", schema, "locks")

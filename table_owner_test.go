@@ -19,7 +19,7 @@ import (
 func TestTryCreateTableWithoutOwnedBy(t *testing.T) {
 	t.Parallel()
 	admin := openDB(t)
-	r := testsRandom(4)
+	r := randomHex(4)
 	owner, app, password := "tests_owner_"+r, "tests_app_"+r, "pw_"+r
 	table := tableName(t)
 	testsExec(t, admin, `CREATE ROLE `+owner)
@@ -46,7 +46,7 @@ func TestTryCreateTableWithoutOwnedBy(t *testing.T) {
 	testsExec(t, admin, `GRANT SELECT, INSERT, UPDATE, DELETE ON `+table+` TO `+app)
 	testsExec(t, admin, `GRANT USAGE, CREATE ON SCHEMA public TO `+app)
 
-	db := testsOpen(t, testsDSNAsUser(srv.DSN(), app, password))
+	db := openDSN(t, testsDSNAsUser(srv.DSN(), app, password))
 	// The precondition: OWNED BY cannot be used by this role.
 	_, err := db.Exec(`CREATE SEQUENCE ` + table + `_probe CYCLE OWNED BY ` + table + `.record_version_number`)
 	require.Error(t, err)

@@ -78,7 +78,7 @@ func TestCoreTryCreateTableConcurrent(t *testing.T) {
 func TestTryCreateTableCreatesMissingSequence(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
-	c, table := testsNewClient(t, db, pglock.WithHeartbeatFrequency(0))
+	c, table := newClientTable(t, db, pglock.WithHeartbeatFrequency(0))
 	testsExec(t, db, `DROP SEQUENCE `+testsQuote(table+"_rvn"))
 	_, err := c.Acquire("a")
 	require.Error(t, err, "no sequence, no lock")

@@ -2,10 +2,8 @@ package pglock_test
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
 	"database/sql/driver"
-	"encoding/hex"
 	"fmt"
 	"net/url"
 	"strings"
@@ -13,19 +11,10 @@ import (
 
 	"github.com/lib/pq"
 	"github.com/stretchr/testify/require"
-
-	"cirello.io/pglock"
 )
 
 // Helpers of the tests area. Their names start with "tests" so that they do
 // not collide with helpers of other areas in this package.
-
-// testsRandom returns n random bytes in hex, for unique object names.
-func testsRandom(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
 
 // testsDSNWith returns the test server's DSN with connection parameters
 // added, in URL or key=value form as the DSN is written.
@@ -53,22 +42,13 @@ func testsDSNAsUser(dsn, user, password string) string {
 	return testsDSNWith(dsn, map[string]string{"user": user, "password": password})
 }
 
-// testsOpen opens a lib/pq pool on dsn, closed when t ends.
-func testsOpen(t testing.TB, dsn string) *sql.DB {
-	t.Helper()
-	db, err := sql.Open("postgres", dsn)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = db.Close() })
-	return db
-}
-
 // testsOpenApp opens a pool whose sessions carry a unique application_name,
 // so that a test can terminate its own backends and nobody else's. It
 // returns the pool and the application name.
 func testsOpenApp(t testing.TB) (*sql.DB, string) {
 	t.Helper()
-	app := "pglock_tests_" + testsRandom(6)
-	return testsOpen(t, testsDSNWith(srv.DSN(), map[string]string{"application_name": app})), app
+	app := "pglock_tests_" + randomHex(6)
+	return openDSN(t, testsDSNWith(srv.DSN(), map[string]string{"application_name": app})), app
 }
 
 // testsExec runs one statement and fails t on error.
@@ -115,14 +95,6 @@ func testsTableExists(t testing.TB, db *sql.DB, schema, rel, kind string) bool {
 // testsQuote quotes one identifier for the raw SQL of tests.
 func testsQuote(s string) string { return pq.QuoteIdentifier(s) }
 
-// testsExampleDSN returns the DSN of the test database for the runnable
-// examples, which cannot take a *testing.T. srv is set by TestMain before
-// examples run.
-func testsExampleDSN() string { return srv.DSN() }
-
-// testsExampleTable returns a fresh table name for one example.
-func testsExampleTable() string { return "example_" + testsRandom(6) }
-
 // testsProxyDriver is a database/sql driver this package does not know: it
 // hands connections over to lib/pq, so it reaches a real PostgreSQL. New must
 // refuse it, UnsafeNew must accept it.
@@ -149,15 +121,4 @@ func testsCtx(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), testsBound)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-// testsNewClient is newClient that also returns the table name.
-func testsNewClient(t testing.TB, db *sql.DB, opts ...pglock.ClientOption) (*pglock.Client, string) {
-	t.Helper()
-	table := tableName(t)
-	c, err := pglock.New(db, append([]pglock.ClientOption{pglock.WithCustomTable(table)}, opts...)...)
-	require.NoError(t, err)
-	require.NoError(t, c.CreateTable())
-	t.Cleanup(func() { _ = c.DropTable() })
-	return c, table
 }

@@ -16,7 +16,7 @@ import (
 func TestSequenceWrap(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
-	c, table := testsNewClient(t, db, pglock.WithLeaseDuration(time.Minute), pglock.WithHeartbeatFrequency(0))
+	c, table := newClientTable(t, db, pglock.WithLeaseDuration(time.Minute), pglock.WithHeartbeatFrequency(0))
 	other := sameTable(t, db, table, pglock.WithLeaseDuration(time.Minute), pglock.WithHeartbeatFrequency(0))
 	seq := testsQuote(table + "_rvn")
 	testsExec(t, db, `ALTER SEQUENCE `+seq+` RESTART WITH 9223372036854775806`)
