@@ -258,22 +258,13 @@ func (c *Client) ReleaseContext(ctx context.Context, l *Lock) error {
 	if l.keepOnRelease {
 		query = c.sql.releaseKeep
 	}
-	var affected int64
-	release := func() error {
-		res, err := c.db.ExecContext(ctx, query, l.name, rvn, c.table.channel())
-		if err != nil {
-			return err
-		}
-		affected, err = res.RowsAffected()
-		return err
-	}
-	err := c.retry(ctx, release)
+	affected, err := c.execAffected(ctx, query, l.name, rvn, c.table.channel())
 	if err == nil && affected == 0 && !l.unsettledSince().IsZero() {
 		// The row may carry the RVN of a heartbeat of unknown outcome.
 		var held bool
 		if held, err = c.moved(l, heldAt{rvn, at}); held {
 			rvn, _, _ = l.state()
-			err = c.retry(ctx, release)
+			affected, err = c.execAffected(ctx, query, l.name, rvn, c.table.channel())
 		}
 	}
 	if err != nil {
@@ -412,12 +403,7 @@ func (c *Client) GetAllLocksContext(ctx context.Context) ([]*ReadOnlyLock, error
 	var locks []*ReadOnlyLock
 	err := c.retry(ctx, func() error {
 		locks = locks[:0]
-		rows, err := c.db.QueryContext(ctx, c.sql.getAll)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
+		return c.eachRow(ctx, func(rows *sql.Rows) error {
 			var (
 				name  string
 				owner sql.NullString
@@ -428,13 +414,45 @@ func (c *Client) GetAllLocksContext(ctx context.Context) ([]*ReadOnlyLock, error
 				return err
 			}
 			locks = append(locks, (*ReadOnlyLock)(newEndedLock(c, name, owner.String, data, rvn.Int64, errNotHeld)))
-		}
-		return rows.Err()
+			return nil
+		}, c.sql.getAll)
 	})
 	if err != nil {
 		return nil, typeError(fmt.Errorf("pglock: cannot read locks: %w", err))
 	}
 	return locks, nil
+}
+
+// execAffected runs query (through retry) and returns how many rows it
+// affected.
+func (c *Client) execAffected(ctx context.Context, query string, args ...any) (int64, error) {
+	var affected int64
+	err := c.retry(ctx, func() error {
+		res, err := c.db.ExecContext(ctx, query, args...)
+		if err != nil {
+			return err
+		}
+		affected, err = res.RowsAffected()
+		return err
+	})
+	return affected, err
+}
+
+// eachRow runs query and calls scan for each row it returns, then closes
+// the rows. Callers run it through retry and reset what scan collects at
+// the start of each try.
+func (c *Client) eachRow(ctx context.Context, scan func(*sql.Rows) error, query string, args ...any) error {
+	rows, err := c.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := scan(rows); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
 }
 
 // retry runs f until it succeeds, fails with anything but a serialization

@@ -204,15 +204,7 @@ func (ld *Leadership) Proclaim(ctx context.Context, value []byte) error {
 	if ended {
 		return l.Err()
 	}
-	var affected int64
-	err := c.retry(ctx, func() error {
-		res, err := c.db.ExecContext(ctx, c.sql.extra.proclaim, l.name, rvn, value)
-		if err != nil {
-			return err
-		}
-		affected, err = res.RowsAffected()
-		return err
-	})
+	affected, err := c.execAffected(ctx, c.sql.extra.proclaim, l.name, rvn, value)
 	switch {
 	case err != nil:
 		return typeError(fmt.Errorf("pglock: cannot proclaim in election %q: %w", l.name, err))

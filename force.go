@@ -18,15 +18,7 @@ func (c *Client) ForceRelease(ctx context.Context, name string) error {
 	if err := validName(name); err != nil {
 		return &OtherError{err}
 	}
-	var affected int64
-	err := c.retry(ctx, func() error {
-		res, err := c.db.ExecContext(ctx, c.sql.extra.forceRelease, name, c.table.channel())
-		if err != nil {
-			return err
-		}
-		affected, err = res.RowsAffected()
-		return err
-	})
+	affected, err := c.execAffected(ctx, c.sql.extra.forceRelease, name, c.table.channel())
 	switch {
 	case err != nil:
 		return typeError(fmt.Errorf("pglock: cannot force the release of %q: %w", name, err))

@@ -218,12 +218,7 @@ func (h *heartbeater) beat(runCtx context.Context, locks []*Lock) bool {
 	err := c.retry(ctx, func() error {
 		refreshed = 0
 		recheck = recheck[:0]
-		rows, err := c.db.QueryContext(ctx, c.sql.heartbeatBatch, names, rvns)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
+		return c.eachRow(ctx, func(rows *sql.Rows) error {
 			var (
 				k       key
 				newRVN  sql.NullInt64
@@ -247,8 +242,8 @@ func (h *heartbeater) beat(runCtx context.Context, locks []*Lock) bool {
 				l.end(errStolen)
 				delete(byKey, k)
 			}
-		}
-		return rows.Err()
+			return nil
+		}, c.sql.heartbeatBatch, names, rvns)
 	})
 	if err == nil {
 		c.stats.heartbeats.Add(refreshed)
@@ -328,12 +323,7 @@ func (c *Client) settle(ctx context.Context, locks []*Lock, prev map[*Lock]heldA
 	}
 	current := make(map[string]rowState, len(locks))
 	err := c.retry(ctx, func() error {
-		rows, err := c.db.QueryContext(ctx, c.sql.reread, names)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
+		return c.eachRow(ctx, func(rows *sql.Rows) error {
 			var (
 				name string
 				r    rowState
@@ -342,8 +332,8 @@ func (c *Client) settle(ctx context.Context, locks []*Lock, prev map[*Lock]heldA
 				return err
 			}
 			current[name] = r
-		}
-		return rows.Err()
+			return nil
+		}, c.sql.reread, names)
 	})
 	if err != nil {
 		c.log.Debug("cannot settle heartbeat outcome", "locks", len(locks), "error", err)
