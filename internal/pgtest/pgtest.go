@@ -199,20 +199,23 @@ func (s *Server) LogTail(n int) string {
 // Stop shuts the server down (fast shutdown: SIGINT) and waits for it to
 // exit. The data directory is kept, so Restart can start it again.
 func (s *Server) Stop() error {
-	if s.external {
-		return ErrExternal
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return errors.New("pgtest: server is closed")
-	}
-	return s.stopLocked()
+	return s.whileOpen(s.stopLocked)
 }
 
 // Restart starts the server again after Stop, on the same port and data
 // directory, and waits until it accepts connections.
 func (s *Server) Restart() error {
+	return s.whileOpen(func() error {
+		if s.proc != nil {
+			return errors.New("pgtest: server is running; Stop it before Restart")
+		}
+		return s.startLocked()
+	})
+}
+
+// whileOpen runs f with s.mu held, for a server of our own that is not
+// closed.
+func (s *Server) whileOpen(f func() error) error {
 	if s.external {
 		return ErrExternal
 	}
@@ -221,10 +224,7 @@ func (s *Server) Restart() error {
 	if s.closed {
 		return errors.New("pgtest: server is closed")
 	}
-	if s.proc != nil {
-		return errors.New("pgtest: server is running; Stop it before Restart")
-	}
-	return s.startLocked()
+	return f()
 }
 
 // Close stops the server and removes its temporary directory. It is
