@@ -134,13 +134,16 @@ func (c *Client) sleep(ctx context.Context, w *waiter, name string) error {
 // snapshot, and then it is not known).
 func (c *Client) tryAcquire(ctx context.Context, l *Lock, expected sql.NullInt64) (acquired bool, rvn int64, known bool, err error) {
 	err = c.retry(ctx, func() error {
-		var data []byte
+		var (
+			data []byte
+			ours bool
+		)
 		row := c.db.QueryRowContext(ctx, c.sql.acquire, l.name, l.data, c.owner, l.replaceData, expected)
-		switch err := row.Scan(&acquired, &rvn, &data); err {
+		switch err := row.Scan(&acquired, &rvn, &data, &ours); err {
 		case nil:
 			known = true
-			if acquired && !l.replaceData {
-				l.data = data
+			if acquired && !ours {
+				l.data = data // the row kept data of its own
 			}
 			return nil
 		case sql.ErrNoRows:

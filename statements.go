@@ -5,11 +5,13 @@ package pglock
 type statements struct {
 	// acquire inserts the row or takes it over when it is released (NULL
 	// RVN) or still carries the RVN the waiter watched for a lease ($5). It
-	// returns (true, new RVN, stored data) when it took the lock, or
-	// (false, current RVN, NULL) when someone else holds it, in one
+	// returns (true, new RVN, stored data, ours) when it took the lock, or
+	// (false, current RVN, NULL, false) when someone else holds it, in one
 	// statement and one round trip. A row seen held in the statement's
 	// snapshot is not touched at all: no row lock is waited for (a Guard
-	// transaction may hold one) and no RVN is drawn from the sequence.
+	// transaction may hold one) and no RVN is drawn from the sequence. The
+	// stored data is sent back only when it differs from the caller's (ours
+	// is then false), so data does not travel twice.
 	acquire string
 	// release deletes the row if it still carries our RVN and notifies
 	// waiters; releaseKeep sets the RVN to NULL instead. Rows affected: 1 if
@@ -53,11 +55,13 @@ func newStatements(id identifier) statements {
 		data = CASE WHEN $4::boolean THEN EXCLUDED.data ELSE l.data END,
 		owner = EXCLUDED.owner
 	WHERE l.record_version_number IS NULL OR l.record_version_number = $5::bigint
-	RETURNING l.record_version_number, CASE WHEN $4::boolean THEN NULL ELSE l.data END AS data
+	RETURNING l.record_version_number,
+		CASE WHEN $4::boolean OR l.data IS NOT DISTINCT FROM $2::bytea THEN NULL ELSE l.data END AS data,
+		$4::boolean OR l.data IS NOT DISTINCT FROM $2::bytea AS ours
 )
-SELECT true, record_version_number, data FROM acquired
+SELECT true, record_version_number, data, ours FROM acquired
 UNION ALL
-SELECT false, record_version_number, NULL::bytea FROM current
+SELECT false, record_version_number, NULL::bytea, false FROM current
 WHERE record_version_number IS NOT NULL AND NOT EXISTS (SELECT 1 FROM acquired)`,
 
 		release: `WITH released AS (
