@@ -177,7 +177,12 @@ func TestChaos(t *testing.T) {
 	require.Positive(t, faults.pauses.Load(), "no holder was paused")
 	require.GreaterOrEqual(t, check.tenures, 10, "too few tenures to prove anything")
 	require.LessOrEqual(t, check.tenures, sum.Tenures)
-	require.Positive(t, sum.RefusedHeld+sum.RefusedKnown, "no stale write was attempted")
+	// How many stale writes Guard refuses is counted, not required: it
+	// depends on where in its loop a SIGSTOP catches a holder (a holder
+	// paused between tenures, or on its last write, wakes up with nothing
+	// left to write), which the test does not control. Guard's refusal of a
+	// stale write is asserted deterministically by
+	// TestSafetyGuardRefusesAfterSteal; here the proof is the ledger check.
 	// Writes the workers saw commit are in the ledger (a commit whose
 	// outcome was unknown may be there too, uncounted by its worker).
 	require.GreaterOrEqual(t, check.rows, sum.Writes)
