@@ -2,6 +2,8 @@ module cirello.io/pglock
 
 go 1.25.0
 
+toolchain go1.26.11
+
 require (
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/lib/pq v1.12.3
