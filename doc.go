@@ -12,9 +12,9 @@
 // sequence. A waiter takes a lock over only when it saw the same RVN stay
 // unchanged for a whole lease, timed by its own monotonic clock: no absolute
 // time is ever stored, so the clocks of different hosts need not agree. A
-// holder counts its lock lost when no heartbeat succeeded for a whole lease,
-// timed from the start of the last successful one, so it gives the lock up no
-// later than any waiter may take it.
+// holder counts its lock lost when no heartbeat succeeded for a whole lease
+// (less a 1% margin for clock-rate drift), timed from the start of the last
+// successful one, so it gives the lock up before any waiter may take it.
 //
 // # Quick start
 //
@@ -69,6 +69,17 @@
 // of the name ever sees the same number. Lock.Guard fences a write made in a
 // PostgreSQL transaction: the transaction commits only if the lock was held
 // throughout.
+//
+// # Leader election
+//
+// Client.NewElection returns an Election built on the lock of the same name:
+// Campaign blocks until this client leads and publishes a value, Leader reads
+// the current leader without campaigning, Observe reports every change, and
+// the Leadership that Campaign returns can Proclaim a new value, Resign (a
+// waiting candidate takes over at once) and signals its loss through Done.
+// Client.ForceRelease is the operator's override that deletes a lock's row
+// whoever holds it. The pglock command (cmd/pglock) runs a shell command
+// under a lock and kills it when the lock is lost.
 //
 // # Errors
 //
