@@ -12,12 +12,12 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"cirello.io/pglock"
-	"cirello.io/pglock/internal/pgtest"
+	"cirello.io/pglock/internal/pgserver"
 	"cirello.io/pglock/internal/testmain"
 )
 
 // srv is the package's PostgreSQL: a throwaway cluster, or PGLOCK_TEST_DSN.
-var srv *pgtest.Server
+var srv *pgserver.Server
 
 func TestMain(m *testing.M) {
 	os.Exit(testmain.Run(m, &srv))

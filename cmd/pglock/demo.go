@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"cirello.io/pglock"
-	"cirello.io/pglock/internal/pgtest"
+	"cirello.io/pglock/internal/pgserver"
 )
 
 // cmdDemo shows a leader election live: workers elect a leader, the leader
@@ -87,7 +87,7 @@ func (d *demo) run(ctx context.Context) (err error) {
 	if dsn == "" {
 		d.say("no --dsn or $%s: starting a throwaway PostgreSQL", envDSN)
 		t := time.Now()
-		srv, err := pgtest.Start()
+		srv, err := pgserver.Start()
 		if err != nil {
 			return err
 		}
@@ -100,7 +100,7 @@ func (d *demo) run(ctx context.Context) (err error) {
 			err = errors.Join(err, cerr)
 		}()
 		if srv.External() {
-			d.say("using the server of $%s", pgtest.EnvDSN)
+			d.say("using the server of $%s", pgserver.EnvDSN)
 		} else {
 			d.say("PostgreSQL %s is up on %s, pid %d, data in %s (took %v)",
 				srv.Version(), srv.Addr(), srv.PID(), srv.Dir(), round(time.Since(t)))

@@ -19,14 +19,14 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"cirello.io/pglock"
-	"cirello.io/pglock/internal/pgtest"
+	"cirello.io/pglock/internal/pgserver"
 	"cirello.io/pglock/internal/testmain"
 )
 
 // srv is the tests' PostgreSQL; cliBin the pglock binary built once for
 // them.
 var (
-	srv    *pgtest.Server
+	srv    *pgserver.Server
 	cliBin string
 )
 
@@ -67,7 +67,7 @@ func cliEnv(extra ...string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
-		if k == envDSN || k == pgtest.EnvDSN || strings.HasPrefix(k, "PG") && k != pgtest.EnvPGBin {
+		if k == envDSN || k == pgserver.EnvDSN || strings.HasPrefix(k, "PG") && k != pgserver.EnvPGBin {
 			continue
 		}
 		env = append(env, kv)

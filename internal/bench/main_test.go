@@ -19,11 +19,11 @@ import (
 	"testing"
 
 	"cirello.io/pglock"
-	"cirello.io/pglock/internal/pgtest"
+	"cirello.io/pglock/internal/pgserver"
 	"cirello.io/pglock/internal/testmain"
 )
 
-var srv *pgtest.Server
+var srv *pgserver.Server
 
 func TestMain(m *testing.M) {
 	flag.Parse()

@@ -6,12 +6,12 @@ import (
 	"os"
 	"testing"
 
-	"cirello.io/pglock/internal/pgtest"
+	"cirello.io/pglock/internal/pgserver"
 	"cirello.io/pglock/internal/testmain"
 )
 
 // srv is this package's own PostgreSQL.
-var srv *pgtest.Server
+var srv *pgserver.Server
 
 func TestMain(m *testing.M) {
 	os.Exit(testmain.Run(m, &srv))

@@ -1,5 +1,5 @@
 // Package testmain is the TestMain of pglock's test packages: it starts a
-// throwaway PostgreSQL (internal/pgtest), runs the tests against it, and
+// throwaway PostgreSQL (internal/pgserver), runs the tests against it, and
 // fails the run if goroutines the tests started outlive them.
 package testmain
 
@@ -10,19 +10,19 @@ import (
 
 	"go.uber.org/goleak"
 
-	"cirello.io/pglock/internal/pgtest"
+	"cirello.io/pglock/internal/pgserver"
 )
 
-// serverWaiter is the goroutine pgtest runs while the server process lives.
+// serverWaiter is the goroutine pgserver runs while the server process lives.
 // A test that restarts the server starts a new one: it belongs to the
 // server, not to the test, so it is not a leak.
-const serverWaiter = "cirello.io/pglock/internal/pgtest.(*proc).wait"
+const serverWaiter = "cirello.io/pglock/internal/pgserver.(*proc).wait"
 
 // Run starts the server (or uses PGLOCK_TEST_DSN), sets *srv to it, runs
 // the tests, stops the server, and returns the exit code for os.Exit. The
 // run fails if the tests pass but leave goroutines behind.
-func Run(m *testing.M, srv **pgtest.Server) int {
-	return pgtest.MainServer(leakCheck{m}, srv)
+func Run(m *testing.M, srv **pgserver.Server) int {
+	return pgserver.MainServer(leakCheck{m}, srv)
 }
 
 // leakCheck runs the tests, then looks for goroutines that outlive them.

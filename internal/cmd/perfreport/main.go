@@ -22,7 +22,7 @@ import (
 	"strconv"
 	"strings"
 
-	"cirello.io/pglock/internal/pgtest"
+	"cirello.io/pglock/internal/pgserver"
 )
 
 func main() {
@@ -159,10 +159,10 @@ func cpuModel() string {
 }
 
 func pgVersion() string {
-	if dsn := os.Getenv(pgtest.EnvDSN); dsn != "" {
-		return "(external, " + pgtest.EnvDSN + ")"
+	if dsn := os.Getenv(pgserver.EnvDSN); dsn != "" {
+		return "(external, " + pgserver.EnvDSN + ")"
 	}
-	dir, err := pgtest.FindBinDir()
+	dir, err := pgserver.FindBinDir()
 	if err != nil {
 		return "?"
 	}

@@ -1,4 +1,4 @@
-// Package pgtest runs throwaway PostgreSQL clusters for tests and demos.
+// Package pgserver runs throwaway PostgreSQL clusters for tests and demos.
 //
 // Start finds the PostgreSQL server binaries installed on the machine,
 // initializes a fresh cluster in a temporary directory and runs `postgres` as
@@ -9,7 +9,7 @@
 //
 // The package uses only the standard library and does not import "testing",
 // so command line demos can use it as well.
-package pgtest
+package pgserver
 
 import (
 	"bytes"
@@ -45,10 +45,10 @@ const (
 
 // ErrExternal is returned by the methods that cannot act on an external
 // server (one given through PGLOCK_TEST_DSN).
-var ErrExternal = errors.New("pgtest: operation not supported on an external server (" + EnvDSN + ")")
+var ErrExternal = errors.New("pgserver: operation not supported on an external server (" + EnvDSN + ")")
 
 // errNoBinaries is the message returned when no server binaries are found.
-const errNoBinaries = "pgtest: no PostgreSQL server binaries found (looked in $" + EnvPGBin +
+const errNoBinaries = "pgserver: no PostgreSQL server binaries found (looked in $" + EnvPGBin +
 	", PATH and /usr/lib/postgresql/*/bin); install them with `apt-get install postgresql`" +
 	" or set " + EnvPGBin + " or " + EnvDSN
 
@@ -207,7 +207,7 @@ func (s *Server) Stop() error {
 func (s *Server) Restart() error {
 	return s.whileOpen(func() error {
 		if s.proc != nil {
-			return errors.New("pgtest: server is running; Stop it before Restart")
+			return errors.New("pgserver: server is running; Stop it before Restart")
 		}
 		return s.startLocked()
 	})
@@ -222,7 +222,7 @@ func (s *Server) whileOpen(f func() error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return errors.New("pgtest: server is closed")
+		return errors.New("pgserver: server is closed")
 	}
 	return f()
 }
@@ -251,7 +251,7 @@ func (s *Server) Close() error {
 // trust, password or md5 authentication.
 func (s *Server) CreateDatabase(name string) (dsn string, err error) {
 	if name == "" {
-		return "", errors.New("pgtest: empty database name")
+		return "", errors.New("pgserver: empty database name")
 	}
 	cfg, err := parseDSN(s.dsn)
 	if err != nil {
@@ -281,10 +281,10 @@ func FindBinDir() (string, error) {
 	if dir := os.Getenv(EnvPGBin); dir != "" {
 		abs, err := filepath.Abs(dir)
 		if err != nil {
-			return "", fmt.Errorf("pgtest: %s=%q: %w", EnvPGBin, dir, err)
+			return "", fmt.Errorf("pgserver: %s=%q: %w", EnvPGBin, dir, err)
 		}
 		if !hasServerBinaries(abs) {
-			return "", fmt.Errorf("pgtest: %s=%q does not contain initdb and postgres", EnvPGBin, dir)
+			return "", fmt.Errorf("pgserver: %s=%q does not contain initdb and postgres", EnvPGBin, dir)
 		}
 		return abs, nil
 	}
@@ -310,7 +310,7 @@ func FindBinDir() (string, error) {
 // Main starts a server, sets *dsn for the package's tests, runs m.Run(),
 // closes the server and returns the exit code, to be used from TestMain:
 //
-//	func TestMain(m *testing.M) { os.Exit(pgtest.Main(m, &dsn)) }
+//	func TestMain(m *testing.M) { os.Exit(pgserver.Main(m, &dsn)) }
 //
 // If Start fails it prints the error to stderr and returns 1: it never
 // skips silently.
@@ -383,12 +383,12 @@ func versionLess(a, b string) bool {
 func binVersion(binDir string) (string, error) {
 	out, err := exec.Command(filepath.Join(binDir, "postgres"), "--version").Output()
 	if err != nil {
-		return "", fmt.Errorf("pgtest: %s --version: %w", filepath.Join(binDir, "postgres"), err)
+		return "", fmt.Errorf("pgserver: %s --version: %w", filepath.Join(binDir, "postgres"), err)
 	}
 	// postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)
 	f := strings.Fields(string(out))
 	if len(f) < 3 {
-		return "", fmt.Errorf("pgtest: unexpected `postgres --version` output %q", out)
+		return "", fmt.Errorf("pgserver: unexpected `postgres --version` output %q", out)
 	}
 	return f[2], nil
 }
@@ -399,15 +399,15 @@ func binVersion(binDir string) (string, error) {
 func postgresCredential() (*syscall.Credential, error) {
 	u, err := user.Lookup("postgres")
 	if err != nil {
-		return nil, fmt.Errorf("pgtest: running as root, so the server must run as the `postgres` OS user, but looking it up failed: %w (install the postgresql package or create the user with `useradd --system postgres`)", err)
+		return nil, fmt.Errorf("pgserver: running as root, so the server must run as the `postgres` OS user, but looking it up failed: %w (install the postgresql package or create the user with `useradd --system postgres`)", err)
 	}
 	uid, err := strconv.ParseUint(u.Uid, 10, 32)
 	if err != nil {
-		return nil, fmt.Errorf("pgtest: bad uid %q for user postgres", u.Uid)
+		return nil, fmt.Errorf("pgserver: bad uid %q for user postgres", u.Uid)
 	}
 	gid, err := strconv.ParseUint(u.Gid, 10, 32)
 	if err != nil {
-		return nil, fmt.Errorf("pgtest: bad gid %q for user postgres", u.Gid)
+		return nil, fmt.Errorf("pgserver: bad gid %q for user postgres", u.Gid)
 	}
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), NoSetGroups: true}, nil
 }
@@ -432,16 +432,16 @@ func (s *Server) tempParent() string {
 }
 
 func (s *Server) init() error {
-	dir, err := os.MkdirTemp(s.tempParent(), "pgtest-")
+	dir, err := os.MkdirTemp(s.tempParent(), "pgserver-")
 	if err != nil {
-		return fmt.Errorf("pgtest: %w", err)
+		return fmt.Errorf("pgserver: %w", err)
 	}
 	s.tmpDir = dir
 	s.dataDir = filepath.Join(dir, "data")
 	s.logPath = filepath.Join(dir, "postgres.log")
 	if s.cred != nil {
 		if err := os.Chown(dir, int(s.cred.Uid), int(s.cred.Gid)); err != nil {
-			return fmt.Errorf("pgtest: %w", err)
+			return fmt.Errorf("pgserver: %w", err)
 		}
 	}
 	cmd := exec.Command(filepath.Join(s.binDir, "initdb"),
@@ -459,7 +459,7 @@ func (s *Server) init() error {
 	cmd.Stdout = &out
 	cmd.Stderr = &out
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("pgtest: initdb (%s) failed: %w%s\n%s", s.binDir, err, s.permHint(err), lastLines(out.String(), 30))
+		return fmt.Errorf("pgserver: initdb (%s) failed: %w%s\n%s", s.binDir, err, s.permHint(err), lastLines(out.String(), 30))
 	}
 	return nil
 }
@@ -503,7 +503,7 @@ func (s *Server) start() error {
 func (s *Server) startLocked() error {
 	logFile, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return fmt.Errorf("pgtest: %w", err)
+		return fmt.Errorf("pgserver: %w", err)
 	}
 	logStart, _ := logFile.Seek(0, io.SeekEnd)
 	// Unix sockets have a short path limit (~107 bytes); skip them when
@@ -531,7 +531,7 @@ func (s *Server) startLocked() error {
 	cmd.SysProcAttr = s.sysProcAttr()
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
-		return fmt.Errorf("pgtest: starting postgres (%s): %w%s", s.binDir, err, s.permHint(err))
+		return fmt.Errorf("pgserver: starting postgres (%s): %w%s", s.binDir, err, s.permHint(err))
 	}
 	p := &proc{cmd: cmd, logFile: logFile, exited: make(chan struct{})}
 	go p.wait()
@@ -556,7 +556,7 @@ func (s *Server) waitReady(p *proc, logStart int64) error {
 			if exitErr == nil {
 				exitErr = errors.New("exit status 0")
 			}
-			return fmt.Errorf("pgtest: postgres %s exited during startup (%w); log %s:\n%s",
+			return fmt.Errorf("pgserver: postgres %s exited during startup (%w); log %s:\n%s",
 				s.version, exitErr, s.logPath, s.logSince(logStart))
 		default:
 		}
@@ -564,7 +564,7 @@ func (s *Server) waitReady(p *proc, logStart int64) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("pgtest: postgres %s did not accept connections on %s within %v (last error: %w); log %s:\n%s",
+			return fmt.Errorf("pgserver: postgres %s did not accept connections on %s within %v (last error: %w); log %s:\n%s",
 				s.version, cfg.addr, readyTimeout, lastErr, s.logPath, s.logSince(logStart))
 		}
 		select {
@@ -602,10 +602,10 @@ func (s *Server) stopLocked() error {
 	case <-time.After(stopTimeout):
 		_ = p.cmd.Process.Kill()
 		<-p.exited
-		return fmt.Errorf("pgtest: postgres did not stop within %v and was killed; log %s:\n%s", stopTimeout, s.logPath, s.LogTail(20))
+		return fmt.Errorf("pgserver: postgres did not stop within %v and was killed; log %s:\n%s", stopTimeout, s.logPath, s.LogTail(20))
 	}
 	if p.err != nil {
-		return fmt.Errorf("pgtest: postgres exited with %w; log %s:\n%s", p.err, s.logPath, s.LogTail(20))
+		return fmt.Errorf("pgserver: postgres exited with %w; log %s:\n%s", p.err, s.logPath, s.LogTail(20))
 	}
 	return nil
 }
@@ -626,7 +626,7 @@ func (s *Server) removeTmp() error {
 		return nil
 	}
 	if err := os.RemoveAll(s.tmpDir); err != nil {
-		return fmt.Errorf("pgtest: %w", err)
+		return fmt.Errorf("pgserver: %w", err)
 	}
 	return nil
 }
@@ -635,7 +635,7 @@ func (s *Server) removeTmp() error {
 func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return 0, fmt.Errorf("pgtest: finding a free port: %w", err)
+		return 0, fmt.Errorf("pgserver: finding a free port: %w", err)
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil

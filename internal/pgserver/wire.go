@@ -1,4 +1,4 @@
-package pgtest
+package pgserver
 
 import (
 	"bufio"
@@ -35,14 +35,14 @@ type PGError struct {
 }
 
 func (e *PGError) Error() string {
-	return fmt.Sprintf("pgtest: server error: %s: %s (SQLSTATE %s)", e.Severity, e.Message, e.Code)
+	return fmt.Sprintf("pgserver: server error: %s: %s (SQLSTATE %s)", e.Severity, e.Message, e.Code)
 }
 
 // parseDSN parses a DSN in URL form (postgres://user:pass@host:port/db).
 func parseDSN(dsn string) (connConfig, error) {
 	u, err := url.Parse(dsn)
 	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-		return connConfig{}, fmt.Errorf("pgtest: DSN %q is not in the URL form postgres://user@host:port/db", redact(dsn))
+		return connConfig{}, fmt.Errorf("pgserver: DSN %q is not in the URL form postgres://user@host:port/db", redact(dsn))
 	}
 	cfg := connConfig{user: "postgres", database: strings.TrimPrefix(u.Path, "/")}
 	if u.User != nil {
@@ -61,7 +61,7 @@ func parseDSN(dsn string) (connConfig, error) {
 	}
 	cfg.addr = net.JoinHostPort(host, port)
 	if mode := u.Query().Get("sslmode"); mode == "require" || mode == "verify-ca" || mode == "verify-full" {
-		return connConfig{}, fmt.Errorf("pgtest: DSN %q requires TLS, which the built-in client does not support", redact(dsn))
+		return connConfig{}, fmt.Errorf("pgserver: DSN %q requires TLS, which the built-in client does not support", redact(dsn))
 	}
 	return cfg, nil
 }
@@ -70,7 +70,7 @@ func parseDSN(dsn string) (connConfig, error) {
 func replaceDatabase(dsn, name string) (string, error) {
 	u, err := url.Parse(dsn)
 	if err != nil {
-		return "", fmt.Errorf("pgtest: %w", err)
+		return "", fmt.Errorf("pgserver: %w", err)
 	}
 	u.Path = "/" + name
 	u.RawPath = ""
@@ -163,7 +163,7 @@ func startup(conn net.Conn, r *bufio.Reader, cfg connConfig) error {
 			return parseError(body)
 		case 'R':
 			if len(body) < 4 {
-				return errors.New("pgtest: short authentication message")
+				return errors.New("pgserver: short authentication message")
 			}
 			switch code := binary.BigEndian.Uint32(body); code {
 			case 0: // AuthenticationOk
@@ -175,7 +175,7 @@ func startup(conn net.Conn, r *bufio.Reader, cfg connConfig) error {
 				}
 			case 5: // md5 password
 				if len(body) < 8 {
-					return errors.New("pgtest: short md5 authentication message")
+					return errors.New("pgserver: short md5 authentication message")
 				}
 				inner := md5.Sum([]byte(cfg.password + cfg.user))
 				outer := md5.Sum(append([]byte(hex.EncodeToString(inner[:])), body[4:8]...))
@@ -185,7 +185,7 @@ func startup(conn net.Conn, r *bufio.Reader, cfg connConfig) error {
 					return err
 				}
 			default:
-				return fmt.Errorf("pgtest: authentication method %d not supported by the built-in client (use trust, password or md5)", code)
+				return fmt.Errorf("pgserver: authentication method %d not supported by the built-in client (use trust, password or md5)", code)
 			}
 		case 'Z':
 			return nil
@@ -200,7 +200,7 @@ func readMessage(r *bufio.Reader) (byte, []byte, error) {
 	}
 	n := int(binary.BigEndian.Uint32(hdr[1:])) - 4
 	if n < 0 || n > 1<<24 {
-		return 0, nil, fmt.Errorf("pgtest: bad message length %d", n)
+		return 0, nil, fmt.Errorf("pgserver: bad message length %d", n)
 	}
 	body := make([]byte, n)
 	if _, err := io.ReadFull(r, body); err != nil {
