@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"database/sql"
 	"database/sql/driver"
 	"fmt"
 	"sync"
@@ -57,6 +58,36 @@ func (s rawStatements) args(nv []driver.NamedValue, name string, rvn int64) []an
 	return a
 }
 
+// acquireRow sends the captured acquire statement for name and reads its
+// first two columns, whether it acquired and the RVN, whatever else the
+// statement returns.
+func (s rawStatements) acquireRow(db *sql.DB, name string) (acquired bool, rvn int64, err error) {
+	rows, err := db.QueryContext(context.Background(), s.acquire, s.args(s.acquireArgs, name, 0)...)
+	if err != nil {
+		return false, 0, err
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return false, 0, err
+	}
+	if len(cols) < 2 {
+		return false, 0, fmt.Errorf("the acquire statement returns %d columns, want at least 2", len(cols))
+	}
+	dest := make([]any, len(cols))
+	dest[0], dest[1] = &acquired, &rvn
+	for i := 2; i < len(dest); i++ {
+		dest[i] = new(any)
+	}
+	if rows.Next() {
+		err = rows.Scan(dest...)
+	}
+	if err == nil {
+		err = rows.Err()
+	}
+	return acquired, rvn, err
+}
+
 // BenchmarkThroughput measures uncontended Acquire+Release pairs per second
 // with 1, 8 and 64 goroutines, each on its own name, against the same two
 // statements sent as raw SQL on the same pool: the limit of a design with
@@ -89,12 +120,7 @@ func BenchmarkThroughput(b *testing.B) {
 				}
 			}
 			rawPair := func(name string) {
-				var (
-					acquired bool
-					rvn      int64
-					data     []byte
-				)
-				err := db.QueryRowContext(context.Background(), raw.acquire, raw.args(raw.acquireArgs, name, 0)...).Scan(&acquired, &rvn, &data)
+				acquired, rvn, err := raw.acquireRow(db, name)
 				if err == nil && !acquired {
 					err = fmt.Errorf("raw acquire of %s: not acquired", name)
 				}
