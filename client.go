@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/big"
 	"reflect"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 )
@@ -26,6 +27,7 @@ type Client struct {
 	owner              string
 	log                *slog.Logger
 	stats              counters
+	tableChecked       atomic.Bool // checkTable passed
 
 	heartbeats *heartbeater
 	waits      *waitRoom
@@ -68,11 +70,10 @@ func UnsafeNew(db *sql.DB, opts ...ClientOption) (*Client, error) {
 	if c.log == nil {
 		c.log = discardLogger
 	}
+	c.heartbeatFrequency = max(c.heartbeatFrequency, 0) // negative means off, as in the original
 	switch {
 	case c.leaseDuration <= 0:
 		return nil, fmt.Errorf("%w: lease %v must be positive", ErrDurationTooSmall, c.leaseDuration)
-	case c.heartbeatFrequency < 0:
-		return nil, fmt.Errorf("%w: heartbeat frequency %v must not be negative", ErrDurationTooSmall, c.heartbeatFrequency)
 	case c.heartbeatFrequency > 0 && c.leaseDuration < 2*c.heartbeatFrequency:
 		return nil, fmt.Errorf("%w: lease %v must be at least twice the heartbeat frequency %v", ErrDurationTooSmall, c.leaseDuration, c.heartbeatFrequency)
 	}
@@ -158,6 +159,9 @@ func (c *Client) AcquireContext(ctx context.Context, name string, opts ...LockOp
 	if err := validName(name); err != nil {
 		return nil, &OtherError{err}
 	}
+	if err := c.checkTable(ctx, false); err != nil {
+		return nil, err
+	}
 	l := &Lock{client: c, name: name, owner: c.owner, heartbeatContext: ctx}
 	for _, opt := range opts {
 		if opt != nil {
@@ -182,9 +186,19 @@ func (c *Client) AcquireContext(ctx context.Context, name string, opts ...LockOp
 }
 
 // Do acquires the named lock, runs f and releases the lock. The context
-// given to f is cancelled when the lock is lost, so f can stop. Do returns
-// f's error; when f succeeded but the lock was lost meanwhile, it returns an
-// error wrapping ErrLockAlreadyReleased.
+// given to f is cancelled when the lock is lost, so f can stop.
+//
+// Do returns f's error when f fails. When f succeeds it returns nil, unless
+// the release shows that someone else may have held the lock while f ran:
+// then it returns an error wrapping ErrLockAlreadyReleased. That is the case
+// when the row no longer carried the lock's record version number, or when
+// the lock was counted lost during f (its lease lapsed without a heartbeat)
+// and the release could not prove the row untouched. A lock whose lease
+// lapsed but whose row the release still found unchanged was held by nobody
+// else: Do returns nil, as the original library did. A release that fails
+// for another reason (the database cannot be reached) after f ran under a
+// lock that was never counted lost does not change Do's result either; the
+// row is then left to expire, and the failure is logged.
 func (c *Client) Do(ctx context.Context, name string, f func(context.Context, *Lock) error, opts ...LockOption) error {
 	if f == nil {
 		return &OtherError{errors.New("pglock: Do needs a function")}
@@ -211,10 +225,15 @@ func (c *Client) Do(ctx context.Context, name string, f func(context.Context, *L
 	switch {
 	case ferr != nil:
 		return ferr
+	case rerr == nil:
+		return nil
+	case errors.Is(rerr, ErrLockAlreadyReleased):
+		return rerr
 	case lost != nil:
-		return &OtherError{lost}
+		return &OtherError{fmt.Errorf("%w (and the release failed: %w)", lost, rerr)}
 	}
-	return rerr
+	c.log.Warn("lock not released after Do; its row expires after a lease", "lock", name, "owner", c.owner, "error", rerr)
+	return nil
 }
 
 // Release is ReleaseContext with context.Background().
@@ -359,6 +378,9 @@ func (c *Client) GetContext(ctx context.Context, name string) (*Lock, error) {
 	if err := validName(name); err != nil {
 		return nil, &OtherError{err}
 	}
+	if err := c.checkTable(ctx, false); err != nil {
+		return nil, err
+	}
 	var (
 		owner sql.NullString
 		data  []byte
@@ -400,6 +422,9 @@ func (c *Client) GetAllLocks() ([]*ReadOnlyLock, error) {
 // name. The locks returned are not held. Database errors are returned as an
 // UnavailableError or OtherError, with no locks.
 func (c *Client) GetAllLocksContext(ctx context.Context) ([]*ReadOnlyLock, error) {
+	if err := c.checkTable(ctx, false); err != nil {
+		return nil, err
+	}
 	var locks []*ReadOnlyLock
 	err := c.retry(ctx, func() error {
 		locks = locks[:0]

@@ -27,9 +27,11 @@ func TestCoreNewRefusesNilDB(t *testing.T) {
 	c, err := pglock.New(nil)
 	assert.Nil(t, c)
 	assert.ErrorIs(t, err, pglock.ErrNilDB)
+	assert.ErrorIs(t, err, pglock.ErrNotPostgreSQLDriver, "as the original")
 	c, err = pglock.UnsafeNew(nil)
 	assert.Nil(t, c)
 	assert.ErrorIs(t, err, pglock.ErrNilDB)
+	assert.ErrorIs(t, err, pglock.ErrNotPostgreSQLDriver, "as the original")
 }
 
 func TestCoreNewDriverCheck(t *testing.T) {
@@ -76,7 +78,6 @@ func TestCoreNewDurations(t *testing.T) {
 		"lease below twice the heartbeat": {pglock.WithLeaseDuration(time.Second), pglock.WithHeartbeatFrequency(600 * time.Millisecond)},
 		"zero lease":                      {pglock.WithLeaseDuration(0), pglock.WithHeartbeatFrequency(0)},
 		"negative lease":                  {pglock.WithLeaseDuration(-time.Second)},
-		"negative heartbeat":              {pglock.WithHeartbeatFrequency(-time.Second)},
 		"default heartbeat, short lease":  {pglock.WithLeaseDuration(9 * time.Second)},
 	}
 	for name, opts := range bad {
@@ -91,6 +92,7 @@ func TestCoreNewDurations(t *testing.T) {
 		"defaults":                        nil,
 		"lease exactly twice":             {pglock.WithLeaseDuration(time.Second), pglock.WithHeartbeatFrequency(500 * time.Millisecond)},
 		"heartbeat off, short lease":      {pglock.WithLeaseDuration(time.Millisecond), pglock.WithHeartbeatFrequency(0)},
+		"negative heartbeat is off":       {pglock.WithLeaseDuration(time.Millisecond), pglock.WithHeartbeatFrequency(-time.Second)},
 		"default lease, faster heartbeat": {pglock.WithHeartbeatFrequency(time.Second)},
 	}
 	for name, opts := range good {

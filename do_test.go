@@ -82,20 +82,30 @@ func TestCoreDoCancelsOnLoss(t *testing.T) {
 
 	t.Run("heartbeat stopped, lease passed, thief took it", func(t *testing.T) {
 		hctx, hcancel := context.WithCancel(bg)
-		stolen := make(chan error, 1)
+		taken := make(chan *pglock.Lock, 1)
 		err := c.Do(bg, "b", func(ctx context.Context, l *pglock.Lock) error {
 			hcancel()
 			go func() {
 				l2, err := thief.AcquireContext(testsCtx(t), "b")
-				if err == nil {
-					err = l2.Close()
-				}
-				stolen <- err
+				assert.NoError(t, err)
+				taken <- l2
 			}()
-			return waitLoss(ctx, l)
+			if err := waitLoss(ctx, l); err != nil {
+				return err
+			}
+			// f goes on until the thief holds the lock.
+			select {
+			case l2 := <-taken:
+				taken <- l2
+			case <-time.After(testsBound):
+				return errors.New("the thief never took the lock")
+			}
+			return nil
 		}, pglock.WithCustomHeartbeatContext(hctx))
 		require.ErrorIs(t, err, pglock.ErrLockAlreadyReleased)
-		require.NoError(t, <-stolen)
+		l2 := <-taken
+		require.NotNil(t, l2)
+		require.NoError(t, l2.Close())
 	})
 
 	t.Run("f's error wins over the loss", func(t *testing.T) {
@@ -110,4 +120,46 @@ func TestCoreDoCancelsOnLoss(t *testing.T) {
 		require.ErrorIs(t, err, sentinel)
 		require.ErrorIs(t, err, context.Canceled)
 	})
+}
+
+// TestDoOutlastingLeaseWithHeartbeatsOff: with heartbeats off, an f that
+// outlasts the lease sees its ctx cancelled when the lease lapses, but when
+// nobody took the row over meanwhile the release proves nobody else held the
+// lock, and Do returns f's nil, as the original did.
+func TestDoOutlastingLeaseWithHeartbeatsOff(t *testing.T) {
+	t.Parallel()
+	const lease = time.Second
+	db := openDB(t)
+	c := newClient(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(0))
+	var lapsed bool
+	err := c.Do(testsCtx(t), "long-job", func(ctx context.Context, l *pglock.Lock) error {
+		select {
+		case <-ctx.Done():
+			lapsed = true
+		case <-time.After(testsBound):
+		}
+		time.Sleep(lease / 2) // f goes on past the lease
+		return nil
+	})
+	require.NoError(t, err)
+	assert.True(t, lapsed, "f's ctx is cancelled when the lease lapses")
+	_, err = c.Get("long-job")
+	require.ErrorIs(t, err, pglock.ErrLockNotFound, "the row was released")
+}
+
+// TestDoOutlastingLeaseTakenOver: the same f, but another client takes the
+// stale lock over while f runs: Do reports the loss.
+func TestDoOutlastingLeaseTakenOver(t *testing.T) {
+	t.Parallel()
+	const lease = time.Second
+	db := openDB(t)
+	c, table := newClientTable(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(0))
+	other := sameTable(t, db, table, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(0))
+	err := c.Do(testsCtx(t), "long-job", func(ctx context.Context, l *pglock.Lock) error {
+		l2, err := other.AcquireContext(testsCtx(t), "long-job")
+		require.NoError(t, err, "the other client takes the stale lock over")
+		require.NoError(t, l2.Close())
+		return nil
+	})
+	require.ErrorIs(t, err, pglock.ErrLockAlreadyReleased)
 }

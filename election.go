@@ -82,6 +82,9 @@ func (e *Election) Leader(ctx context.Context) (Leader, error) {
 	if err := validName(e.name); err != nil {
 		return Leader{}, &OtherError{err}
 	}
+	if err := e.c.checkTable(ctx, false); err != nil {
+		return Leader{}, err
+	}
 	var (
 		name  string
 		owner sql.NullString

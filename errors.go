@@ -35,15 +35,19 @@ var (
 	// is shorter than twice the heartbeat frequency.
 	ErrDurationTooSmall = errors.New("pglock: heartbeat period is too small compared to the lease duration")
 
-	// ErrNilDB is returned by New and UnsafeNew when the *sql.DB is nil.
-	ErrNilDB = errors.New("pglock: nil *sql.DB")
+	// ErrNilDB is returned by New and UnsafeNew when the *sql.DB is nil. It
+	// wraps ErrNotPostgreSQLDriver, which the original library returned in
+	// that case.
+	ErrNilDB = fmt.Errorf("%w: nil *sql.DB", ErrNotPostgreSQLDriver)
 
 	// ErrInvalidName is returned when a lock name or owner cannot be stored:
 	// it is empty, longer than 255 bytes, not valid UTF-8 or holds a NUL byte.
 	ErrInvalidName = errors.New("pglock: invalid name")
 
 	// ErrInvalidTableName is returned by New when WithCustomTable was given a
-	// name PostgreSQL cannot hold (empty, NUL bytes, parts over 63 bytes).
+	// name PostgreSQL cannot hold (empty, NUL bytes, parts over 63 bytes) or
+	// one in a pg_* schema, and by the first call that uses the table when
+	// the name resolves to a relation of the system (see WithCustomTable).
 	ErrInvalidTableName = errors.New("pglock: invalid table name")
 )
 

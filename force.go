@@ -18,6 +18,9 @@ func (c *Client) ForceRelease(ctx context.Context, name string) error {
 	if err := validName(name); err != nil {
 		return &OtherError{err}
 	}
+	if err := c.checkTable(ctx, false); err != nil {
+		return err
+	}
 	affected, err := c.execAffected(ctx, c.sql.extra.forceRelease, name, c.table.channel())
 	switch {
 	case err != nil:

@@ -30,9 +30,9 @@ func WithLeaseDuration(d time.Duration) ClientOption {
 }
 
 // WithHeartbeatFrequency sets how often held locks are refreshed in the
-// background. Zero turns the background heartbeat off: the caller must then
-// call SendHeartbeat within every lease or lose the lock. Negative values are
-// refused by New.
+// background. Zero (or a negative value, as in the original library) turns
+// the background heartbeat off: the caller must then call SendHeartbeat
+// within every lease or lose the lock.
 func WithHeartbeatFrequency(d time.Duration) ClientOption {
 	return func(c *Client) { c.heartbeatFrequency = d }
 }
@@ -42,6 +42,14 @@ func WithHeartbeatFrequency(d time.Duration) ClientOption {
 // double-quoted parts are taken as they are, as PostgreSQL reads them. Any
 // other text is taken as one quoted identifier, so it can never change the
 // SQL the client sends.
+//
+// New refuses, with ErrInvalidTableName, names PostgreSQL cannot hold and
+// names in a pg_* schema (pg_catalog, pg_toast, or pg_temp, whose tables
+// other sessions cannot see). An unqualified name starting with pg_ (or one
+// in information_schema) is looked up once, by the client's first call that
+// uses the table: it fails with ErrInvalidTableName if the name resolves
+// through search_path to a relation of the system, such as pg_locks, and
+// works like any other name otherwise.
 func WithCustomTable(tableName string) ClientOption {
 	return func(c *Client) { c.tableName = tableName }
 }

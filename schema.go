@@ -1,10 +1,11 @@
 package pglock
 
 import (
-	"cmp"
 	"context"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strings"
 	"unicode/utf8"
@@ -43,13 +44,58 @@ func parseTableName(s string) (identifier, error) {
 	if id.sequence().name == id.name {
 		return identifier{}, fmt.Errorf("%w: %q (%d bytes leave no room for the %s sequence name)", ErrInvalidTableName, s, len(id.name), sequenceSuffix)
 	}
-	// Schemas named pg_* are the system's (pg_catalog, pg_toast, pg_temp),
-	// and an unqualified pg_* name is looked up in pg_catalog first, so the
-	// client could end up working on a system catalog.
-	if first := cmp.Or(id.schema, id.name); strings.HasPrefix(first, "pg_") {
-		return identifier{}, fmt.Errorf("%w: %q (names starting with pg_ belong to the system; qualify the table with its schema, as in public.%s)", ErrInvalidTableName, s, quoteIdent(id.name))
+	// Schemas named pg_* are the system's: pg_catalog and pg_toast hold
+	// catalogs nobody may create tables in, and a pg_temp table is seen by
+	// one session only, never by the other clients of a lock. PostgreSQL
+	// refuses to create any other schema named pg_*.
+	if strings.HasPrefix(id.schema, "pg_") {
+		return identifier{}, fmt.Errorf("%w: %q (schemas named pg_* belong to the system)", ErrInvalidTableName, s)
 	}
 	return id, nil
+}
+
+// mayBeCatalog reports whether the name may resolve to a relation initdb
+// made: an unqualified pg_* name is looked up in pg_catalog first (unless
+// search_path lists pg_catalog later), and information_schema holds the
+// system's views. Only such names need checkTable's look-up.
+func (id identifier) mayBeCatalog() bool {
+	return (id.schema == "" && strings.HasPrefix(id.name, "pg_")) || id.schema == "information_schema"
+}
+
+// firstNormalObjectID is PostgreSQL's FirstNormalObjectId: every object
+// initdb creates has a smaller OID, every object made afterwards a larger one.
+const firstNormalObjectID = 16384
+
+// checkTable refuses, with ErrInvalidTableName, a table name that resolves
+// through the session's search_path to a relation initdb made (a system
+// catalog such as pg_locks, or a system view), so the client never reads or
+// writes one. creating is true for CreateTable, which may use such a name
+// when the table it creates will come first in later look-ups (search_path
+// lists the creation schema before pg_catalog). It runs before the first
+// statement of a client whose name mayBeCatalog; once it passed it is not
+// run again. For other names it costs nothing.
+func (c *Client) checkTable(ctx context.Context, creating bool) error {
+	if !c.table.mayBeCatalog() || c.tableChecked.Load() {
+		return nil
+	}
+	var (
+		oid       int64
+		qualified string
+		shadowed  bool
+	)
+	err := c.db.QueryRowContext(ctx, c.sql.resolveTable, c.table.quoted(), c.table.schema == "").Scan(&oid, &qualified, &shadowed)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		// No relation of that name yet: CreateTable makes one of ours.
+	case err != nil:
+		return typeError(fmt.Errorf("pglock: cannot look up table %s: %w", c.table.quoted(), err))
+	case oid >= firstNormalObjectID:
+		c.tableChecked.Store(true)
+	case !creating || !shadowed:
+		return &OtherError{fmt.Errorf("%w: %s resolves to the system relation %s; qualify the table with its schema, as in public.%s",
+			ErrInvalidTableName, c.table.quoted(), qualified, quoteIdent(c.table.name))}
+	}
+	return nil
 }
 
 // splitQualified splits s into dot-separated identifiers, each a bare word
@@ -168,6 +214,9 @@ func (c *Client) TryCreateTable() error {
 }
 
 func (c *Client) createTable(ctx context.Context, ifNotExists bool) error {
+	if err := c.checkTable(ctx, true); err != nil {
+		return err
+	}
 	ine := ""
 	if ifNotExists {
 		ine = "IF NOT EXISTS "
@@ -200,6 +249,9 @@ func (c *Client) createTable(ctx context.Context, ifNotExists bool) error {
 // OtherError when the table does not exist, or an UnavailableError.
 func (c *Client) DropTable() error {
 	ctx := context.Background()
+	if err := c.checkTable(ctx, false); err != nil {
+		return err
+	}
 	table, seq := c.table.quoted(), c.table.sequence().quoted()
 	if _, err := c.db.ExecContext(ctx, `DROP TABLE `+table); err != nil {
 		return typeError(fmt.Errorf("pglock: cannot drop table %s: %w", table, err))

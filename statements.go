@@ -31,6 +31,13 @@ type statements struct {
 	get, getAll string
 	// guard share-locks our row inside the caller's transaction.
 	guard string
+	// resolveTable returns the OID and schema-qualified name of the
+	// relation a quoted table name ($1) resolves to through search_path,
+	// and whether a table created under that name now would take its place
+	// in later look-ups (for an unqualified name, $2: the schema tables are
+	// created in comes first in the search path); no row when the name
+	// resolves to nothing.
+	resolveTable string
 	// extra holds the statements of election.go and force.go
 	// (statements_extra.go).
 	extra extraStatements
@@ -113,6 +120,13 @@ LEFT JOIN cur ON cur.name = req.name AND cur.record_version_number = req.rvn`,
 		getAll: `SELECT name, owner, data, record_version_number FROM ` + t + ` ORDER BY name`,
 
 		guard: `SELECT 1 FROM ` + t + ` WHERE name = $1::text AND record_version_number = $2::bigint FOR SHARE`,
+
+		resolveTable: `SELECT c.oid::bigint, format('%I.%I', n.nspname, c.relname),
+	$2::boolean AND COALESCE(
+		array_position(current_schemas(true), current_schema()) < array_position(current_schemas(true), n.nspname),
+		false)
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.oid = pg_catalog.to_regclass($1::text)`,
 
 		extra: newExtraStatements(id),
 	}

@@ -122,3 +122,52 @@ func TestTableNameSchemaQualified(t *testing.T) {
 	testsTableRoundTrip(t, db, `"`+schema+`"."Locks"`, schema, "Locks")
 	testsTableRoundTrip(t, db, strings.ToUpper(schema)+".LOCKS", schema, "locks")
 }
+
+// TestTableNameSystemPrefix: a name starting with pg_ works like any other
+// unless it resolves, through the session's search_path, to a relation of
+// the system; only then is it refused, by the first call that uses it, and
+// nothing is created.
+func TestTableNameSystemPrefix(t *testing.T) {
+	t.Parallel()
+	schema := "sysprefix_" + randomHex(4)
+	admin := openDB(t)
+	testsExec(t, admin, `CREATE SCHEMA `+schema)
+	defer testsExec(t, admin, `DROP SCHEMA `+schema+` CASCADE`)
+	// Sessions that create in the test's own schema, with pg_catalog
+	// searched first as PostgreSQL does when search_path does not list it.
+	db := openDSN(t, testsDSNWith(srv.DSN(), map[string]string{"search_path": schema}))
+
+	t.Run("an unqualified pg_ name of no system relation works", func(t *testing.T) {
+		testsTableRoundTrip(t, db, "pg_mylocks", schema, "pg_mylocks")
+	})
+	t.Run("a name that resolves to a system catalog is refused", func(t *testing.T) {
+		for _, name := range []string{"pg_locks", "pg_class", "PG_CLASS", "information_schema.tables"} {
+			c, err := pglock.New(db, pglock.WithCustomTable(name), pglock.WithHeartbeatFrequency(0))
+			require.NoError(t, err, "%q: New sends no SQL and accepts it", name)
+			require.ErrorIs(t, c.CreateTable(), pglock.ErrInvalidTableName, "%q", name)
+			require.ErrorIs(t, c.TryCreateTable(), pglock.ErrInvalidTableName, "%q", name)
+			_, err = c.Acquire("k", pglock.FailIfLocked())
+			require.ErrorIs(t, err, pglock.ErrInvalidTableName, "%q", name)
+			_, err = c.Get("k")
+			require.ErrorIs(t, err, pglock.ErrInvalidTableName, "%q", name)
+			_, err = c.GetAllLocks()
+			require.ErrorIs(t, err, pglock.ErrInvalidTableName, "%q", name)
+			require.ErrorIs(t, c.ForceRelease(bg, "k"), pglock.ErrInvalidTableName, "%q", name)
+			_, err = c.NewElection("k").Leader(bg)
+			require.ErrorIs(t, err, pglock.ErrInvalidTableName, "%q", name)
+			require.ErrorIs(t, c.DropTable(), pglock.ErrInvalidTableName, "%q", name)
+			assert.Contains(t, c.CreateTable().Error(), "system relation", "%q: the error says why", name)
+		}
+		assert.False(t, testsTableExists(t, admin, schema, "pg_locks", "r"), "nothing was created")
+	})
+	t.Run("the same name works where search_path puts pg_catalog later", func(t *testing.T) {
+		later := openDSN(t, testsDSNWith(srv.DSN(), map[string]string{"search_path": schema + ",pg_catalog"}))
+		testsTableRoundTrip(t, later, "pg_locks", schema, "pg_locks")
+	})
+	t.Run("pg_ schemas are refused by New", func(t *testing.T) {
+		for _, name := range []string{"pg_catalog.locks", "pg_temp.locks", "pg_toast.locks", `"pg_catalog"."x"`} {
+			_, err := pglock.New(db, pglock.WithCustomTable(name))
+			require.ErrorIs(t, err, pglock.ErrInvalidTableName, "%q", name)
+		}
+	})
+}
