@@ -7,8 +7,8 @@
 // server behind. When the environment variable PGLOCK_TEST_DSN is set, Start
 // starts nothing and hands back an external server with that DSN instead.
 //
-// The package uses only the standard library and does not import "testing",
-// so command line demos can use it as well.
+// The package talks to the servers through lib/pq and does not import
+// "testing", so command line demos can use it as well.
 package pgserver
 
 import (
@@ -165,16 +165,16 @@ func (s *Server) LogPath() string { return s.logPath }
 func (s *Server) Port() int { return s.port }
 
 // Addr returns host:port of the server; for an external server it is taken
-// from the DSN when the DSN is in URL form.
+// from the DSN (its first host), or empty if the DSN does not parse.
 func (s *Server) Addr() string {
 	if !s.external {
 		return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
 	}
-	cfg, err := parseDSN(s.dsn)
+	addr, err := dsnAddr(s.dsn)
 	if err != nil {
 		return ""
 	}
-	return cfg.addr
+	return addr
 }
 
 // PID returns the process id of the postmaster (useful to SIGSTOP it), or 0
@@ -247,30 +247,27 @@ func (s *Server) Close() error {
 }
 
 // CreateDatabase creates a database named name and returns its DSN. For an
-// external server it works when the server accepts the DSN's user with
-// trust, password or md5 authentication.
+// external server it works with whatever the DSN gives lib/pq (password,
+// TLS, ...).
 func (s *Server) CreateDatabase(name string) (dsn string, err error) {
 	if name == "" {
 		return "", errors.New("pgserver: empty database name")
 	}
-	cfg, err := parseDSN(s.dsn)
+	dsn, err = replaceDatabase(s.dsn, name)
 	if err != nil {
 		return "", err
 	}
-	if err := simpleQuery(cfg, "CREATE DATABASE "+quoteIdent(name)); err != nil {
+	if err := s.Exec("CREATE DATABASE " + quoteIdent(name)); err != nil {
 		return "", err
 	}
-	return replaceDatabase(s.dsn, name)
+	return dsn, nil
 }
 
 // Exec runs query (one or more SQL statements, no parameters) on the
-// server's default database through a fresh connection.
+// server's default database through a fresh lib/pq connection. A server
+// error is a *pq.Error in the returned chain.
 func (s *Server) Exec(query string) error {
-	cfg, err := parseDSN(s.dsn)
-	if err != nil {
-		return err
-	}
-	return simpleQuery(cfg, query)
+	return execDSN(s.dsn, query, queryTimeout)
 }
 
 // FindBinDir returns the directory holding the PostgreSQL server binaries
@@ -543,12 +540,20 @@ func (s *Server) startLocked() error {
 	return nil
 }
 
-// waitReady polls the server with a startup handshake until it accepts
-// connections, it exits, or readyTimeout passes.
+// waitReady polls the server until it answers a query, it exits, or
+// readyTimeout passes.
 func (s *Server) waitReady(p *proc, logStart int64) error {
-	cfg := connConfig{addr: s.Addr(), user: "postgres", database: "postgres"}
+	what := "postgres " + s.version
+	return waitAnswers(p, s.dsn, what, s.Addr(), func() string {
+		return fmt.Sprintf("log %s:\n%s", s.logPath, s.logSince(logStart))
+	})
+}
+
+// waitAnswers polls dsn with a query until it answers, the process p exits,
+// or readyTimeout passes. what names the process and log describes its log
+// for the error messages.
+func waitAnswers(p *proc, dsn, what, addr string, log func() string) error {
 	deadline := time.Now().Add(readyTimeout)
-	var lastErr error
 	for {
 		select {
 		case <-p.exited:
@@ -556,16 +561,16 @@ func (s *Server) waitReady(p *proc, logStart int64) error {
 			if exitErr == nil {
 				exitErr = errors.New("exit status 0")
 			}
-			return fmt.Errorf("pgserver: postgres %s exited during startup (%w); log %s:\n%s",
-				s.version, exitErr, s.logPath, s.logSince(logStart))
+			return fmt.Errorf("pgserver: %s exited during startup (%w); %s", what, exitErr, log())
 		default:
 		}
-		if lastErr = simpleQuery(cfg, ""); lastErr == nil {
+		err := execDSN(dsn, "SELECT 1", connectTimeout)
+		if err == nil {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("pgserver: postgres %s did not accept connections on %s within %v (last error: %w); log %s:\n%s",
-				s.version, cfg.addr, readyTimeout, lastErr, s.logPath, s.logSince(logStart))
+			return fmt.Errorf("pgserver: %s did not answer on %s within %v (last error: %w); %s",
+				what, addr, readyTimeout, err, log())
 		}
 		select {
 		case <-p.exited:

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lib/pq"
 )
 
 func TestServerLifecycle(t *testing.T) {
@@ -20,9 +22,12 @@ func TestServerLifecycle(t *testing.T) {
 	if err := s.Exec("SELECT 1"); err != nil {
 		t.Fatalf("SELECT 1: %v", err)
 	}
-	var pgErr *PGError
+	var pgErr *pq.Error
 	if err := s.Exec("SELECT no_such_column"); !errors.As(err, &pgErr) || pgErr.Code != "42703" {
-		t.Fatalf("bad query: got %v, want a PGError with SQLSTATE 42703", err)
+		t.Fatalf("bad query: got %v, want a *pq.Error with SQLSTATE 42703", err)
+	}
+	if err := s.Exec("SELECT no_such_column"); !strings.HasPrefix(err.Error(), "pgserver: ") {
+		t.Fatalf("bad query: error %q lacks the package prefix", err)
 	}
 	if s.External() {
 		if err := s.Stop(); !errors.Is(err, ErrExternal) {
@@ -49,11 +54,11 @@ func TestServerLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := parseDSN(dsn)
-	if err != nil || cfg.database != "pgtest db" {
-		t.Fatalf("CreateDatabase DSN %q: %+v, %v", dsn, cfg, err)
+	var dbName string
+	if err := queryRowDSN(dsn, "SELECT current_database()", &dbName); err != nil || dbName != "pgtest db" {
+		t.Fatalf("CreateDatabase DSN %q: connected to %q, %v", dsn, dbName, err)
 	}
-	if err := simpleQuery(cfg, "CREATE TABLE kept (id int); INSERT INTO kept VALUES (42)"); err != nil {
+	if err := execDSN(dsn, "CREATE TABLE kept (id int); INSERT INTO kept VALUES (42)", queryTimeout); err != nil {
 		t.Fatal(err)
 	}
 
@@ -79,7 +84,7 @@ func TestServerLifecycle(t *testing.T) {
 		t.Fatalf("port changed on Restart: %d -> %d", port, s.Port())
 	}
 	dialOK(t, s.Addr())
-	if err := simpleQuery(cfg, "DO $$ BEGIN IF (SELECT id FROM kept) <> 42 THEN RAISE 'lost'; END IF; END $$"); err != nil {
+	if err := execDSN(dsn, "DO $$ BEGIN IF (SELECT id FROM kept) <> 42 THEN RAISE 'lost'; END IF; END $$", queryTimeout); err != nil {
 		t.Fatalf("data lost across Restart: %v", err)
 	}
 	if err := s.Restart(); err == nil {
@@ -179,16 +184,28 @@ func TestExternal(t *testing.T) {
 	if err := s.Stop(); !errors.Is(err, ErrExternal) {
 		t.Fatalf("Stop: %v", err)
 	}
-	cfg, err := parseDSN(s.DSN())
+	if got, _ := replaceDatabase(s.DSN(), "other"); got != "postgres://u:secret@db.invalid:6543/other?sslmode=disable" {
+		t.Fatalf("replaceDatabase: %q", got)
+	}
+	if got := redact(s.DSN()); strings.Contains(got, "secret") {
+		t.Fatalf("redact: %q", got)
+	}
+
+	kv := "host=db.invalid port=6543 user=u password='se cret' dbname=app"
+	t.Setenv(EnvDSN, kv)
+	if s, err = Start(); err != nil || s.Addr() != "db.invalid:6543" {
+		t.Fatalf("external key=value server: %v, Addr %q", err, s.Addr())
+	}
+	got, err := replaceDatabase(kv, "it's")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := connConfig{addr: "db.invalid:6543", user: "u", password: "secret", database: "app"}
-	if cfg != want {
-		t.Fatalf("parseDSN: got %+v, want %+v", cfg, want)
+	cfg, err := pq.NewConfig(got)
+	if err != nil || cfg.Database != "it's" || cfg.Password != "se cret" {
+		t.Fatalf("replaceDatabase(key=value): %q parses to %+v, %v", got, cfg, err)
 	}
-	if got, _ := replaceDatabase(s.DSN(), "other"); got != "postgres://u:secret@db.invalid:6543/other?sslmode=disable" {
-		t.Fatalf("replaceDatabase: %q", got)
+	if got := redact(kv); strings.Contains(got, "cret") {
+		t.Fatalf("redact(key=value): %q", got)
 	}
 }
 
