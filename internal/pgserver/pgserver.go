@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -85,17 +86,57 @@ func (p *proc) wait() {
 	close(p.exited)
 }
 
+// Options tune a server started by StartWith. The zero value gives the
+// server Start gives.
+type Options struct {
+	// SynchronousCommit leaves synchronous_commit on, PostgreSQL's own
+	// default. When false it is off, which makes commits faster; fsync is
+	// off either way, since the clusters are throwaway.
+	SynchronousCommit bool
+	// Settings are run-time parameters, name to value, written to
+	// postgresql.conf after the package's defaults, so they override them
+	// (e.g. "fsync": "on"). ALTER SYSTEM can still change them later.
+	Settings map[string]string
+}
+
 // Start returns a server to test against. If the environment variable
 // PGLOCK_TEST_DSN is set, it returns an external server with that DSN and
 // starts nothing. Otherwise it finds the PostgreSQL binaries
 // ($PGLOCK_TEST_PGBIN first, then initdb on PATH, then the highest
 // /usr/lib/postgresql/*/bin), initializes a cluster in a fresh temporary
 // directory and starts it on a free port of 127.0.0.1. When the process runs
-// as root, initdb and postgres run as the "postgres" OS user.
-func Start() (*Server, error) {
+// as root, initdb and postgres run as the "postgres" OS user. It is
+// StartWith(Options{}).
+func Start() (*Server, error) { return StartWith(Options{}) }
+
+// StartWith is Start with opts applied to the new cluster. The options do
+// not apply to an external server, which is returned as is.
+func StartWith(opts Options) (*Server, error) {
 	if dsn := os.Getenv(EnvDSN); dsn != "" {
 		return &Server{dsn: dsn, external: true}, nil
 	}
+	conf, err := opts.conf()
+	if err != nil {
+		return nil, err
+	}
+	s, err := newServer()
+	if err != nil {
+		return nil, err
+	}
+	if err := s.init(conf); err != nil {
+		_ = s.removeTmp() // the start error is the one to report
+		return nil, err
+	}
+	if err := s.startOnFreePort(); err != nil {
+		_ = s.removeTmp() // the start error is the one to report
+		return nil, err
+	}
+	return s, nil
+}
+
+// newServer returns a server, not yet initialized, using the binaries
+// FindBinDir finds and the credential of the postgres OS user when root.
+func newServer() (*Server, error) {
 	binDir, err := FindBinDir()
 	if err != nil {
 		return nil, err
@@ -109,31 +150,72 @@ func Start() (*Server, error) {
 			return nil, err
 		}
 	}
-	if err := s.init(); err != nil {
-		_ = s.removeTmp() // the start error is the one to report
-		return nil, err
-	}
+	return s, nil
+}
+
+// startOnFreePort starts the initialized cluster on a free port, trying
+// other ports when another process grabs the one chosen first.
+func (s *Server) startOnFreePort() error {
 	const attempts = 5
 	for i := 1; ; i++ {
 		port, err := freePort()
 		if err != nil {
-			_ = s.removeTmp() // the port error is the one to report
-			return nil, err
+			return err
 		}
 		s.port = port
 		s.dsn = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port)
 		err = s.start()
-		if err == nil {
-			return s, nil
-		}
 		// Another process may have grabbed the port between freePort and
 		// the bind of postgres: try again on another one.
-		if i < attempts && strings.Contains(err.Error(), "could not bind") {
+		if err != nil && i < attempts && strings.Contains(err.Error(), "could not bind") {
 			continue
 		}
-		_ = s.removeTmp() // the start error is the one to report
-		return nil, err
+		return err
 	}
+}
+
+// defaultSettings are the run-time parameters of every cluster, tuned for
+// throwaway data.
+var defaultSettings = map[string]string{
+	"fsync":              "off",
+	"synchronous_commit": "off",
+	"full_page_writes":   "off",
+	"max_connections":    "400",
+	"logging_collector":  "off",
+	"log_line_prefix":    "%m [%p] ",
+}
+
+// settingName is what a run-time parameter name looks like.
+var settingName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.]*$`)
+
+// conf returns the lines to append to postgresql.conf: the defaults
+// overridden by o, sorted by name.
+func (o Options) conf() (string, error) {
+	settings := make(map[string]string, len(defaultSettings)+len(o.Settings))
+	for k, v := range defaultSettings {
+		settings[k] = v
+	}
+	if o.SynchronousCommit {
+		delete(settings, "synchronous_commit")
+	}
+	for k, v := range o.Settings {
+		if !settingName.MatchString(k) {
+			return "", fmt.Errorf("pgserver: bad setting name %q", k)
+		}
+		settings[k] = v
+	}
+	names := make([]string, 0, len(settings))
+	for k := range settings {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	b.WriteString("\n# Settings of a throwaway cluster.\n")
+	quote := strings.NewReplacer(`\`, `\\`, `'`, `''`, "\n", `\n`, "\r", `\r`)
+	for _, k := range names {
+		fmt.Fprintf(&b, "%s = '%s'\n", k, quote.Replace(settings[k]))
+	}
+	return b.String(), nil
 }
 
 // DSN returns the connection string of the server, in the URL form that
@@ -428,7 +510,9 @@ func (s *Server) tempParent() string {
 	}
 }
 
-func (s *Server) init() error {
+// init creates the temporary directory and runs initdb in it, then appends
+// conf to postgresql.conf.
+func (s *Server) init(conf string) error {
 	dir, err := os.MkdirTemp(s.tempParent(), "pgserver-")
 	if err != nil {
 		return fmt.Errorf("pgserver: %w", err)
@@ -457,6 +541,22 @@ func (s *Server) init() error {
 	cmd.Stderr = &out
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("pgserver: initdb (%s) failed: %w%s\n%s", s.binDir, err, s.permHint(err), lastLines(out.String(), 30))
+	}
+	return appendFile(filepath.Join(s.dataDir, "postgresql.conf"), conf)
+}
+
+// appendFile appends text to the existing file path.
+func appendFile(path, text string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return fmt.Errorf("pgserver: %w", err)
+	}
+	if _, err := f.WriteString(text); err != nil {
+		f.Close()
+		return fmt.Errorf("pgserver: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("pgserver: %w", err)
 	}
 	return nil
 }
@@ -514,12 +614,6 @@ func (s *Server) startLocked() error {
 		"-p", strconv.Itoa(s.port),
 		"-c", "listen_addresses=127.0.0.1",
 		"-c", "unix_socket_directories="+sockDir,
-		"-c", "fsync=off",
-		"-c", "synchronous_commit=off",
-		"-c", "full_page_writes=off",
-		"-c", "max_connections=400",
-		"-c", "logging_collector=off",
-		"-c", "log_line_prefix=%m [%p] ",
 	)
 	cmd.Dir = s.tmpDir
 	cmd.Env = childEnv()

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/lib/pq"
+	"github.com/stretchr/testify/require"
 )
 
 func TestServerLifecycle(t *testing.T) {
@@ -49,6 +50,11 @@ func TestServerLifecycle(t *testing.T) {
 		t.Fatalf("Version %q, PID %d", s.Version(), s.PID())
 	}
 	dialOK(t, s.Addr())
+	for name, want := range map[string]string{"synchronous_commit": "off", "fsync": "off", "max_connections": "400"} {
+		if got := show(t, s.DSN(), name); got != want {
+			t.Errorf("default %s = %q, want %q", name, got, want)
+		}
+	}
 
 	dsn, err := s.CreateDatabase("pgtest db")
 	if err != nil {
@@ -227,4 +233,42 @@ func TestFindBinDir(t *testing.T) {
 			t.Errorf("versionLess(%q, %q) = %v", c.a, c.b, got)
 		}
 	}
+}
+
+// show returns the value of the run-time parameter name on dsn.
+func show(t *testing.T, dsn, name string) string {
+	t.Helper()
+	var v string
+	require.NoError(t, queryRowDSN(dsn, "SHOW "+name, &v))
+	return v
+}
+
+// ownServer starts a server with opts, or skips when PGLOCK_TEST_DSN names
+// an external one, since the test needs a cluster of its own.
+func ownServer(t *testing.T, opts Options) *Server {
+	t.Helper()
+	if os.Getenv(EnvDSN) != "" {
+		t.Skip("needs a cluster of its own; " + EnvDSN + " is set")
+	}
+	s, err := StartWith(opts)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, s.Close()) })
+	return s
+}
+
+func TestStartWithOptions(t *testing.T) {
+	s := ownServer(t, Options{
+		SynchronousCommit: true,
+		Settings:          map[string]string{"work_mem": "5MB", "search_path": `it's, "a\\b"`, "fsync": "on"},
+	})
+	want := map[string]string{"synchronous_commit": "on", "work_mem": "5MB", "search_path": `it's, "a\\b"`, "fsync": "on", "full_page_writes": "off"}
+	for name, v := range want {
+		require.Equal(t, v, show(t, s.DSN(), name), name)
+	}
+	require.NoError(t, s.Stop())
+	require.NoError(t, s.Restart())
+	require.Equal(t, "5MB", show(t, s.DSN(), "work_mem"), "settings kept across Restart")
+
+	_, err := StartWith(Options{Settings: map[string]string{"work_mem = 1MB\nfsync": "on"}})
+	require.ErrorContains(t, err, "bad setting name")
 }
