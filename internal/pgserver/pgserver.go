@@ -65,25 +65,11 @@ type Server struct {
 	logPath string
 	port    int
 	cred    *syscall.Credential
+	appName string // application_name of a standby, as its primary sees it
 
 	mu     sync.Mutex
 	proc   *proc // the running postmaster, nil when stopped
 	closed bool
-}
-
-// proc is one run of the postmaster.
-type proc struct {
-	cmd     *exec.Cmd
-	logFile *os.File
-	exited  chan struct{} // closed when cmd has exited
-	err     error         // result of cmd.Wait, set before exited is closed
-}
-
-// wait waits for the server process to exit. It runs in a goroutine of its
-// own while the process lives; internal/testmain knows it by this name.
-func (p *proc) wait() {
-	p.err = p.cmd.Wait()
-	close(p.exited)
 }
 
 // Options tune a server started by StartWith. The zero value gives the
@@ -284,8 +270,21 @@ func (s *Server) Stop() error {
 	return s.whileOpen(s.stopLocked)
 }
 
-// Restart starts the server again after Stop, on the same port and data
-// directory, and waits until it accepts connections.
+// Kill stops the server hard, like a crashed machine: it SIGKILLs the
+// postmaster and every other process of its process group (backends,
+// background workers, WAL sender and receiver), and returns once all of
+// them are gone, so clients see their connections die at once. The data
+// directory is kept: Restart starts the server again through crash
+// recovery, and Close cleans up. Commits not yet written to the WAL are
+// lost, as on a real crash: with Start's synchronous_commit=off, that is
+// those of the last fraction of a second. Kill of a stopped server does
+// nothing.
+func (s *Server) Kill() error {
+	return s.whileOpen(s.killLocked)
+}
+
+// Restart starts the server again after Stop or Kill, on the same port and
+// data directory, and waits until it accepts connections.
 func (s *Server) Restart() error {
 	return s.whileOpen(func() error {
 		if s.proc != nil {
@@ -513,18 +512,13 @@ func (s *Server) tempParent() string {
 // init creates the temporary directory and runs initdb in it, then appends
 // conf to postgresql.conf.
 func (s *Server) init(conf string) error {
-	dir, err := os.MkdirTemp(s.tempParent(), "pgserver-")
+	dir, err := makeTmp(s.tempParent(), "pgserver-", s.cred)
 	if err != nil {
-		return fmt.Errorf("pgserver: %w", err)
+		return err
 	}
 	s.tmpDir = dir
 	s.dataDir = filepath.Join(dir, "data")
 	s.logPath = filepath.Join(dir, "postgres.log")
-	if s.cred != nil {
-		if err := os.Chown(dir, int(s.cred.Uid), int(s.cred.Gid)); err != nil {
-			return fmt.Errorf("pgserver: %w", err)
-		}
-	}
 	cmd := exec.Command(filepath.Join(s.binDir, "initdb"),
 		"--pgdata="+s.dataDir,
 		"--username=postgres",
@@ -628,7 +622,7 @@ func (s *Server) startLocked() error {
 	go p.wait()
 	s.proc = p
 	if err := s.waitReady(p, logStart); err != nil {
-		s.killLocked()
+		_ = s.killLocked() // the startup error is the one to report
 		return err
 	}
 	return nil
@@ -699,8 +693,9 @@ func (s *Server) stopLocked() error {
 	select {
 	case <-p.exited:
 	case <-time.After(stopTimeout):
-		_ = p.cmd.Process.Kill()
-		<-p.exited
+		if err := p.kill(); err != nil {
+			return err
+		}
 		return fmt.Errorf("pgserver: postgres did not stop within %v and was killed; log %s:\n%s", stopTimeout, s.logPath, s.LogTail(20))
 	}
 	if p.err != nil {
@@ -709,15 +704,31 @@ func (s *Server) stopLocked() error {
 	return nil
 }
 
-func (s *Server) killLocked() {
+// killLocked kills the running postmaster, if any, with its process group.
+func (s *Server) killLocked() error {
 	p := s.proc
 	if p == nil {
-		return
+		return nil
 	}
 	s.proc = nil
-	_ = p.cmd.Process.Kill()
-	<-p.exited
-	p.logFile.Close()
+	defer p.logFile.Close()
+	return p.kill()
+}
+
+// makeTmp creates a temporary directory in parent, owned by cred's user
+// when cred is not nil.
+func makeTmp(parent, pattern string, cred *syscall.Credential) (string, error) {
+	dir, err := os.MkdirTemp(parent, pattern)
+	if err != nil {
+		return "", fmt.Errorf("pgserver: %w", err)
+	}
+	if cred != nil {
+		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
+			_ = os.RemoveAll(dir) // the chown error is the one to report
+			return "", fmt.Errorf("pgserver: %w", err)
+		}
+	}
+	return dir, nil
 }
 
 func (s *Server) removeTmp() error {

@@ -1,13 +1,17 @@
 package pgserver
 
 import (
+	"context"
+	"database/sql"
 	"errors"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	_ "github.com/jackc/pgx/v5/stdlib"
 	"github.com/lib/pq"
 	"github.com/stretchr/testify/require"
 )
@@ -271,4 +275,163 @@ func TestStartWithOptions(t *testing.T) {
 
 	_, err := StartWith(Options{Settings: map[string]string{"work_mem = 1MB\nfsync": "on"}})
 	require.ErrorContains(t, err, "bad setting name")
+}
+
+// serverPort returns the port of the server a fresh connection of db
+// reaches.
+func serverPort(t *testing.T, db *sql.DB) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var port int
+	require.NoError(t, db.QueryRowContext(ctx, "SELECT inet_server_port()").Scan(&port))
+	return port
+}
+
+// holdConn returns a connection of its own to dsn and its backend pid.
+func holdConn(t *testing.T, dsn string) (*sql.Conn, int) {
+	t.Helper()
+	db, err := sql.Open("postgres", dsn)
+	require.NoError(t, err)
+	t.Cleanup(func() { db.Close() })
+	ctx := context.Background()
+	conn, err := db.Conn(ctx)
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	var pid int
+	require.NoError(t, conn.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&pid))
+	return conn, pid
+}
+
+// processGone reports whether pid is gone or a zombie.
+func processGone(pid int) bool {
+	for _, ps := range procStats() {
+		if ps.pid == pid {
+			return ps.state == "Z" || ps.state == "X"
+		}
+	}
+	return true
+}
+
+func TestKill(t *testing.T) {
+	s := ownServer(t, Options{SynchronousCommit: true})
+	require.NoError(t, s.Exec("CREATE TABLE kept (id int); INSERT INTO kept VALUES (42)"))
+	conn, backend := holdConn(t, s.DSN())
+	pgid := s.PID()
+
+	require.NoError(t, s.Kill())
+	require.Zero(t, s.PID())
+	require.True(t, processGone(backend), "backend %d survived Kill", backend)
+	require.Empty(t, survivors(map[int]bool{pgid: true}), "processes of the postmaster's group survived Kill")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := conn.ExecContext(ctx, "SELECT 1")
+	require.Error(t, err, "a connection to a killed server still works")
+	require.NoError(t, s.Kill(), "Kill of a killed server")
+
+	require.NoError(t, s.Restart())
+	var id int
+	require.NoError(t, queryRowDSN(s.DSN(), "SELECT id FROM kept", &id))
+	require.Equal(t, 42, id, "committed row lost across Kill and crash recovery")
+	require.Contains(t, tailFile(s.LogPath(), 1000), "database system was interrupted", "no crash recovery")
+
+	dir := s.Dir()
+	require.NoError(t, s.Kill())
+	require.NoError(t, s.Close())
+	require.NoDirExists(t, dir)
+	require.Error(t, s.Kill(), "Kill after Close")
+}
+
+// waitRow waits until the table replicated on dsn holds the row id.
+func waitRow(t *testing.T, dsn string, id int) {
+	t.Helper()
+	require.NoError(t, pollUntil(30*time.Second, "row "+strconv.Itoa(id)+" on the standby", func() error {
+		var n int
+		err := queryRowDSN(dsn, "SELECT count(*) FROM replicated WHERE id = "+strconv.Itoa(id), &n)
+		if err == nil && n != 1 {
+			err = errors.New("not replayed")
+		}
+		return err
+	}))
+}
+
+// replication returns sync_state by application_name in pg_stat_replication
+// of the server at dsn, for standbys that are streaming.
+func replication(t *testing.T, dsn string) map[string]string {
+	t.Helper()
+	db, err := sql.Open("postgres", dsn)
+	require.NoError(t, err)
+	defer db.Close()
+	rows, err := db.Query("SELECT application_name, sync_state FROM pg_stat_replication WHERE state = 'streaming'")
+	require.NoError(t, err)
+	defer rows.Close()
+	got := map[string]string{}
+	for rows.Next() {
+		var name, state string
+		require.NoError(t, rows.Scan(&name, &state))
+		got[name] = state
+	}
+	require.NoError(t, rows.Err())
+	return got
+}
+
+func TestStandbyFailover(t *testing.T) {
+	primary := ownServer(t, Options{})
+	require.Equal(t, "off", show(t, primary.DSN(), "synchronous_commit"))
+	require.NoError(t, primary.Exec("CREATE TABLE replicated (id int PRIMARY KEY)"))
+
+	syncSt, err := primary.StartStandby(true)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, syncSt.Close()) })
+	asyncSt, err := primary.StartStandby(false)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, asyncSt.Close()) })
+
+	require.NotEqual(t, syncSt.ApplicationName(), asyncSt.ApplicationName())
+	require.Equal(t, map[string]string{syncSt.ApplicationName(): "sync", asyncSt.ApplicationName(): "async"},
+		replication(t, primary.DSN()))
+	require.Equal(t, "on", show(t, primary.DSN(), "synchronous_commit"), "sync standby left synchronous_commit off")
+	require.Contains(t, show(t, asyncSt.DSN(), "primary_conninfo"), "application_name="+asyncSt.ApplicationName())
+	require.Empty(t, show(t, asyncSt.DSN(), "synchronous_standby_names"), "standby inherited its primary's synchronous standby")
+
+	require.NoError(t, primary.Exec("INSERT INTO replicated VALUES (1)"))
+	waitRow(t, syncSt.DSN(), 1)
+	waitRow(t, asyncSt.DSN(), 1)
+	var pqErr *pq.Error
+	require.ErrorAs(t, asyncSt.Exec("INSERT INTO replicated VALUES (2)"), &pqErr)
+	require.Equal(t, pq.ErrorCode("25006"), pqErr.Code, "a standby accepted a write")
+
+	// The read-write server is found whatever its place in the list.
+	dsn := MultiHostDSN(syncSt, asyncSt, primary)
+	require.Equal(t, primary.Port(), multiHostPort(t, "postgres", dsn))
+	conn, _ := holdConn(t, dsn)
+
+	require.NoError(t, primary.Kill())
+	_, err = conn.ExecContext(context.Background(), "SELECT 1")
+	require.Error(t, err, "a connection to the killed primary still works")
+	require.NoError(t, asyncSt.Promote())
+	require.NoError(t, asyncSt.Exec("INSERT INTO replicated VALUES (3)"), "promoted standby refuses writes")
+	var inRecovery bool
+	require.NoError(t, queryRowDSN(syncSt.DSN(), "SELECT pg_is_in_recovery()", &inRecovery))
+	require.True(t, inRecovery, "the other standby left recovery")
+	for _, driver := range []string{"postgres", "pgx"} {
+		require.Equal(t, asyncSt.Port(), multiHostPort(t, driver, dsn), "%s through %s", driver, dsn)
+	}
+	require.ErrorContains(t, asyncSt.Promote(), "recovery is not in progress")
+
+	for _, s := range []*Server{primary, syncSt, asyncSt} {
+		dir := s.Dir()
+		require.NoError(t, s.Close())
+		require.NoDirExists(t, dir)
+	}
+}
+
+// multiHostPort returns the port of the server that driver reaches through
+// the multi-host dsn.
+func multiHostPort(t *testing.T, driver, dsn string) int {
+	t.Helper()
+	db, err := sql.Open(driver, dsn)
+	require.NoError(t, err)
+	defer db.Close()
+	return serverPort(t, db)
 }
