@@ -490,12 +490,13 @@ func postgresCredential() (*syscall.Credential, error) {
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), NoSetGroups: true}, nil
 }
 
-// tempParent returns the directory in which to create the temporary
-// directory. When the server runs as another user, every ancestor must be
-// traversable by others; if $TMPDIR is not, /tmp is used.
-func (s *Server) tempParent() string {
+// tempParent returns the directory in which to create a temporary
+// directory for a child running with cred. When it runs as another user,
+// every ancestor must be traversable by others; if $TMPDIR is not, /tmp is
+// used.
+func tempParent(cred *syscall.Credential) string {
 	dir := os.TempDir()
-	if s.cred == nil {
+	if cred == nil {
 		return dir
 	}
 	for d := dir; ; d = filepath.Dir(d) {
@@ -512,7 +513,7 @@ func (s *Server) tempParent() string {
 // init creates the temporary directory and runs initdb in it, then appends
 // conf to postgresql.conf.
 func (s *Server) init(conf string) error {
-	dir, err := makeTmp(s.tempParent(), "pgserver-", s.cred)
+	dir, err := makeTmp(tempParent(s.cred), "pgserver-", s.cred)
 	if err != nil {
 		return err
 	}
@@ -529,7 +530,7 @@ func (s *Server) init(conf string) error {
 	)
 	cmd.Dir = dir
 	cmd.Env = childEnv()
-	cmd.SysProcAttr = s.sysProcAttr()
+	cmd.SysProcAttr = procAttr(s.cred)
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = &out
@@ -562,9 +563,10 @@ func (s *Server) permHint(err error) string {
 	return fmt.Sprintf(" (the postgres OS user must be able to read and execute %s and traverse all its parent directories)", s.binDir)
 }
 
-func (s *Server) sysProcAttr() *syscall.SysProcAttr {
+// procAttr returns the attributes of a child process running with cred.
+func procAttr(cred *syscall.Credential) *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{
-		Credential: s.cred,
+		Credential: cred,
 		// Kill the child if the test binary dies, whatever the cause.
 		Pdeathsig: syscall.SIGKILL,
 		// Keep terminal signals (^C) for the test binary only.
@@ -611,15 +613,11 @@ func (s *Server) startLocked() error {
 	)
 	cmd.Dir = s.tmpDir
 	cmd.Env = childEnv()
-	cmd.Stdout = logFile
-	cmd.Stderr = logFile
-	cmd.SysProcAttr = s.sysProcAttr()
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
+	cmd.SysProcAttr = procAttr(s.cred)
+	p, err := startProc(cmd, logFile)
+	if err != nil {
 		return fmt.Errorf("pgserver: starting postgres (%s): %w%s", s.binDir, err, s.permHint(err))
 	}
-	p := &proc{cmd: cmd, logFile: logFile, exited: make(chan struct{})}
-	go p.wait()
 	s.proc = p
 	if err := s.waitReady(p, logStart); err != nil {
 		_ = s.killLocked() // the startup error is the one to report
@@ -667,15 +665,19 @@ func waitAnswers(p *proc, dsn, what, addr string, log func() string) error {
 	}
 }
 
-func (s *Server) logSince(off int64) string {
-	b, err := os.ReadFile(s.logPath)
+func (s *Server) logSince(off int64) string { return tailSince(s.logPath, off, 40) }
+
+// tailSince returns up to the last n lines written to the file path from
+// offset off on.
+func tailSince(path string, off int64, n int) string {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return err.Error()
 	}
 	if off >= 0 && off <= int64(len(b)) {
 		b = b[off:]
 	}
-	return lastLines(string(b), 40)
+	return lastLines(string(b), n)
 }
 
 // stopLocked sends SIGINT (fast shutdown) and waits for the postmaster to

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"net"
 	"os"
+	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -434,4 +436,108 @@ func multiHostPort(t *testing.T, driver, dsn string) int {
 	require.NoError(t, err)
 	defer db.Close()
 	return serverPort(t, db)
+}
+
+// waiters counts the goroutines running (*proc).wait.
+func waiters() int {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	return strings.Count(string(buf), "pgserver.(*proc).wait(")
+}
+
+// backendPid returns the pid of the server backend conn's statement runs on.
+func backendPid(t *testing.T, q interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}) int {
+	t.Helper()
+	var pid int
+	require.NoError(t, q.QueryRowContext(context.Background(), "SELECT pg_backend_pid()").Scan(&pid))
+	return pid
+}
+
+func TestPgBouncer(t *testing.T) {
+	s := ownServer(t, Options{})
+	_, err := StartPgBouncer(s, "statement")
+	require.ErrorContains(t, err, "want session or transaction")
+
+	for _, mode := range []string{"session", "transaction"} {
+		t.Run(mode, func(t *testing.T) {
+			before := waiters()
+			b, err := StartPgBouncer(s, mode)
+			require.NoError(t, err)
+			defer b.Close()
+			require.Equal(t, before+1, waiters())
+			require.Equal(t, mode, b.Mode())
+			require.Equal(t, net.JoinHostPort("127.0.0.1", strconv.Itoa(b.Port())), b.Addr())
+
+			db, err := sql.Open("postgres", b.DSN())
+			require.NoError(t, err)
+			defer db.Close()
+			require.Equal(t, s.Port(), serverPort(t, db), "query through pgbouncer")
+			require.Contains(t, b.LogTail(50), "listening on 127.0.0.1:"+strconv.Itoa(b.Port()))
+			checkPooling(t, db, mode)
+
+			dir := b.Dir()
+			require.NoError(t, b.Close())
+			require.NoError(t, b.Close(), "second Close")
+			require.Equal(t, before, waiters(), "Close did not join the wait goroutine")
+			require.NoDirExists(t, dir)
+			_, err = net.DialTimeout("tcp", b.Addr(), time.Second)
+			require.Error(t, err, "pgbouncer still listens after Close")
+		})
+	}
+}
+
+// checkPooling shows the pool mode of pgbouncer at work behind db. c1 sets
+// work_mem for its session, then c2 opens a transaction, taking the server
+// connection c1 last released if c1 released it (pgbouncer reuses the most
+// recently released one first). In session mode c1 keeps its backend and
+// setting; in transaction mode its next statement runs on another backend,
+// without the setting.
+func checkPooling(t *testing.T, db *sql.DB, mode string) {
+	ctx := context.Background()
+	c1, err := db.Conn(ctx)
+	require.NoError(t, err)
+	defer c1.Close()
+	c2, err := db.Conn(ctx)
+	require.NoError(t, err)
+	defer c2.Close()
+
+	_, err = c1.ExecContext(ctx, "SET work_mem = '7MB'")
+	require.NoError(t, err)
+	pid1 := backendPid(t, c1)
+	tx, err := c2.BeginTx(ctx, nil)
+	require.NoError(t, err)
+	defer tx.Rollback()
+	pid2 := backendPid(t, tx)
+	pid3 := backendPid(t, c1)
+	var workMem string
+	require.NoError(t, c1.QueryRowContext(ctx, "SHOW work_mem").Scan(&workMem))
+
+	if mode == "session" {
+		require.NotEqual(t, pid1, pid2, "two sessions share a backend")
+		require.Equal(t, pid1, pid3, "a session moved to another backend")
+		require.Equal(t, "7MB", workMem, "a session lost its setting")
+		return
+	}
+	require.Equal(t, pid1, pid2, "the backend c1 released did not go to c2")
+	require.NotEqual(t, pid1, pid3, "c1 kept its backend between transactions")
+	require.NotEqual(t, "7MB", workMem, "c1 kept its session state between transactions")
+}
+
+func TestPgBouncerMissing(t *testing.T) {
+	t.Setenv(EnvPgBouncer, filepath.Join(t.TempDir(), "pgbouncer"))
+	_, err := findPgBouncer()
+	require.ErrorContains(t, err, "apt-get install pgbouncer")
+	require.ErrorContains(t, err, EnvPgBouncer)
+
+	t.Setenv(EnvPgBouncer, "")
+	t.Setenv("PATH", t.TempDir())
+	defer func(old string) { pgbouncerFallback = old }(pgbouncerFallback)
+	pgbouncerFallback = filepath.Join(t.TempDir(), "pgbouncer")
+	_, err = StartPgBouncer(&Server{}, "session")
+	require.EqualError(t, err, errNoPgBouncer)
+	for _, want := range []string{"apt-get install pgbouncer", EnvPgBouncer, "PATH", "/usr/sbin/pgbouncer"} {
+		require.Contains(t, errNoPgBouncer, want)
+	}
 }

@@ -19,6 +19,20 @@ type proc struct {
 	err     error         // result of cmd.Wait, set before exited is closed
 }
 
+// startProc starts cmd with its output to logFile, which the returned proc
+// owns, and a goroutine waiting for it; on error it closes logFile.
+func startProc(cmd *exec.Cmd, logFile *os.File) (*proc, error) {
+	cmd.Stdout = logFile
+	cmd.Stderr = logFile
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return nil, err
+	}
+	p := &proc{cmd: cmd, logFile: logFile, exited: make(chan struct{})}
+	go p.wait()
+	return p, nil
+}
+
 // wait waits for the process to exit. It runs in a goroutine of its own
 // while the process lives; internal/testmain knows it by this name.
 func (p *proc) wait() {

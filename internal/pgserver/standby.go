@@ -72,7 +72,7 @@ func (s *Server) ApplicationName() string { return s.appName }
 // baseBackup creates st's temporary directory and copies primary's data
 // directory into it with pg_basebackup, with a recovery configuration.
 func (st *Server) baseBackup(primary *Server) error {
-	dir, err := makeTmp(st.tempParent(), "pgserver-standby-", st.cred)
+	dir, err := makeTmp(tempParent(st.cred), "pgserver-standby-", st.cred)
 	if err != nil {
 		return err
 	}
@@ -90,7 +90,7 @@ func (st *Server) baseBackup(primary *Server) error {
 	)
 	cmd.Dir = dir
 	cmd.Env = childEnv()
-	cmd.SysProcAttr = st.sysProcAttr()
+	cmd.SysProcAttr = procAttr(st.cred)
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = &out
