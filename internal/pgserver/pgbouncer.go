@@ -94,6 +94,8 @@ func findPgBouncer() (string, error) {
 	return "", errors.New(errNoPgBouncer)
 }
 
+// isExecutable reports whether path is a file with an execute permission
+// bit set.
 func isExecutable(path string) bool {
 	fi, err := os.Stat(path)
 	return err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0
@@ -180,20 +182,18 @@ func (b *PgBouncer) start() error {
 	if err != nil {
 		return fmt.Errorf("pgserver: starting %s: %w", b.bin, err)
 	}
-	b.mu.Lock()
-	b.proc = p
-	b.mu.Unlock()
 	err = waitAnswers(p, b.DSN(), "pgbouncer", b.Addr(), func() string {
 		return fmt.Sprintf("log %s:\n%s", b.logPath, tailSince(b.logPath, logStart, 40))
 	})
 	if err != nil {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		b.proc = nil
-		defer logFile.Close()
 		_ = p.kill() // the startup error is the one to report
+		logFile.Close()
+		return err
 	}
-	return err
+	b.mu.Lock()
+	b.proc = p
+	b.mu.Unlock()
+	return nil
 }
 
 // DSN returns the URL of pgbouncer, for user postgres and database
@@ -235,6 +235,8 @@ func (b *PgBouncer) Close() error {
 	return err
 }
 
+// stopLocked sends SIGTERM (immediate shutdown) and waits for pgbouncer to
+// exit, killing it after stopTimeout.
 func (b *PgBouncer) stopLocked() error {
 	p := b.proc
 	if p == nil {

@@ -7,6 +7,12 @@
 // server behind. When the environment variable PGLOCK_TEST_DSN is set, Start
 // starts nothing and hands back an external server with that DSN instead.
 //
+// StartWith tunes the new cluster. For failover tests, StartStandby adds a
+// streaming hot standby to a running server, Promote turns it into a
+// primary, Kill crashes a server, and MultiHostDSN lists servers for a
+// client to find the writable one. StartPgBouncer puts a real pgbouncer in
+// front of a server.
+//
 // The package talks to the servers through lib/pq and does not import
 // "testing", so command line demos can use it as well.
 package pgserver
@@ -271,8 +277,8 @@ func (s *Server) Stop() error {
 }
 
 // Kill stops the server hard, like a crashed machine: it SIGKILLs the
-// postmaster and every other process of its process group (backends,
-// background workers, WAL sender and receiver), and returns once all of
+// postmaster and all its children (backends, background workers, WAL
+// senders or receiver) with their process groups, and returns once all of
 // them are gone, so clients see their connections die at once. The data
 // directory is kept: Restart starts the server again through crash
 // recovery, and Close cleans up. Commits not yet written to the WAL are

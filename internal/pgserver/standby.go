@@ -32,7 +32,8 @@ var standbySeq atomic.Int64
 // streaming, and with sync its sync_state 'sync'. The standby is a Server
 // of its own, with its own temporary directory: Close s and it
 // independently. The standby does not inherit the synchronous_standby_names
-// of s, so that it does not wait for itself once promoted.
+// of s, so that once promoted it does not wait for standbys it lacks. When
+// StartStandby fails after setting synchronous_standby_names, it resets it.
 func (s *Server) StartStandby(sync bool) (*Server, error) {
 	if s.external {
 		return nil, ErrExternal
@@ -50,7 +51,7 @@ func (s *Server) StartStandby(sync bool) (*Server, error) {
 		_ = st.removeTmp() // the start error is the one to report
 		return nil, err
 	}
-	err := error(nil)
+	var err error
 	if sync {
 		err = s.requireSync(st.appName)
 	}
@@ -58,7 +59,12 @@ func (s *Server) StartStandby(sync bool) (*Server, error) {
 		err = s.waitStreaming(st, sync)
 	}
 	if err != nil {
-		_ = st.Close() // the replication error is the one to report
+		// The replication error is the one to report.
+		_ = st.Close()
+		if sync {
+			_ = s.Exec("ALTER SYSTEM RESET synchronous_standby_names")
+			_ = s.Exec("SELECT pg_reload_conf()")
+		}
 		return nil, err
 	}
 	return st, nil
