@@ -7,8 +7,14 @@
 // server behind. When the environment variable PGLOCK_TEST_DSN is set, Start
 // starts nothing and hands back an external server with that DSN instead.
 //
-// The package uses only the standard library and does not import "testing",
-// so command line demos can use it as well.
+// StartWith tunes the new cluster. For failover tests, StartStandby adds a
+// streaming hot standby to a running server, Promote turns it into a
+// primary, Kill crashes a server, and MultiHostDSN lists servers for a
+// client to find the writable one. StartPgBouncer puts a real pgbouncer in
+// front of a server.
+//
+// The package talks to the servers through lib/pq and does not import
+// "testing", so command line demos can use it as well.
 package pgserver
 
 import (
@@ -21,6 +27,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -64,25 +71,24 @@ type Server struct {
 	logPath string
 	port    int
 	cred    *syscall.Credential
+	appName string // application_name of a standby, as its primary sees it
 
 	mu     sync.Mutex
 	proc   *proc // the running postmaster, nil when stopped
 	closed bool
 }
 
-// proc is one run of the postmaster.
-type proc struct {
-	cmd     *exec.Cmd
-	logFile *os.File
-	exited  chan struct{} // closed when cmd has exited
-	err     error         // result of cmd.Wait, set before exited is closed
-}
-
-// wait waits for the server process to exit. It runs in a goroutine of its
-// own while the process lives; internal/testmain knows it by this name.
-func (p *proc) wait() {
-	p.err = p.cmd.Wait()
-	close(p.exited)
+// Options tune a server started by StartWith. The zero value gives the
+// server Start gives.
+type Options struct {
+	// SynchronousCommit leaves synchronous_commit on, PostgreSQL's own
+	// default. When false it is off, which makes commits faster; fsync is
+	// off either way, since the clusters are throwaway.
+	SynchronousCommit bool
+	// Settings are run-time parameters, name to value, written to
+	// postgresql.conf after the package's defaults, so they override them
+	// (e.g. "fsync": "on"). ALTER SYSTEM can still change them later.
+	Settings map[string]string
 }
 
 // Start returns a server to test against. If the environment variable
@@ -91,11 +97,38 @@ func (p *proc) wait() {
 // ($PGLOCK_TEST_PGBIN first, then initdb on PATH, then the highest
 // /usr/lib/postgresql/*/bin), initializes a cluster in a fresh temporary
 // directory and starts it on a free port of 127.0.0.1. When the process runs
-// as root, initdb and postgres run as the "postgres" OS user.
-func Start() (*Server, error) {
+// as root, initdb and postgres run as the "postgres" OS user. It is
+// StartWith(Options{}).
+func Start() (*Server, error) { return StartWith(Options{}) }
+
+// StartWith is Start with opts applied to the new cluster. The options do
+// not apply to an external server, which is returned as is.
+func StartWith(opts Options) (*Server, error) {
 	if dsn := os.Getenv(EnvDSN); dsn != "" {
 		return &Server{dsn: dsn, external: true}, nil
 	}
+	conf, err := opts.conf()
+	if err != nil {
+		return nil, err
+	}
+	s, err := newServer()
+	if err != nil {
+		return nil, err
+	}
+	if err := s.init(conf); err != nil {
+		_ = s.removeTmp() // the start error is the one to report
+		return nil, err
+	}
+	if err := s.startOnFreePort(); err != nil {
+		_ = s.removeTmp() // the start error is the one to report
+		return nil, err
+	}
+	return s, nil
+}
+
+// newServer returns a server, not yet initialized, using the binaries
+// FindBinDir finds and the credential of the postgres OS user when root.
+func newServer() (*Server, error) {
 	binDir, err := FindBinDir()
 	if err != nil {
 		return nil, err
@@ -109,31 +142,72 @@ func Start() (*Server, error) {
 			return nil, err
 		}
 	}
-	if err := s.init(); err != nil {
-		_ = s.removeTmp() // the start error is the one to report
-		return nil, err
-	}
+	return s, nil
+}
+
+// startOnFreePort starts the initialized cluster on a free port, trying
+// other ports when another process grabs the one chosen first.
+func (s *Server) startOnFreePort() error {
 	const attempts = 5
 	for i := 1; ; i++ {
 		port, err := freePort()
 		if err != nil {
-			_ = s.removeTmp() // the port error is the one to report
-			return nil, err
+			return err
 		}
 		s.port = port
 		s.dsn = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port)
 		err = s.start()
-		if err == nil {
-			return s, nil
-		}
 		// Another process may have grabbed the port between freePort and
 		// the bind of postgres: try again on another one.
-		if i < attempts && strings.Contains(err.Error(), "could not bind") {
+		if err != nil && i < attempts && strings.Contains(err.Error(), "could not bind") {
 			continue
 		}
-		_ = s.removeTmp() // the start error is the one to report
-		return nil, err
+		return err
 	}
+}
+
+// defaultSettings are the run-time parameters of every cluster, tuned for
+// throwaway data.
+var defaultSettings = map[string]string{
+	"fsync":              "off",
+	"synchronous_commit": "off",
+	"full_page_writes":   "off",
+	"max_connections":    "400",
+	"logging_collector":  "off",
+	"log_line_prefix":    "%m [%p] ",
+}
+
+// settingName is what a run-time parameter name looks like.
+var settingName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.]*$`)
+
+// conf returns the lines to append to postgresql.conf: the defaults
+// overridden by o, sorted by name.
+func (o Options) conf() (string, error) {
+	settings := make(map[string]string, len(defaultSettings)+len(o.Settings))
+	for k, v := range defaultSettings {
+		settings[k] = v
+	}
+	if o.SynchronousCommit {
+		delete(settings, "synchronous_commit")
+	}
+	for k, v := range o.Settings {
+		if !settingName.MatchString(k) {
+			return "", fmt.Errorf("pgserver: bad setting name %q", k)
+		}
+		settings[k] = v
+	}
+	names := make([]string, 0, len(settings))
+	for k := range settings {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	b.WriteString("\n# Settings of a throwaway cluster.\n")
+	quote := strings.NewReplacer(`\`, `\\`, `'`, `''`, "\n", `\n`, "\r", `\r`)
+	for _, k := range names {
+		fmt.Fprintf(&b, "%s = '%s'\n", k, quote.Replace(settings[k]))
+	}
+	return b.String(), nil
 }
 
 // DSN returns the connection string of the server, in the URL form that
@@ -165,16 +239,16 @@ func (s *Server) LogPath() string { return s.logPath }
 func (s *Server) Port() int { return s.port }
 
 // Addr returns host:port of the server; for an external server it is taken
-// from the DSN when the DSN is in URL form.
+// from the DSN (its first host), or empty if the DSN does not parse.
 func (s *Server) Addr() string {
 	if !s.external {
 		return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
 	}
-	cfg, err := parseDSN(s.dsn)
+	addr, err := dsnAddr(s.dsn)
 	if err != nil {
 		return ""
 	}
-	return cfg.addr
+	return addr
 }
 
 // PID returns the process id of the postmaster (useful to SIGSTOP it), or 0
@@ -202,8 +276,21 @@ func (s *Server) Stop() error {
 	return s.whileOpen(s.stopLocked)
 }
 
-// Restart starts the server again after Stop, on the same port and data
-// directory, and waits until it accepts connections.
+// Kill stops the server hard, like a crashed machine: it SIGKILLs the
+// postmaster and all its children (backends, background workers, WAL
+// senders or receiver) with their process groups, and returns once all of
+// them are gone, so clients see their connections die at once. The data
+// directory is kept: Restart starts the server again through crash
+// recovery, and Close cleans up. Commits not yet written to the WAL are
+// lost, as on a real crash: with Start's synchronous_commit=off, that is
+// those of the last fraction of a second. Kill of a stopped server does
+// nothing.
+func (s *Server) Kill() error {
+	return s.whileOpen(s.killLocked)
+}
+
+// Restart starts the server again after Stop or Kill, on the same port and
+// data directory, and waits until it accepts connections.
 func (s *Server) Restart() error {
 	return s.whileOpen(func() error {
 		if s.proc != nil {
@@ -247,30 +334,27 @@ func (s *Server) Close() error {
 }
 
 // CreateDatabase creates a database named name and returns its DSN. For an
-// external server it works when the server accepts the DSN's user with
-// trust, password or md5 authentication.
+// external server it works with whatever the DSN gives lib/pq (password,
+// TLS, ...).
 func (s *Server) CreateDatabase(name string) (dsn string, err error) {
 	if name == "" {
 		return "", errors.New("pgserver: empty database name")
 	}
-	cfg, err := parseDSN(s.dsn)
+	dsn, err = replaceDatabase(s.dsn, name)
 	if err != nil {
 		return "", err
 	}
-	if err := simpleQuery(cfg, "CREATE DATABASE "+quoteIdent(name)); err != nil {
+	if err := s.Exec("CREATE DATABASE " + quoteIdent(name)); err != nil {
 		return "", err
 	}
-	return replaceDatabase(s.dsn, name)
+	return dsn, nil
 }
 
 // Exec runs query (one or more SQL statements, no parameters) on the
-// server's default database through a fresh connection.
+// server's default database through a fresh lib/pq connection. A server
+// error is a *pq.Error in the returned chain.
 func (s *Server) Exec(query string) error {
-	cfg, err := parseDSN(s.dsn)
-	if err != nil {
-		return err
-	}
-	return simpleQuery(cfg, query)
+	return execDSN(s.dsn, query, queryTimeout)
 }
 
 // FindBinDir returns the directory holding the PostgreSQL server binaries
@@ -412,12 +496,13 @@ func postgresCredential() (*syscall.Credential, error) {
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), NoSetGroups: true}, nil
 }
 
-// tempParent returns the directory in which to create the temporary
-// directory. When the server runs as another user, every ancestor must be
-// traversable by others; if $TMPDIR is not, /tmp is used.
-func (s *Server) tempParent() string {
+// tempParent returns the directory in which to create a temporary
+// directory for a child running with cred. When it runs as another user,
+// every ancestor must be traversable by others; if $TMPDIR is not, /tmp is
+// used.
+func tempParent(cred *syscall.Credential) string {
 	dir := os.TempDir()
-	if s.cred == nil {
+	if cred == nil {
 		return dir
 	}
 	for d := dir; ; d = filepath.Dir(d) {
@@ -431,19 +516,16 @@ func (s *Server) tempParent() string {
 	}
 }
 
-func (s *Server) init() error {
-	dir, err := os.MkdirTemp(s.tempParent(), "pgserver-")
+// init creates the temporary directory and runs initdb in it, then appends
+// conf to postgresql.conf.
+func (s *Server) init(conf string) error {
+	dir, err := makeTmp(tempParent(s.cred), "pgserver-", s.cred)
 	if err != nil {
-		return fmt.Errorf("pgserver: %w", err)
+		return err
 	}
 	s.tmpDir = dir
 	s.dataDir = filepath.Join(dir, "data")
 	s.logPath = filepath.Join(dir, "postgres.log")
-	if s.cred != nil {
-		if err := os.Chown(dir, int(s.cred.Uid), int(s.cred.Gid)); err != nil {
-			return fmt.Errorf("pgserver: %w", err)
-		}
-	}
 	cmd := exec.Command(filepath.Join(s.binDir, "initdb"),
 		"--pgdata="+s.dataDir,
 		"--username=postgres",
@@ -454,12 +536,28 @@ func (s *Server) init() error {
 	)
 	cmd.Dir = dir
 	cmd.Env = childEnv()
-	cmd.SysProcAttr = s.sysProcAttr()
+	cmd.SysProcAttr = procAttr(s.cred)
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = &out
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("pgserver: initdb (%s) failed: %w%s\n%s", s.binDir, err, s.permHint(err), lastLines(out.String(), 30))
+	}
+	return appendFile(filepath.Join(s.dataDir, "postgresql.conf"), conf)
+}
+
+// appendFile appends text to the existing file path.
+func appendFile(path, text string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return fmt.Errorf("pgserver: %w", err)
+	}
+	if _, err := f.WriteString(text); err != nil {
+		f.Close()
+		return fmt.Errorf("pgserver: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("pgserver: %w", err)
 	}
 	return nil
 }
@@ -471,9 +569,10 @@ func (s *Server) permHint(err error) string {
 	return fmt.Sprintf(" (the postgres OS user must be able to read and execute %s and traverse all its parent directories)", s.binDir)
 }
 
-func (s *Server) sysProcAttr() *syscall.SysProcAttr {
+// procAttr returns the attributes of a child process running with cred.
+func procAttr(cred *syscall.Credential) *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{
-		Credential: s.cred,
+		Credential: cred,
 		// Kill the child if the test binary dies, whatever the cause.
 		Pdeathsig: syscall.SIGKILL,
 		// Keep terminal signals (^C) for the test binary only.
@@ -517,38 +616,36 @@ func (s *Server) startLocked() error {
 		"-p", strconv.Itoa(s.port),
 		"-c", "listen_addresses=127.0.0.1",
 		"-c", "unix_socket_directories="+sockDir,
-		"-c", "fsync=off",
-		"-c", "synchronous_commit=off",
-		"-c", "full_page_writes=off",
-		"-c", "max_connections=400",
-		"-c", "logging_collector=off",
-		"-c", "log_line_prefix=%m [%p] ",
 	)
 	cmd.Dir = s.tmpDir
 	cmd.Env = childEnv()
-	cmd.Stdout = logFile
-	cmd.Stderr = logFile
-	cmd.SysProcAttr = s.sysProcAttr()
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
+	cmd.SysProcAttr = procAttr(s.cred)
+	p, err := startProc(cmd, logFile)
+	if err != nil {
 		return fmt.Errorf("pgserver: starting postgres (%s): %w%s", s.binDir, err, s.permHint(err))
 	}
-	p := &proc{cmd: cmd, logFile: logFile, exited: make(chan struct{})}
-	go p.wait()
 	s.proc = p
 	if err := s.waitReady(p, logStart); err != nil {
-		s.killLocked()
+		_ = s.killLocked() // the startup error is the one to report
 		return err
 	}
 	return nil
 }
 
-// waitReady polls the server with a startup handshake until it accepts
-// connections, it exits, or readyTimeout passes.
+// waitReady polls the server until it answers a query, it exits, or
+// readyTimeout passes.
 func (s *Server) waitReady(p *proc, logStart int64) error {
-	cfg := connConfig{addr: s.Addr(), user: "postgres", database: "postgres"}
+	what := "postgres " + s.version
+	return waitAnswers(p, s.dsn, what, s.Addr(), func() string {
+		return fmt.Sprintf("log %s:\n%s", s.logPath, s.logSince(logStart))
+	})
+}
+
+// waitAnswers polls dsn with a query until it answers, the process p exits,
+// or readyTimeout passes. what names the process and log describes its log
+// for the error messages.
+func waitAnswers(p *proc, dsn, what, addr string, log func() string) error {
 	deadline := time.Now().Add(readyTimeout)
-	var lastErr error
 	for {
 		select {
 		case <-p.exited:
@@ -556,16 +653,16 @@ func (s *Server) waitReady(p *proc, logStart int64) error {
 			if exitErr == nil {
 				exitErr = errors.New("exit status 0")
 			}
-			return fmt.Errorf("pgserver: postgres %s exited during startup (%w); log %s:\n%s",
-				s.version, exitErr, s.logPath, s.logSince(logStart))
+			return fmt.Errorf("pgserver: %s exited during startup (%w); %s", what, exitErr, log())
 		default:
 		}
-		if lastErr = simpleQuery(cfg, ""); lastErr == nil {
+		err := execDSN(dsn, "SELECT 1", connectTimeout)
+		if err == nil {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("pgserver: postgres %s did not accept connections on %s within %v (last error: %w); log %s:\n%s",
-				s.version, cfg.addr, readyTimeout, lastErr, s.logPath, s.logSince(logStart))
+			return fmt.Errorf("pgserver: %s did not answer on %s within %v (last error: %w); %s",
+				what, addr, readyTimeout, err, log())
 		}
 		select {
 		case <-p.exited:
@@ -574,15 +671,19 @@ func (s *Server) waitReady(p *proc, logStart int64) error {
 	}
 }
 
-func (s *Server) logSince(off int64) string {
-	b, err := os.ReadFile(s.logPath)
+func (s *Server) logSince(off int64) string { return tailSince(s.logPath, off, 40) }
+
+// tailSince returns up to the last n lines written to the file path from
+// offset off on.
+func tailSince(path string, off int64, n int) string {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return err.Error()
 	}
 	if off >= 0 && off <= int64(len(b)) {
 		b = b[off:]
 	}
-	return lastLines(string(b), 40)
+	return lastLines(string(b), n)
 }
 
 // stopLocked sends SIGINT (fast shutdown) and waits for the postmaster to
@@ -600,8 +701,9 @@ func (s *Server) stopLocked() error {
 	select {
 	case <-p.exited:
 	case <-time.After(stopTimeout):
-		_ = p.cmd.Process.Kill()
-		<-p.exited
+		if err := p.kill(); err != nil {
+			return err
+		}
 		return fmt.Errorf("pgserver: postgres did not stop within %v and was killed; log %s:\n%s", stopTimeout, s.logPath, s.LogTail(20))
 	}
 	if p.err != nil {
@@ -610,15 +712,31 @@ func (s *Server) stopLocked() error {
 	return nil
 }
 
-func (s *Server) killLocked() {
+// killLocked kills the running postmaster, if any, with its process group.
+func (s *Server) killLocked() error {
 	p := s.proc
 	if p == nil {
-		return
+		return nil
 	}
 	s.proc = nil
-	_ = p.cmd.Process.Kill()
-	<-p.exited
-	p.logFile.Close()
+	defer p.logFile.Close()
+	return p.kill()
+}
+
+// makeTmp creates a temporary directory in parent, owned by cred's user
+// when cred is not nil.
+func makeTmp(parent, pattern string, cred *syscall.Credential) (string, error) {
+	dir, err := os.MkdirTemp(parent, pattern)
+	if err != nil {
+		return "", fmt.Errorf("pgserver: %w", err)
+	}
+	if cred != nil {
+		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
+			_ = os.RemoveAll(dir) // the chown error is the one to report
+			return "", fmt.Errorf("pgserver: %w", err)
+		}
+	}
+	return dir, nil
 }
 
 func (s *Server) removeTmp() error {

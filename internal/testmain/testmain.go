@@ -13,9 +13,9 @@ import (
 	"cirello.io/pglock/internal/pgserver"
 )
 
-// serverWaiter is the goroutine pgserver runs while the server process lives.
-// A test that restarts the server starts a new one: it belongs to the
-// server, not to the test, so it is not a leak.
+// serverWaiter is the goroutine pgserver runs while a server (or pgbouncer)
+// process lives. A test that restarts the server starts a new one: it
+// belongs to the server, not to the test, so it is not a leak.
 const serverWaiter = "cirello.io/pglock/internal/pgserver.(*proc).wait"
 
 // Run starts the server (or uses PGLOCK_TEST_DSN), sets *srv to it, runs
