@@ -10,8 +10,9 @@ import (
 
 // acquire takes l for its name, waiting as AcquireContext describes. The
 // first try goes straight to the database; only a waiter that must wait joins
-// the name's queue and the release listener.
-func (c *Client) acquire(ctx context.Context, l *Lock) error {
+// the name's queue and the release listener. When FailIfLocked refuses, the
+// result tells who holds the lock.
+func (c *Client) acquire(ctx context.Context, l *Lock) (attemptResult, error) {
 	var w *waiter
 	defer func() {
 		if w != nil {
@@ -25,97 +26,142 @@ func (c *Client) acquire(ctx context.Context, l *Lock) error {
 		if w = c.waits.joinIfQueued(l.name); w != nil {
 			c.stats.waits.Add(1)
 			if err := c.waits.waitTurn(ctx, w); err != nil {
-				return contextError(ctx, ErrNotAcquired)
+				return attemptResult{}, contextError(ctx, ErrNotAcquired)
 			}
 		}
 	}
 	for {
 		if err := contextError(ctx, ErrNotAcquired); err != nil {
-			return err
+			return attemptResult{}, err
 		}
-		expected, _ := c.waits.stale(l.name, time.Now())
-		start := time.Now()
-		acquired, rvn, known, err := c.tryAcquire(ctx, l, expected)
-		if err != nil {
-			if cerr := contextError(ctx, ErrNotAcquired); cerr != nil {
-				return cerr
-			}
-			return typeError(fmt.Errorf("pglock: cannot acquire %q: %w", l.name, err))
-		}
-		if acquired {
-			// The lease counts from the statement's start. One that waited
-			// long on the row (contenders queue on its lock) leaves little
-			// of it: renew it at once rather than hand out a lock about to
-			// expire. A renewal that finds the row taken over tries again.
-			for acquired && time.Since(start) > c.leaseDuration/2 {
-				renewStart := time.Now()
-				err := c.retry(ctx, func() error {
-					return c.db.QueryRowContext(ctx, c.sql.heartbeat, l.name, rvn).Scan(&rvn)
-				})
-				switch {
-				case errors.Is(err, sql.ErrNoRows):
-					acquired = false
-				case err != nil:
-					if cerr := contextError(ctx, ErrNotAcquired); cerr != nil {
-						return cerr
-					}
-					return typeError(fmt.Errorf("pglock: cannot acquire %q: %w", l.name, err))
-				default:
-					start = renewStart
-				}
-			}
-		}
-		if acquired {
-			l.hold(rvn, start)
-			c.waits.forget(l.name)
-			if expected.Valid {
-				c.stats.steals.Add(1)
-				c.log.Debug("took over a stale lock", "lock", l.name, "owner", c.owner, "rvn", rvn,
-					"stale_rvn", expected.Int64, "lease", c.leaseDuration)
-			}
-			if w != nil {
-				waited := time.Since(waitStart)
-				c.stats.recordWait(waited)
-				if at := w.notified.Load(); at != 0 {
-					c.stats.recordHandoff(time.Duration(monoNow() - at))
-				}
-				c.log.Debug("waited for lock", "lock", l.name, "owner", c.owner, "rvn", rvn, "waited", waited)
-			}
-			return nil
-		}
-		if l.failIfLocked {
-			if known {
-				c.waits.observe(l.name, rvn, time.Now())
-			}
-			return &OtherError{ErrNotAcquired}
-		}
-		if !known {
-			// The row changed under the statement (inserted or released
-			// concurrently): look again at once.
-			continue
-		}
-		c.waits.observe(l.name, rvn, time.Now())
-		if w == nil {
+		res, err := c.attempt(ctx, l)
+		switch {
+		case err != nil:
+			return res, c.acquireError(ctx, l, err)
+		case res.acquired:
+			c.acquired(l, res, w, waitStart)
+			return res, nil
+		case l.failIfLocked:
+			return res, &OtherError{ErrNotAcquired}
+		case !res.known:
+			continue // the row changed under the statement: look again at once
+		case w == nil:
 			c.stats.waits.Add(1)
-			c.log.Debug("lock is held, waiting", "lock", l.name, "owner", c.owner, "holder_rvn", rvn, "holder_rvn_known", known)
+			c.log.Debug("lock is held, waiting", "lock", l.name, "owner", c.owner, "holder_rvn", res.rvn)
 			w = c.waits.join(l.name)
 			if err := c.waits.waitTurn(ctx, w); err != nil {
-				return contextError(ctx, ErrNotAcquired)
+				return res, contextError(ctx, ErrNotAcquired)
 			}
-			continue // try again now that releases are announced
-		}
-		if err := c.sleep(ctx, w, l.name); err != nil {
-			return err
+		default:
+			if err := c.sleep(ctx, w, l.name); err != nil {
+				return res, err
+			}
 		}
 	}
 }
+
+// attemptResult is what one acquire attempt found.
+type attemptResult struct {
+	acquired bool
+	rvn      int64         // the lock's new RVN, or the holder's when known
+	known    bool          // the holder's RVN and owner were seen
+	holder   string        // the holder's owner
+	start    time.Time     // when the statement that took the lock began
+	stale    sql.NullInt64 // the stale RVN a takeover expected
+	data     []byte        // the data the row kept, when not the caller's
+	ours     bool          // the row holds the caller's data
+}
+
+// attempt sends the acquire statement once, taking the lock over when this
+// client watched the holder's RVN stay the same for a lease, and renews a
+// lock whose statement waited long. A holder it finds is watched.
+func (c *Client) attempt(ctx context.Context, l *Lock) (attemptResult, error) {
+	expected, _ := c.waits.stale(l.name, c.clock.now())
+	start := c.clock.now()
+	res, err := c.tryAcquire(ctx, l, expected)
+	if err != nil {
+		return res, err
+	}
+	res.start, res.stale = start, expected
+	if res.acquired {
+		return c.renewIfLate(ctx, l, res)
+	}
+	if res.known {
+		c.waits.observe(l.name, res.rvn, c.clock.now())
+	}
+	return res, nil
+}
+
+// renewIfLate renews a lock whose acquire statement waited long on the row
+// (contenders queue on its lock): the lease counts from the statement's
+// start, and handing out a lock about to expire helps nobody. A renewal
+// that finds the row taken over reports the lock not acquired.
+func (c *Client) renewIfLate(ctx context.Context, l *Lock, res attemptResult) (attemptResult, error) {
+	for res.acquired && c.clock.now().Sub(res.start) > c.leaseDuration/2 {
+		start := c.clock.now()
+		rvn := res.rvn
+		var renewed int64
+		err := c.statement(ctx, func(ctx context.Context) error {
+			return retry(ctx, c.log, func() error {
+				return c.db.QueryRowContext(ctx, c.sql.heartbeat, l.name, rvn, c.sql.sequence).Scan(&renewed)
+			})
+		}, nil)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			res.acquired = false
+		case err != nil:
+			return res, err
+		default:
+			res.rvn, res.start = renewed, start
+		}
+	}
+	return res, nil
+}
+
+// acquired records a successful acquisition of l.
+func (c *Client) acquired(l *Lock, res attemptResult, w *waiter, waitStart time.Time) {
+	if !res.ours {
+		l.data = res.data // the row kept data of its own
+	}
+	l.hold(res.rvn, res.start)
+	c.waits.forget(l.name)
+	if res.stale.Valid {
+		c.stats.steals.Add(1)
+		c.log.Debug("took over a stale lock", "lock", l.name, "owner", c.owner, "rvn", res.rvn,
+			"stale_rvn", res.stale.Int64, "lease", c.leaseDuration)
+	}
+	if w == nil {
+		return
+	}
+	waited := time.Since(waitStart)
+	c.stats.recordWait(waited)
+	if at := w.notified.Load(); at != 0 {
+		c.stats.recordHandoff(time.Duration(monoNow() - at))
+	}
+	c.log.Debug("waited for lock", "lock", l.name, "owner", c.owner, "rvn", res.rvn, "waited", waited)
+}
+
+// acquireError types the error of a failed attempt.
+func (c *Client) acquireError(ctx context.Context, l *Lock, err error) error {
+	if cerr := contextError(ctx, ErrNotAcquired); cerr != nil {
+		return cerr
+	}
+	if sqlState(err) == "26000" {
+		err = fmt.Errorf("%w (%s)", err, poolerHint)
+	}
+	return typeError(fmt.Errorf("pglock: cannot acquire %q: %w", l.name, err))
+}
+
+// poolerHint explains SQLSTATE 26000 on a statement of the client.
+const poolerHint = "a pooler in transaction mode ran the statement's parse and bind on different server connections: " +
+	"with lib/pq add binary_parameters=yes to the connection string; with pgx use default_query_exec_mode=exec or simple_protocol"
 
 // sleep waits until a release of name is announced, the watched RVN turns
 // stale, the poll interval passes, or ctx ends.
 func (c *Client) sleep(ctx context.Context, w *waiter, name string) error {
 	d := c.waits.pollInterval()
-	if _, staleAt := c.waits.stale(name, time.Now()); !staleAt.IsZero() {
-		d = min(d, time.Until(staleAt))
+	if _, staleAt := c.waits.stale(name, c.clock.now()); !staleAt.IsZero() {
+		d = min(d, staleAt.Sub(c.clock.now()))
 	}
 	t := time.NewTimer(max(d, 0))
 	defer t.Stop()
@@ -128,30 +174,53 @@ func (c *Client) sleep(ctx context.Context, w *waiter, name string) error {
 	return nil
 }
 
-// tryAcquire sends the one acquire statement. acquired tells whether it took
-// the lock; rvn is then the lock's new RVN, and otherwise the holder's RVN
-// when known is true (the row may have appeared after the statement's
-// snapshot, and then it is not known).
-func (c *Client) tryAcquire(ctx context.Context, l *Lock, expected sql.NullInt64) (acquired bool, rvn int64, known bool, err error) {
-	err = c.retry(ctx, func() error {
-		var (
-			data []byte
-			ours bool
-		)
-		row := c.db.QueryRowContext(ctx, c.sql.acquire, l.name, l.data, c.owner, l.replaceData, expected)
-		switch err := row.Scan(&acquired, &rvn, &data, &ours); err {
-		case nil:
-			known = true
-			if acquired && !ours {
-				l.data = data // the row kept data of its own
-			}
-			return nil
-		case sql.ErrNoRows:
-			acquired, known = false, false
-			return nil
-		default:
+// tryAcquire sends the one acquire statement, on the caller's pool. A
+// statement given up on when ctx ended, and that took the lock after all,
+// has its row released as soon as it returns, so that nobody waits a lease
+// for a lock nobody holds.
+func (c *Client) tryAcquire(ctx context.Context, l *Lock, expected sql.NullInt64) (attemptResult, error) {
+	var res attemptResult
+	err := c.statement(ctx, func(ctx context.Context) error {
+		return retry(ctx, c.log, func() error {
+			var err error
+			res, err = c.acquireRow(ctx, l, expected)
 			return err
+		})
+	}, func(err error) {
+		if err == nil && res.acquired {
+			c.releaseOrphan(l.name, res.rvn)
 		}
 	})
-	return acquired, rvn, known, err
+	if err != nil {
+		return attemptResult{}, err // a statement left behind may still write res
+	}
+	return res, nil
+}
+
+// acquireRow runs the acquire statement and reads its answer.
+func (c *Client) acquireRow(ctx context.Context, l *Lock, expected sql.NullInt64) (attemptResult, error) {
+	var (
+		res    attemptResult
+		holder sql.NullString
+	)
+	row := c.db.QueryRowContext(ctx, c.sql.acquire, l.name, l.data, c.owner, l.replaceData, expected, c.sql.sequence)
+	switch err := row.Scan(&res.acquired, &res.rvn, &res.data, &res.ours, &holder); {
+	case errors.Is(err, sql.ErrNoRows):
+		return attemptResult{}, nil // inserted or released concurrently: not known
+	case err != nil:
+		return attemptResult{}, err
+	}
+	res.known, res.holder = true, holder.String
+	return res, nil
+}
+
+// releaseOrphan deletes the row of a lock acquired by a statement its
+// caller gave up on. It runs on the abandoned statement's goroutine, which
+// the client's runner owns.
+func (c *Client) releaseOrphan(name string, rvn int64) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.attemptTimeout())
+	defer cancel()
+	if _, err := execAffected(ctx, c.db, c.sql.release, name, rvn, c.sql.channel); err != nil {
+		c.log.Debug("cannot release a lock acquired after its caller gave up; it expires after a lease", "lock", name, "error", err)
+	}
 }

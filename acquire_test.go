@@ -319,3 +319,25 @@ func TestAcquireAfterLongRowWait(t *testing.T) {
 	assert.False(t, l.IsReleased(), "a lock fresh from Acquire is held: %v", l.Err())
 	require.NoError(t, l.Close())
 }
+
+// TestFailIfLockedReportsHolder: the lock FailIfLocked returns with
+// ErrNotAcquired carries the holder's owner and RVN, as in the original,
+// and cannot be released.
+func TestFailIfLockedReportsHolder(t *testing.T) {
+	t.Parallel()
+	db := openDB(t)
+	h, table := newClientTable(t, db, pglock.WithOwner("holder"), pglock.WithHeartbeatFrequency(0))
+	w := sameTable(t, db, table, pglock.WithOwner("waiter"), pglock.WithHeartbeatFrequency(0))
+	l, err := h.Acquire("n")
+	require.NoError(t, err)
+	got, err := w.Acquire("n", pglock.FailIfLocked())
+	require.ErrorIs(t, err, pglock.ErrNotAcquired)
+	require.NotNil(t, got)
+	assert.Equal(t, "holder", got.Owner())
+	assert.Equal(t, l.RecordVersionNumber(), got.RecordVersionNumber())
+	assert.True(t, got.IsReleased())
+	require.ErrorIs(t, got.Close(), pglock.ErrLockAlreadyReleased)
+	rvn, valid := testsRowRVN(t, db, testsQuote(table), "n")
+	assert.True(t, valid && rvn == l.RecordVersionNumber(), "the holder's row is untouched")
+	require.NoError(t, l.Close())
+}

@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/big"
-	"reflect"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -16,7 +16,7 @@ import (
 
 // Client is the entry point: it acquires and releases named locks kept in a
 // PostgreSQL table. It is safe for concurrent use. It never closes the *sql.DB
-// it was given.
+// it was given. Close stops everything it runs in the background.
 type Client struct {
 	db                 *sql.DB
 	tableName          string
@@ -25,20 +25,30 @@ type Client struct {
 	leaseDuration      time.Duration
 	heartbeatFrequency time.Duration
 	owner              string
+	sessionDSN         string
 	log                *slog.Logger
 	stats              counters
+	clock              clock
 	tableChecked       atomic.Bool // checkTable passed
 
+	calls      runner // statements left behind by callers whose context ended
+	keep       *keeper
 	heartbeats *heartbeater
 	waits      *waitRoom
+
+	closing   context.Context // ends when Close is called
+	close     context.CancelFunc
+	closeOnce sync.Once
+	observers sync.WaitGroup // Election.Observe goroutines
 }
 
 // New returns a lock client on db, which must use a PostgreSQL driver this
 // package trusts: lib/pq or pgx v5's database/sql driver. It returns
-// ErrNilDB for a nil db, ErrNotPostgreSQLDriver for another driver,
-// ErrDurationTooSmall for a bad lease or heartbeat frequency, and
-// ErrInvalidTableName or ErrInvalidName for a table or owner that cannot be
-// used. On failure db is left open and untouched.
+// ErrNilDB (which wraps ErrNotPostgreSQLDriver) for a nil db,
+// ErrNotPostgreSQLDriver for another driver, ErrDurationTooSmall for a bad
+// lease or heartbeat frequency, and ErrInvalidTableName or ErrInvalidName
+// for a table or owner that cannot be used. It sends no SQL. On failure db
+// is left open and untouched.
 func New(db *sql.DB, opts ...ClientOption) (*Client, error) {
 	if db == nil {
 		return nil, ErrNilDB
@@ -61,58 +71,59 @@ func UnsafeNew(db *sql.DB, opts ...ClientOption) (*Client, error) {
 		leaseDuration:      DefaultLeaseDuration,
 		heartbeatFrequency: DefaultHeartbeatFrequency,
 		log:                discardLogger,
+		clock:              realClock{},
 	}
 	for _, opt := range opts {
 		if opt != nil {
 			opt(c)
 		}
 	}
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	c.sql = newStatements(c.table)
+	c.keep = newKeeper(db, c.sessionConnString(), &c.calls)
+	c.heartbeats = newHeartbeater(c)
+	c.waits = newWaitRoom(c)
+	c.closing, c.close = context.WithCancel(context.Background())
+	return c, nil
+}
+
+// validate checks the options and fills in the defaults they leave.
+func (c *Client) validate() error {
 	if c.log == nil {
 		c.log = discardLogger
 	}
 	c.heartbeatFrequency = max(c.heartbeatFrequency, 0) // negative means off, as in the original
 	switch {
 	case c.leaseDuration <= 0:
-		return nil, fmt.Errorf("%w: lease %v must be positive", ErrDurationTooSmall, c.leaseDuration)
+		return fmt.Errorf("%w: lease %v must be positive", ErrDurationTooSmall, c.leaseDuration)
 	case c.heartbeatFrequency > 0 && c.leaseDuration < 2*c.heartbeatFrequency:
-		return nil, fmt.Errorf("%w: lease %v must be at least twice the heartbeat frequency %v", ErrDurationTooSmall, c.leaseDuration, c.heartbeatFrequency)
+		return fmt.Errorf("%w: lease %v must be at least twice the heartbeat frequency %v", ErrDurationTooSmall, c.leaseDuration, c.heartbeatFrequency)
 	}
 	if c.owner == "" {
 		n, err := rand.Int(rand.Reader, big.NewInt(1<<62))
 		if err != nil {
-			return nil, fmt.Errorf("pglock: cannot make an owner name: %w", err)
+			return fmt.Errorf("pglock: cannot make an owner name: %w", err)
 		}
 		c.owner = fmt.Sprintf("pglock-%d", n)
 	}
 	if err := validName(c.owner); err != nil {
-		return nil, fmt.Errorf("owner: %w", err)
+		return fmt.Errorf("owner: %w", err)
 	}
 	table, err := parseTableName(c.tableName)
-	if err != nil {
-		return nil, err
-	}
 	c.table = table
-	c.sql = newStatements(table)
-	c.heartbeats = newHeartbeater(c)
-	c.waits = newWaitRoom(c)
-	return c, nil
+	return err
 }
 
-// isTrustedDriver reports whether db's driver is lib/pq or pgx v5's stdlib.
-// pgx is recognised by its type, so this package does not import it.
-func isTrustedDriver(db *sql.DB) bool {
-	t := reflect.TypeOf(db.Driver())
-	if t == nil {
-		return false
+// sessionConnString is the connection string of the client's own
+// sessions: WithSessionDSN's, else the one db was opened with, else "".
+func (c *Client) sessionConnString() string {
+	if c.sessionDSN != "" {
+		return c.sessionDSN
 	}
-	if t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	switch t.PkgPath() + "." + t.Name() {
-	case "github.com/lib/pq.Driver", "github.com/jackc/pgx/v5/stdlib.Driver":
-		return true
-	}
-	return false
+	dsn, _ := connString(c.db)
+	return dsn
 }
 
 // validName checks that s fits the name and owner columns.
@@ -133,6 +144,24 @@ func validName(s string) error {
 	return nil
 }
 
+// statement runs f, a statement on the caller's pool, so that it returns
+// within ctx, and within statementBound when ctx has no earlier deadline;
+// see runner for what happens to a statement left behind.
+func (c *Client) statement(ctx context.Context, f func(context.Context) error, late func(error)) error {
+	ctx, cancel := context.WithTimeout(ctx, c.statementBound())
+	defer cancel()
+	return c.calls.run(ctx, f, late)
+}
+
+// statementBound bounds a statement whose caller's context allows longer:
+// two leases. A statement may wait that long for a row lock only if a
+// Guard transaction outlives the lease, which already costs its holder the
+// lock; beyond it, the connection is taken for dead. (The original library
+// bounded its statements to one lease.)
+func (c *Client) statementBound() time.Duration {
+	return 2 * c.leaseDuration
+}
+
 // Acquire is AcquireContext with context.Background(): it waits as long as it
 // takes.
 func (c *Client) Acquire(name string, opts ...LockOption) (*Lock, error) {
@@ -145,24 +174,29 @@ func (c *Client) Acquire(name string, opts ...LockOption) (*Lock, error) {
 // A release by another client wakes the waiter at once.
 //
 // When ctx ends first it returns an error wrapping ErrNotAcquired and
-// ctx.Err(). With FailIfLocked it returns a non-nil, unheld *Lock and
-// ErrNotAcquired at once when the lock is held. On any failure nothing is
-// left held. Unless WithCustomHeartbeatContext says otherwise, the lock's
-// heartbeat runs while ctx lives: a ctx cancelled right after AcquireContext
-// returns stops it.
+// ctx.Err(). With FailIfLocked it returns ErrNotAcquired at once when the
+// lock is held, with a non-nil *Lock that is not held and tells the
+// holder's owner and record version number. On any failure nothing is left
+// held. Unless WithCustomHeartbeatContext says otherwise, the lock's
+// heartbeat runs while ctx lives: a ctx cancelled right after
+// AcquireContext returns stops it.
 //
 // A name that cannot be stored (see ErrInvalidName) is refused at once. A
 // database error ends the wait too, as an UnavailableError when the database
 // could not be reached or the connection broke, a FailedPreconditionError
-// when serialization failures outlasted ctx, or an OtherError.
+// when serialization failures outlasted ctx, or an OtherError. After Close
+// it returns an error wrapping ErrNotAcquired and ErrClosed.
 func (c *Client) AcquireContext(ctx context.Context, name string, opts ...LockOption) (*Lock, error) {
 	if err := validName(name); err != nil {
 		return nil, &OtherError{err}
 	}
+	if c.closing.Err() != nil {
+		return nil, &OtherError{errors.Join(ErrNotAcquired, ErrClosed)}
+	}
 	if err := c.checkTable(ctx, false); err != nil {
 		return nil, err
 	}
-	l := &Lock{client: c, name: name, owner: c.owner, heartbeatContext: ctx}
+	l := &Lock{client: c, name: name, owner: c.owner, heartbeatContext: ctx, op: newOpLock()}
 	for _, opt := range opts {
 		if opt != nil {
 			opt(l)
@@ -171,9 +205,12 @@ func (c *Client) AcquireContext(ctx context.Context, name string, opts ...LockOp
 	if l.heartbeatContext == nil {
 		l.heartbeatContext = context.Background()
 	}
-	if err := c.acquire(ctx, l); err != nil {
-		if l.failIfLocked && errors.Is(err, ErrNotAcquired) {
-			return newEndedLock(c, name, c.owner, l.data, 0, errNotHeld), err
+	actx, stop := c.untilClosed(ctx)
+	defer stop()
+	res, err := c.acquire(actx, l)
+	if err != nil {
+		if l.failIfLocked && res.known && errors.Is(err, ErrNotAcquired) {
+			return newEndedLock(c, name, res.holder, l.data, res.rvn, errNotHeld), err
 		}
 		return nil, err
 	}
@@ -183,6 +220,17 @@ func (c *Client) AcquireContext(ctx context.Context, name string, opts ...LockOp
 	c.stats.acquired.Add(1)
 	c.log.Debug("lock acquired", "lock", name, "owner", c.owner, "rvn", l.RecordVersionNumber())
 	return l, nil
+}
+
+// untilClosed returns ctx, ended also (with cause ErrClosed) when the
+// client is closed.
+func (c *Client) untilClosed(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(c.closing, func() { cancel(ErrClosed) })
+	return ctx, func() {
+		stop()
+		cancel(nil)
+	}
 }
 
 // Do acquires the named lock, runs f and releases the lock. The context
@@ -208,18 +256,10 @@ func (c *Client) Do(ctx context.Context, name string, f func(context.Context, *L
 		return err
 	}
 	fctx, cancel := context.WithCancel(ctx)
-	watched := make(chan struct{})
-	go func() {
-		defer close(watched)
-		select {
-		case <-l.Done():
-			cancel()
-		case <-fctx.Done():
-		}
-	}()
+	stop := context.AfterFunc(doneContext(l), cancel)
 	ferr := f(fctx, l)
+	stop()
 	cancel()
-	<-watched
 	lost := l.Err()
 	rerr := c.ReleaseContext(context.WithoutCancel(ctx), l)
 	switch {
@@ -236,22 +276,50 @@ func (c *Client) Do(ctx context.Context, name string, f func(context.Context, *L
 	return nil
 }
 
+// doneContext returns a context that ends when l's Done closes.
+func doneContext(l *Lock) context.Context {
+	return lockContext{l}
+}
+
+// lockContext is a context.Context whose Done is a lock's.
+type lockContext struct{ l *Lock }
+
+func (lockContext) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (c lockContext) Done() <-chan struct{}     { return c.l.Done() }
+func (lockContext) Value(any) any               { return nil }
+func (c lockContext) Err() error {
+	select {
+	case <-c.l.Done():
+		return context.Canceled
+	default:
+		return nil
+	}
+}
+
 // Release is ReleaseContext with context.Background().
 func (c *Client) Release(l *Lock) error {
 	return c.ReleaseContext(context.Background(), l)
 }
 
-// ReleaseContext stops the lock's heartbeat, waits for it, and releases the
-// lock: its row is deleted, or kept with a NULL record version number under
-// KeepOnRelease, and waiting clients are woken. It returns an error wrapping
-// ErrLockAlreadyReleased when the lock was already released or the row no
-// longer carries its record version number (it was lost), and when the lock
-// was lost because no heartbeat succeeded for a whole lease: its row is then
-// still released if nobody took it over meanwhile. Afterwards the
-// lock reports IsReleased in every case but one: when the database could not
-// be reached, the error is returned and the lock stays held, so Release may
-// be called again. It is safe to call from any goroutine, any number of
-// times.
+// ReleaseContext stops the lock's heartbeat and releases the lock: its row
+// is deleted, or kept with a NULL record version number under
+// KeepOnRelease, and waiting clients are woken.
+//
+// It returns nil when it released the row, also for a lock whose lease had
+// lapsed (Done was closed, Err tells) when nobody took the row over
+// meanwhile, as in the original library; such a lock is counted lost in
+// Stats, not released. It returns an error wrapping ErrLockAlreadyReleased
+// when the lock was already released, or its row no longer carried its
+// record version number (the lock was lost).
+//
+// On other errors, the lock is ended (Done closed) unless the error shows
+// that nothing reached the server (no connection could be had): then the
+// lock stays held, its heartbeat goes on, and Release may be called again.
+// When the release statement's outcome is unknown (the connection broke
+// after sending it), it is sent again until it answers or ctx ends; if it
+// never does, the error says so and the row may stay until its lease runs
+// out. It is safe to call from any goroutine, any number of times, and
+// returns within ctx.
 func (c *Client) ReleaseContext(ctx context.Context, l *Lock) error {
 	if l == nil || l.client == nil {
 		return errNilLock
@@ -259,54 +327,7 @@ func (c *Client) ReleaseContext(ctx context.Context, l *Lock) error {
 	if l.client != c {
 		return l.client.ReleaseContext(ctx, l)
 	}
-	l.mu.Lock()
-	if l.releasing {
-		l.mu.Unlock()
-		return ErrLockAlreadyReleased
-	}
-	l.releasing = true
-	l.mu.Unlock()
-
-	c.heartbeats.remove(l)
-	l.opMu.Lock()
-	defer l.opMu.Unlock()
-	// A lock whose lease ran out (Done is closed, Err tells) still has its
-	// row cleaned up, and Release succeeds, when nobody took it over.
-	rvn, at, lost := l.state()
-	query := c.sql.release
-	if l.keepOnRelease {
-		query = c.sql.releaseKeep
-	}
-	affected, err := c.execAffected(ctx, query, l.name, rvn, c.table.channel())
-	if err == nil && affected == 0 && !l.unsettledSince().IsZero() {
-		// The row may carry the RVN of a heartbeat of unknown outcome.
-		var held bool
-		if held, err = c.moved(l, heldAt{rvn, at}); held {
-			rvn, _, _ = l.state()
-			affected, err = c.execAffected(ctx, query, l.name, rvn, c.table.channel())
-		}
-	}
-	if err != nil {
-		l.mu.Lock()
-		l.releasing = false
-		l.mu.Unlock()
-		if c.heartbeatFrequency > 0 {
-			c.heartbeats.add(l)
-		}
-		return typeError(fmt.Errorf("pglock: cannot release %q: %w", l.name, err))
-	}
-	if affected == 0 {
-		l.end(errStolen)
-		return &OtherError{errStolen}
-	}
-	if lost {
-		l.end(errLeaseExpired)
-	}
-	l.end(errReleased)
-	c.waits.announce(l.name, false) // this client's own waiters need no NOTIFY
-	c.stats.released.Add(1)
-	c.log.Debug("lock released", "lock", l.name, "owner", l.owner, "rvn", rvn)
-	return nil
+	return c.release(ctx, l)
 }
 
 // SendHeartbeat bumps the lock's record version number once, so others see
@@ -314,7 +335,7 @@ func (c *Client) ReleaseContext(ctx context.Context, l *Lock) error {
 // marks the lock released, when the row no longer carries this lock's
 // record version number. Any other error (the database is unreachable)
 // leaves the lock held: it is lost only when no heartbeat succeeds for a
-// whole lease.
+// whole lease. It returns within ctx, and within a lease.
 func (c *Client) SendHeartbeat(ctx context.Context, l *Lock) error {
 	if l == nil || l.client == nil {
 		return errNilLock
@@ -322,45 +343,13 @@ func (c *Client) SendHeartbeat(ctx context.Context, l *Lock) error {
 	if l.client != c {
 		return l.client.SendHeartbeat(ctx, l)
 	}
-	l.opMu.Lock()
-	defer l.opMu.Unlock()
-	rvn, refreshedAt, ended := l.state()
-	if ended {
-		return l.Err()
-	}
-	return c.heartbeatOne(ctx, l, heldAt{rvn, refreshedAt})
-}
-
-// heartbeatOne bumps the RVN of l, held at prev, waiting for its row if a
-// guarded transaction holds it. l.opMu must be held.
-func (c *Client) heartbeatOne(ctx context.Context, l *Lock, prev heldAt) error {
-	start := time.Now()
-	var newRVN int64
-	err := c.retry(ctx, func() error {
-		return c.db.QueryRowContext(ctx, c.sql.heartbeat, l.name, prev.rvn).Scan(&newRVN)
-	})
-	switch {
-	case err == nil:
-		l.refresh(newRVN, start)
-		c.stats.heartbeats.Add(1)
-		return nil
-	case errors.Is(err, sql.ErrNoRows):
-		held, merr := c.moved(l, prev)
-		switch {
-		case merr != nil:
-			return fmt.Errorf("pglock: heartbeat of %q: %w", l.name, merr)
-		case !held:
-			return &OtherError{errStolen}
-		}
-		return nil // an earlier heartbeat had landed
-	}
-	c.stats.heartbeatFailures.Add(1)
-	// The UPDATE may have committed before the error: settle it by reading
-	// the row back, so a held lock never looks released.
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.settleTimeout())
+	ctx, cancel := context.WithTimeout(ctx, c.leaseDuration)
 	defer cancel()
-	c.settle(sctx, []*Lock{l}, map[*Lock]heldAt{l: prev}, start)
-	return typeError(fmt.Errorf("pglock: heartbeat of %q: %w", l.name, err))
+	if err := l.op.lock(ctx); err != nil {
+		return contextError(ctx, fmt.Errorf("pglock: heartbeat of %q: %w", l.name, err))
+	}
+	defer l.op.unlock()
+	return c.heartbeatOne(ctx, l)
 }
 
 // Get is GetContext with context.Background().
@@ -378,24 +367,39 @@ func (c *Client) GetContext(ctx context.Context, name string) (*Lock, error) {
 	if err := validName(name); err != nil {
 		return nil, &OtherError{err}
 	}
-	if err := c.checkTable(ctx, false); err != nil {
+	r, err := c.readRow(ctx, name)
+	if err != nil {
 		return nil, err
 	}
-	var (
-		owner sql.NullString
-		data  []byte
-		rvn   sql.NullInt64
-	)
-	err := c.retry(ctx, func() error {
-		return c.db.QueryRowContext(ctx, c.sql.get, name).Scan(&name, &owner, &data, &rvn)
-	})
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, ErrLockNotFound
+	return newEndedLock(c, name, r.owner.String, r.data, r.rvn.Int64, errNotHeld), nil
+}
+
+// storedRow is a lock row as Get reads it.
+type storedRow struct {
+	owner sql.NullString
+	data  []byte
+	rvn   sql.NullInt64
+}
+
+// readRow reads the named row; ErrLockNotFound when there is none.
+func (c *Client) readRow(ctx context.Context, name string) (storedRow, error) {
+	if err := c.checkTable(ctx, false); err != nil {
+		return storedRow{}, err
 	}
-	if err != nil {
-		return nil, typeError(fmt.Errorf("pglock: cannot read %q: %w", name, err))
+	var r storedRow
+	err := c.statement(ctx, func(ctx context.Context) error {
+		return retry(ctx, c.log, func() error {
+			var got string
+			return c.db.QueryRowContext(ctx, c.sql.get, name).Scan(&got, &r.owner, &r.data, &r.rvn)
+		})
+	}, nil)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return storedRow{}, ErrLockNotFound
+	case err != nil:
+		return storedRow{}, typeError(fmt.Errorf("pglock: cannot read %q: %w", name, err))
 	}
-	return newEndedLock(c, name, owner.String, data, rvn.Int64, errNotHeld), nil
+	return r, nil
 }
 
 // GetData is GetDataContext with context.Background().
@@ -426,77 +430,106 @@ func (c *Client) GetAllLocksContext(ctx context.Context) ([]*ReadOnlyLock, error
 		return nil, err
 	}
 	var locks []*ReadOnlyLock
-	err := c.retry(ctx, func() error {
-		locks = locks[:0]
-		return c.eachRow(ctx, func(rows *sql.Rows) error {
-			var (
-				name  string
-				owner sql.NullString
-				data  []byte
-				rvn   sql.NullInt64
-			)
-			if err := rows.Scan(&name, &owner, &data, &rvn); err != nil {
-				return err
-			}
-			locks = append(locks, (*ReadOnlyLock)(newEndedLock(c, name, owner.String, data, rvn.Int64, errNotHeld)))
-			return nil
-		}, c.sql.getAll)
-	})
+	err := c.statement(ctx, func(ctx context.Context) error {
+		return retry(ctx, c.log, func() error {
+			locks = locks[:0]
+			return eachRow(ctx, c.db, func(rows *sql.Rows) error {
+				var (
+					name string
+					r    storedRow
+				)
+				if err := rows.Scan(&name, &r.owner, &r.data, &r.rvn); err != nil {
+					return err
+				}
+				locks = append(locks, (*ReadOnlyLock)(newEndedLock(c, name, r.owner.String, r.data, r.rvn.Int64, errNotHeld)))
+				return nil
+			}, c.sql.getAll)
+		})
+	}, nil)
 	if err != nil {
 		return nil, typeError(fmt.Errorf("pglock: cannot read locks: %w", err))
 	}
 	return locks, nil
 }
 
-// execAffected runs query (through retry) and returns how many rows it
-// affected.
-func (c *Client) execAffected(ctx context.Context, query string, args ...any) (int64, error) {
+// ForceRelease deletes the named lock's row whatever its record version
+// number, held or kept, data included, and wakes the clients waiting for it.
+// It is an operator's override for a lock whose holder is stuck: it breaks
+// mutual exclusion for the current holder, which goes on believing it holds
+// the lock until its next heartbeat finds the row gone, or, when its
+// heartbeats are failing, until its lease runs out, while a waiter may
+// already have taken it. Use it only when the holder is known to be dead or
+// harmless. It returns ErrLockNotFound when there is no such row. When the
+// connection broke (an UnavailableError) the row may or may not have been
+// deleted; any other error leaves it as it was.
+func (c *Client) ForceRelease(ctx context.Context, name string) error {
+	if err := validName(name); err != nil {
+		return &OtherError{err}
+	}
+	if err := c.checkTable(ctx, false); err != nil {
+		return err
+	}
 	var affected int64
-	err := c.retry(ctx, func() error {
-		res, err := c.db.ExecContext(ctx, query, args...)
-		if err != nil {
+	err := c.statement(ctx, func(ctx context.Context) error {
+		return retry(ctx, c.log, func() error {
+			var err error
+			affected, err = execAffected(ctx, c.db, c.sql.forceRelease, name, c.sql.channel)
 			return err
-		}
-		affected, err = res.RowsAffected()
-		return err
-	})
-	return affected, err
+		})
+	}, nil)
+	switch {
+	case err != nil:
+		return typeError(fmt.Errorf("pglock: cannot force the release of %q: %w", name, err))
+	case affected == 0:
+		return ErrLockNotFound
+	}
+	c.log.Debug("lock released by force", "lock", name, "by", c.owner)
+	return nil
 }
 
-// eachRow runs query and calls scan for each row it returns, then closes
-// the rows. Callers run it through retry and reset what scan collects at
-// the start of each try.
-func (c *Client) eachRow(ctx context.Context, scan func(*sql.Rows) error, query string, args ...any) error {
-	rows, err := c.db.QueryContext(ctx, query, args...)
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		if err := scan(rows); err != nil {
-			return err
+// Close stops everything the client runs in the background, and returns
+// within ctx. It releases every lock the client still holds with a
+// heartbeat; a lock it cannot release (the database cannot be reached) is
+// ended all the same (its Done closes) and its row is left to expire a
+// lease after its last heartbeat. It stops waiters (their AcquireContext
+// returns an error wrapping ErrNotAcquired and ErrClosed), election
+// observers and the release listener, and waits for their goroutines and
+// for statements that callers gave up on, until ctx ends. It returns the
+// release errors, joined, and ctx's error if it ended first. It never
+// closes the *sql.DB. After Close, AcquireContext fails; reads (Get,
+// GetAllLocks) still work. Close is safe to call more than once.
+func (c *Client) Close(ctx context.Context) error {
+	c.closeOnce.Do(c.close)
+	var errs []error
+	for _, l := range c.heartbeats.held() {
+		if err := c.ReleaseContext(ctx, l); err != nil && !errors.Is(err, ErrLockAlreadyReleased) {
+			errs = append(errs, err)
 		}
+		l.end(errClosed)
 	}
-	return rows.Err()
+	c.heartbeats.close()
+	c.waits.close()
+	c.keep.close()
+	errs = append(errs, c.join(ctx))
+	return errors.Join(errs...)
 }
 
-// retry runs f until it succeeds, fails with anything but a serialization
-// failure, or ctx ends.
-func (c *Client) retry(ctx context.Context, f func() error) error {
-	backoff := time.Millisecond
-	for {
-		err := f()
-		if err == nil || !isSerializationFailure(err) {
-			return err
-		}
-		c.log.Debug("serialization failure, retrying", "error", err)
-		t := time.NewTimer(jitter(backoff))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return errors.Join(err, ctx.Err())
-		case <-t.C:
-		}
-		backoff = min(2*backoff, 100*time.Millisecond)
+// join waits for every goroutine the client started, or ctx's end.
+func (c *Client) join(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.heartbeats.gens.Wait()
+		c.waits.listeners.Wait()
+		c.observers.Wait()
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return fmt.Errorf("pglock: Close gave up waiting for the client's goroutines: %w", ctx.Err())
 	}
+	if err := c.calls.wait(ctx); err != nil {
+		return fmt.Errorf("pglock: Close gave up waiting for %d statements left behind on dead connections: %w", c.calls.stuck.Load(), err)
+	}
+	return nil
 }

@@ -3,7 +3,6 @@ package pglock
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"sync"
@@ -82,28 +81,16 @@ func (e *Election) Leader(ctx context.Context) (Leader, error) {
 	if err := validName(e.name); err != nil {
 		return Leader{}, &OtherError{err}
 	}
-	if err := e.c.checkTable(ctx, false); err != nil {
-		return Leader{}, err
-	}
-	var (
-		name  string
-		owner sql.NullString
-		data  []byte
-		rvn   sql.NullInt64
-	)
-	c := e.c
-	err := c.retry(ctx, func() error {
-		return c.db.QueryRowContext(ctx, c.sql.get, e.name).Scan(&name, &owner, &data, &rvn)
-	})
+	r, err := e.c.readRow(ctx, e.name)
 	switch {
-	case errors.Is(err, sql.ErrNoRows):
+	case errors.Is(err, ErrLockNotFound):
 		return Leader{}, ErrNoLeader
 	case err != nil:
-		return Leader{}, typeError(fmt.Errorf("pglock: cannot read the leader of %q: %w", e.name, err))
-	case !rvn.Valid:
+		return Leader{}, fmt.Errorf("pglock: cannot read the leader of %q: %w", e.name, err)
+	case !r.rvn.Valid:
 		return Leader{}, ErrNoLeader
 	}
-	return Leader{Owner: owner.String, Value: data, RVN: rvn.Int64}, nil
+	return Leader{Owner: r.owner.String, Value: r.data, RVN: r.rvn.Int64}, nil
 }
 
 // Observe reports the election's leaders, in order, until ctx ends; the
@@ -117,42 +104,51 @@ func (e *Election) Leader(ctx context.Context) (Leader, error) {
 // all reported, in the order they happened. A receiver that falls behind
 // coalesces changes the same way, and never blocks the election. Read errors
 // (the database is unreachable) are retried at the same pace. The goroutine
-// behind the channel exits when ctx ends; receive until the channel is
-// closed to wait for it.
+// behind the channel exits when ctx ends or the client is closed; receive
+// until the channel is closed to wait for it.
 func (e *Election) Observe(ctx context.Context) <-chan Leader {
 	ch := make(chan Leader)
+	ctx, stop := e.c.untilClosed(ctx)
+	e.c.observers.Add(1)
 	go func() {
+		defer e.c.observers.Done()
+		defer stop()
 		defer close(ch)
-		var (
-			last Leader
-			sent bool // last was sent and no vacancy was seen since
-		)
-		t := time.NewTimer(0)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-			cur, err := e.Leader(ctx)
-			switch {
-			case errors.Is(err, ErrNoLeader):
-				sent = false
-			case err != nil:
-				e.c.log.Debug("election observer cannot read the leader", "election", e.name, "error", err)
-			case !sent || cur.Owner != last.Owner || !bytes.Equal(cur.Value, last.Value):
-				select {
-				case ch <- cur:
-				case <-ctx.Done():
-					return
-				}
-				last, sent = cur, true
-			}
-			t.Reset(observeInterval)
-		}
+		e.observe(ctx, ch)
 	}()
 	return ch
+}
+
+// observe sends ch the leaders of e, as Observe describes, until ctx ends.
+func (e *Election) observe(ctx context.Context, ch chan<- Leader) {
+	var (
+		last Leader
+		sent bool // last was sent and no vacancy was seen since
+	)
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cur, err := e.Leader(ctx)
+		switch {
+		case errors.Is(err, ErrNoLeader):
+			sent = false
+		case err != nil:
+			e.c.log.Debug("election observer cannot read the leader", "election", e.name, "error", err)
+		case !sent || cur.Owner != last.Owner || !bytes.Equal(cur.Value, last.Value):
+			select {
+			case ch <- cur:
+			case <-ctx.Done():
+				return
+			}
+			last, sent = cur, true
+		}
+		t.Reset(observeInterval)
+	}
 }
 
 // Leadership is a term as leader of an election, won by Campaign. It lasts
@@ -201,13 +197,18 @@ func (ld *Leadership) Value() []byte {
 func (ld *Leadership) Proclaim(ctx context.Context, value []byte) error {
 	l := ld.lock
 	c := l.client
-	l.opMu.Lock() // no heartbeat or release may change the RVN meanwhile
-	defer l.opMu.Unlock()
-	rvn, _, ended := l.state()
-	if ended {
-		return l.Err()
+	if err := l.op.lock(ctx); err != nil { // no heartbeat or release may change the RVN meanwhile
+		return contextError(ctx, fmt.Errorf("pglock: cannot proclaim in election %q: %w", l.name, err))
 	}
-	affected, err := c.execAffected(ctx, c.sql.extra.proclaim, l.name, rvn, value)
+	defer l.op.unlock()
+	affected, err := c.proclaim(ctx, l, value)
+	if err == nil && affected == 0 {
+		// The row may carry the RVN of a heartbeat of unknown outcome.
+		var held bool
+		if held, err = c.moved(l); held {
+			affected, err = c.proclaim(ctx, l, value)
+		}
+	}
 	switch {
 	case err != nil:
 		return typeError(fmt.Errorf("pglock: cannot proclaim in election %q: %w", l.name, err))
@@ -219,6 +220,26 @@ func (ld *Leadership) Proclaim(ctx context.Context, value []byte) error {
 	ld.value = bytes.Clone(value)
 	ld.mu.Unlock()
 	return nil
+}
+
+// proclaim stores value in l's row if it still carries l's RVN.
+func (c *Client) proclaim(ctx context.Context, l *Lock, value []byte) (int64, error) {
+	held, ended := l.state()
+	if ended {
+		return 0, l.Err()
+	}
+	var affected int64
+	err := c.keep.run(ctx, func(ctx context.Context, q querier) error {
+		return retry(ctx, c.log, func() error {
+			var err error
+			affected, err = execAffected(ctx, q, c.sql.proclaim, l.name, held.rvn, value)
+			return err
+		})
+	})
+	if err != nil {
+		return 0, err // a statement left behind may still write affected
+	}
+	return affected, nil
 }
 
 // Resign gives the leadership up at once: the lock is released, and a

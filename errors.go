@@ -44,6 +44,10 @@ var (
 	// it is empty, longer than 255 bytes, not valid UTF-8 or holds a NUL byte.
 	ErrInvalidName = errors.New("pglock: invalid name")
 
+	// ErrClosed is wrapped in the errors of calls that need the client's
+	// background work after Close: AcquireContext, and waits it ended.
+	ErrClosed = errors.New("pglock: client closed")
+
 	// ErrInvalidTableName is returned by New when WithCustomTable was given a
 	// name PostgreSQL cannot hold (empty, NUL bytes, parts over 63 bytes) or
 	// one in a pg_* schema, and by the first call that uses the table when
@@ -86,22 +90,6 @@ type OtherError struct {
 
 // Unwrap returns the wrapped error.
 func (err *OtherError) Unwrap() error { return err.error }
-
-// sqlState returns the SQLSTATE of a server error from either lib/pq or pgx
-// (both expose SQLState()), or "" for any other error.
-func sqlState(err error) string {
-	var s interface{ SQLState() string }
-	if errors.As(err, &s) {
-		return s.SQLState()
-	}
-	return ""
-}
-
-// isSerializationFailure reports whether err is SQLSTATE 40001, whichever
-// driver reported it.
-func isSerializationFailure(err error) bool {
-	return sqlState(err) == "40001"
-}
 
 // isUnavailable reports whether err means the server could not be reached or
 // the connection broke: the operation may be retried later.
@@ -157,9 +145,13 @@ func typeError(err error) error {
 }
 
 // contextError reports ctx's end as a pglock error that wraps both sentinel
-// and ctx.Err(), or nil while ctx is live.
+// and ctx's error (its cause, when it has one: ErrClosed when Close ended
+// it), or nil while ctx is live.
 func contextError(ctx context.Context, sentinel error) error {
 	if err := ctx.Err(); err != nil {
+		if cause := context.Cause(ctx); cause != nil && cause != err {
+			return &OtherError{errors.Join(sentinel, err, cause)}
+		}
 		return &OtherError{errors.Join(sentinel, err)}
 	}
 	return nil
@@ -171,7 +163,11 @@ var (
 	errLeaseExpired = fmt.Errorf("%w: lost: no heartbeat succeeded for a whole lease", ErrLockAlreadyReleased)
 	errStolen       = fmt.Errorf("%w: lost: the row no longer carries this lock's record version number", ErrLockAlreadyReleased)
 	errNotHeld      = fmt.Errorf("%w: the lock was never held", ErrLockAlreadyReleased)
-	errNilLock      = fmt.Errorf("%w: nil lock", ErrLockAlreadyReleased)
+	errClosed       = fmt.Errorf("%w: lost: the client was closed and could not release it; its row expires after a lease", ErrLockAlreadyReleased)
+	// errReleaseUnknown is a release (it wraps errReleased) whose outcome
+	// is unknown: the row may stay until its lease runs out.
+	errReleaseUnknown = fmt.Errorf("%w, but the release's outcome is unknown: the row may stay until its lease runs out", errReleased)
+	errNilLock        = fmt.Errorf("%w: nil lock", ErrLockAlreadyReleased)
 )
 
 // errUnsettled: a lock's row moved, maybe by our own heartbeat whose outcome

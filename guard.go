@@ -52,43 +52,53 @@ func (l *Lock) Guard(ctx context.Context, tx *sql.Tx) error {
 	if tx == nil {
 		return &OtherError{errors.New("pglock: Guard needs a transaction")}
 	}
-	l.opMu.Lock()
-	defer l.opMu.Unlock()
-	rvn, _, ended := l.state()
-	if ended {
-		return l.Err()
+	if err := l.op.lock(ctx); err != nil {
+		return contextError(ctx, fmt.Errorf("pglock: cannot guard %q: %w", l.name, err))
 	}
-	var one int
-	err := tx.QueryRowContext(ctx, l.client.sql.guard, l.name, rvn).Scan(&one)
+	defer l.op.unlock()
+	err := l.guard(ctx, tx)
 	if errors.Is(err, sql.ErrNoRows) && !l.unsettledSince().IsZero() {
 		// The row may carry the RVN of a heartbeat of unknown outcome.
-		_, at, _ := l.state()
-		held, merr := l.client.moved(l, heldAt{rvn, at})
+		held, merr := l.client.moved(l)
 		if merr != nil {
 			return fmt.Errorf("pglock: cannot guard %q: %w", l.name, merr)
 		}
 		if held {
-			rvn, _, _ = l.state()
-			err = tx.QueryRowContext(ctx, l.client.sql.guard, l.name, rvn).Scan(&one)
+			err = l.guard(ctx, tx)
 		}
 	}
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
-		// Under READ COMMITTED the statement saw the latest committed row:
-		// the lock is lost. A REPEATABLE READ or SERIALIZABLE transaction
-		// may read a snapshot older than the lock's last heartbeat, which
-		// says nothing about the lock now.
-		var isolation string
-		if err := tx.QueryRowContext(ctx, `SELECT current_setting('transaction_isolation')`).Scan(&isolation); err != nil {
-			return typeError(fmt.Errorf("pglock: cannot guard %q: %w", l.name, err))
-		}
-		if isolation != "read committed" {
-			return &FailedPreconditionError{fmt.Errorf("pglock: cannot guard %q: the %s transaction's snapshot does not show the lock's current row; roll back and retry, calling Guard first", l.name, isolation)}
-		}
-		l.end(errStolen)
-		return &OtherError{errStolen}
+		return l.guardMissed(ctx, tx)
 	case err != nil:
 		return typeError(fmt.Errorf("pglock: cannot guard %q: %w", l.name, err))
 	}
 	return nil
+}
+
+// guard share-locks l's row at the RVN l knows, inside tx.
+func (l *Lock) guard(ctx context.Context, tx *sql.Tx) error {
+	held, ended := l.state()
+	if ended {
+		return l.Err()
+	}
+	var one int
+	return tx.QueryRowContext(ctx, l.client.sql.guard, l.name, held.rvn).Scan(&one)
+}
+
+// guardMissed handles a Guard that found no row at the lock's RVN. Under
+// READ COMMITTED the statement saw the latest committed row: the lock is
+// lost. A REPEATABLE READ or SERIALIZABLE transaction may read a snapshot
+// older than the lock's last heartbeat, which says nothing about the lock
+// now.
+func (l *Lock) guardMissed(ctx context.Context, tx *sql.Tx) error {
+	var isolation string
+	if err := tx.QueryRowContext(ctx, l.client.sql.isolation).Scan(&isolation); err != nil {
+		return typeError(fmt.Errorf("pglock: cannot guard %q: %w", l.name, err))
+	}
+	if isolation != "read committed" {
+		return &FailedPreconditionError{fmt.Errorf("pglock: cannot guard %q: the %s transaction's snapshot does not show the lock's current row; roll back and retry, calling Guard first", l.name, isolation)}
+	}
+	l.end(errStolen)
+	return &OtherError{errStolen}
 }

@@ -3,6 +3,8 @@ package pglock
 import (
 	"context"
 	"database/sql"
+	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,37 +23,32 @@ const maxParallelBeats = 4
 // heartbeater keeps every lock a Client holds alive with one goroutine. Each
 // tick refreshes all of them in batches of maxHeartbeatBatch, one statement
 // per batch. The goroutine runs only while the client holds locks: the last
-// Release stops it and waits for it to exit.
+// lock's removal tells it to stop, without waiting for it, and Client.Close
+// joins it.
 type heartbeater struct {
 	c *Client
 
-	mu    sync.Mutex
-	locks map[*Lock]struct{}
-	stop  context.CancelFunc // nil while no goroutine runs
-	done  chan struct{}      // closed when the goroutine has exited
+	mu     sync.Mutex
+	locks  map[*Lock]struct{}
+	gen    *generation    // the running goroutine; nil while none runs
+	gens   sync.WaitGroup // every generation's goroutine, for Close
+	manual bool           // ticks are driven by tests: no goroutine
+}
 
-	// waiting counts the heartbeats of guarded locks that wait for their
-	// row (see waitForGuarded); run waits for them before it exits.
+// generation is one run of the heartbeat goroutine, from the first lock
+// held to the last released.
+type generation struct {
+	stop context.CancelFunc
+	// waiting counts this generation's heartbeats of guarded locks (see
+	// waitForGuarded); the goroutine waits for them before it exits.
 	waiting sync.WaitGroup
-}
-
-// heartbeatKey is a lock's name and RVN as sent to a heartbeat statement.
-type heartbeatKey struct {
-	name string
-	rvn  int64
-}
-
-// heldAt is a lock's RVN and when the statement that set it began.
-type heldAt struct {
-	rvn int64
-	at  time.Time
 }
 
 func newHeartbeater(c *Client) *heartbeater {
 	return &heartbeater{c: c, locks: make(map[*Lock]struct{})}
 }
 
-// add starts heartbeating l, and the goroutine if it is not running.
+// add starts heartbeating l, and the goroutine if none runs.
 func (h *heartbeater) add(l *Lock) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -59,35 +56,65 @@ func (h *heartbeater) add(l *Lock) {
 		return
 	}
 	h.locks[l] = struct{}{}
-	if h.stop == nil {
-		ctx, cancel := context.WithCancel(context.Background())
-		h.stop, h.done = cancel, make(chan struct{})
-		go h.run(ctx, h.done)
+	if len(h.locks) == 1 {
+		h.c.keep.hold()
+	}
+	if h.gen != nil || h.manual {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	g := &generation{stop: cancel}
+	h.gen = g
+	h.gens.Add(1)
+	go func() {
+		defer h.gens.Done()
+		h.run(ctx, g)
+	}()
+}
+
+// remove stops heartbeating l. When l was the last lock it tells the
+// goroutine to stop, and lets go of the client's own connections.
+func (h *heartbeater) remove(l *Lock) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.dropLocked(l)
+}
+
+// dropLocked is remove with h.mu held.
+func (h *heartbeater) dropLocked(l *Lock) {
+	if _, ok := h.locks[l]; !ok {
+		return
+	}
+	delete(h.locks, l)
+	if len(h.locks) > 0 {
+		return
+	}
+	h.c.keep.letGo()
+	if h.gen != nil {
+		h.gen.stop()
+		h.gen = nil
 	}
 }
 
-// remove stops heartbeating l. When l was the last lock it stops the
-// goroutine and waits for it to exit.
-func (h *heartbeater) remove(l *Lock) {
+// close stops heartbeating every lock, for Client.Close.
+func (h *heartbeater) close() {
 	h.mu.Lock()
-	delete(h.locks, l)
-	var done chan struct{}
-	if len(h.locks) == 0 && h.stop != nil {
-		h.stop()
-		done = h.done
-		h.stop, h.done = nil, nil
+	defer h.mu.Unlock()
+	for l := range h.locks {
+		h.dropLocked(l)
 	}
-	h.mu.Unlock()
-	if done != nil {
-		<-done
+	if h.gen != nil {
+		h.gen.stop()
+		h.gen = nil
 	}
+	h.manual = true // nothing starts a goroutine any more
 }
 
 // run ticks until ctx is cancelled or no lock is left to heartbeat. After a
-// failed tick it retries sooner, so a short outage costs little of the lease.
-func (h *heartbeater) run(ctx context.Context, done chan struct{}) {
-	defer close(done)
-	defer h.waiting.Wait()
+// failed tick it retries sooner, so a short outage costs little of the
+// lease.
+func (h *heartbeater) run(ctx context.Context, g *generation) {
+	defer g.waiting.Wait()
 	freq := h.c.heartbeatFrequency
 	retry := max(freq/4, 10*time.Millisecond)
 	t := time.NewTimer(freq)
@@ -98,24 +125,63 @@ func (h *heartbeater) run(ctx context.Context, done chan struct{}) {
 			return
 		case <-t.C:
 		}
-		batch, last := h.snapshot(done)
-		if last {
+		batch := h.snapshot(g)
+		if len(batch) == 0 {
 			return
 		}
 		next := freq
-		if !h.beatAll(ctx, batch) {
+		if !h.beatAll(ctx, g, batch) {
 			next = retry
 		}
 		t.Reset(next)
 	}
 }
 
+// tick refreshes every held lock once, on the calling goroutine. It is the
+// heartbeat the tests drive when the heartbeater is manual.
+func (h *heartbeater) tick() bool {
+	g := &generation{stop: func() {}}
+	defer g.waiting.Wait()
+	return h.beatAll(context.Background(), g, h.snapshot(nil))
+}
+
+// snapshot returns the locks to refresh now, dropping those that ended or
+// whose heartbeat context ended. When none is left, generation g (if it is
+// still the running one) is over.
+func (h *heartbeater) snapshot(g *generation) []*Lock {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	batch := make([]*Lock, 0, len(h.locks))
+	for l := range h.locks {
+		if l.IsReleased() || l.heartbeatContext.Err() != nil {
+			h.dropLocked(l)
+			continue
+		}
+		batch = append(batch, l)
+	}
+	if len(batch) == 0 && g != nil && h.gen == g {
+		h.gen = nil
+	}
+	return batch
+}
+
+// held returns the locks the heartbeater keeps now.
+func (h *heartbeater) held() []*Lock {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	locks := make([]*Lock, 0, len(h.locks))
+	for l := range h.locks {
+		locks = append(locks, l)
+	}
+	return locks
+}
+
 // beatAll refreshes batch in statements of maxHeartbeatBatch locks, up to
 // maxParallelBeats at once, and returns when all are done. It reports
 // whether every statement succeeded.
-func (h *heartbeater) beatAll(ctx context.Context, batch []*Lock) bool {
+func (h *heartbeater) beatAll(ctx context.Context, g *generation, batch []*Lock) bool {
 	if len(batch) <= maxHeartbeatBatch {
-		return h.beat(ctx, batch)
+		return h.beat(ctx, g, batch)
 	}
 	var (
 		wg     sync.WaitGroup
@@ -129,7 +195,7 @@ func (h *heartbeater) beatAll(ctx context.Context, batch []*Lock) bool {
 		go func() {
 			defer wg.Done()
 			defer func() { <-slots }()
-			if !h.beat(ctx, part) {
+			if !h.beat(ctx, g, part) {
 				failed.Store(true)
 			}
 		}()
@@ -138,160 +204,160 @@ func (h *heartbeater) beatAll(ctx context.Context, batch []*Lock) bool {
 	return !failed.Load()
 }
 
-// snapshot returns the locks to refresh now, dropping those that ended or
-// whose heartbeat context ended. last is true when none is left: the
-// goroutine then deregisters itself and must exit.
-func (h *heartbeater) snapshot(done chan struct{}) (batch []*Lock, last bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for l := range h.locks {
-		if l.IsReleased() || l.heartbeatContext.Err() != nil {
-			delete(h.locks, l)
-			continue
-		}
-		batch = append(batch, l)
-	}
-	if len(batch) == 0 && h.done == done {
-		h.stop()
-		h.stop, h.done = nil, nil
-		return nil, true
-	}
-	return batch, false
+// beatRow is one lock's answer to a batch heartbeat.
+type beatRow struct {
+	l       *Lock
+	newRVN  sql.NullInt64 // NULL: not bumped
+	present bool          // the row still had the RVN sent
 }
 
-// beat refreshes one batch in one statement. Locks busy with a release or a
-// Guard check are left for the next tick. It reports whether the statement
-// succeeded.
-func (h *heartbeater) beat(runCtx context.Context, locks []*Lock) bool {
+// beat refreshes one batch in one statement. Locks busy with a release, a
+// Guard check or another heartbeat are left for the next tick. The answers
+// are applied only once the statement, its commit included, succeeded:
+// rows streamed by a transaction that then rolled back say nothing. It
+// reports whether the statement succeeded.
+func (h *heartbeater) beat(runCtx context.Context, g *generation, locks []*Lock) bool {
 	c := h.c
-	held := make([]*Lock, 0, len(locks))
-	prev := make(map[*Lock]heldAt, len(locks))
-	type key = heartbeatKey
+	taken := takeOps(locks)
+	if len(taken) == 0 {
+		return true
+	}
+	handedOff := map[*Lock]bool{}
+	defer func() {
+		for _, l := range taken {
+			if !handedOff[l] {
+				l.op.unlock()
+			}
+		}
+	}()
+	start := c.clock.now()
+	rows, err := c.beatStatement(taken)
+	if err != nil {
+		c.stats.heartbeatFailures.Add(1)
+		c.log.Debug("heartbeat failed", "locks", len(taken), "error", err, "elapsed", c.clock.now().Sub(start))
+		c.settleAfter(taken, start, err)
+		return false
+	}
+	var recheck, skipped []*Lock
+	var refreshed int64
+	for _, r := range rows {
+		switch {
+		case r.newRVN.Valid:
+			if r.l.refresh(r.newRVN.Int64, start) {
+				refreshed++
+			}
+		case !r.present && !r.l.unsettledSince().IsZero():
+			recheck = append(recheck, r.l) // maybe a statement of unknown outcome moved it
+		case !r.present:
+			r.l.end(errStolen)
+		default:
+			skipped = append(skipped, r.l) // an open Guard transaction holds the row
+		}
+	}
+	c.stats.heartbeats.Add(refreshed)
+	c.resettle(recheck)
+	for _, l := range h.waitForGuarded(runCtx, g, skipped) {
+		handedOff[l] = true
+	}
+	return true
+}
+
+// takeOps takes the op lock of every lock of locks that is free and still
+// held, and returns those.
+func takeOps(locks []*Lock) []*Lock {
+	taken := make([]*Lock, 0, len(locks))
+	for _, l := range locks {
+		if !l.op.tryLock() {
+			continue
+		}
+		if _, ended := l.state(); ended {
+			l.op.unlock()
+			continue
+		}
+		taken = append(taken, l)
+	}
+	return taken
+}
+
+// beatStatement sends one batch heartbeat for locks (their op locks held)
+// on the client's own connection and returns its answers, all of them or
+// none.
+func (c *Client) beatStatement(locks []*Lock) ([]beatRow, error) {
+	type key struct {
+		name string
+		rvn  int64
+	}
 	byKey := make(map[key]*Lock, len(locks))
 	names := make(pq.StringArray, 0, len(locks))
 	rvns := make(pq.Int64Array, 0, len(locks))
-	var expires time.Time // the earliest lease end in the batch
 	for _, l := range locks {
-		if !l.opMu.TryLock() {
-			continue
-		}
-		rvn, at, ended := l.state()
-		if ended {
-			l.opMu.Unlock()
-			continue
-		}
-		held = append(held, l)
-		if end := at.Add(c.leaseDuration); expires.IsZero() || end.Before(expires) {
-			expires = end
-		}
-		prev[l] = heldAt{rvn, at}
-		byKey[key{l.name, rvn}] = l
+		held, _ := l.state()
+		byKey[key{l.name, held.rvn}] = l
 		names = append(names, l.name)
-		rvns = append(rvns, rvn)
+		rvns = append(rvns, held.rvn)
 	}
-	var handedOff map[*Lock]bool
-	defer func() {
-		for _, l := range held {
-			if handedOff[l] {
-				continue // its waiting heartbeat unlocks it
-			}
-			l.opMu.Unlock()
-		}
-	}()
-	if len(held) == 0 {
-		return true
-	}
-
-	// A slow heartbeat that lands within the lease is worth more than one
-	// cancelled early: cancelling costs a retry and leaves the outcome
-	// unknown. So the statement may run until the first lock of the batch
-	// would expire, and at least one heartbeat period. It is not cancelled
-	// when the goroutine is told to stop either: a Release waiting for it
-	// wants its outcome known, not made unknown.
-	ctx, cancel := context.WithTimeout(context.Background(), max(time.Until(expires), c.heartbeatFrequency))
+	ctx, cancel := context.WithTimeout(context.Background(), c.attemptTimeout())
 	defer cancel()
-	start := time.Now()
-	var (
-		refreshed int64
-		recheck   []*Lock
-	)
-	err := c.retry(ctx, func() error {
-		refreshed = 0
-		recheck = recheck[:0]
-		return c.eachRow(ctx, func(rows *sql.Rows) error {
-			var (
-				k       key
-				newRVN  sql.NullInt64
-				present bool
-			)
-			if err := rows.Scan(&k.name, &k.rvn, &newRVN, &present); err != nil {
-				return err
-			}
-			l := byKey[k]
-			switch {
-			case l == nil:
-			case newRVN.Valid:
-				l.refresh(newRVN.Int64, start)
-				delete(byKey, k)
-				refreshed++
-			case !present && !l.unsettledSince().IsZero():
-				// Maybe an earlier heartbeat of unknown outcome moved it.
-				recheck = append(recheck, l)
-				delete(byKey, k)
-			case !present:
-				l.end(errStolen)
-				delete(byKey, k)
-			}
-			return nil
-		}, c.sql.heartbeatBatch, names, rvns)
+	var rows []beatRow
+	err := c.keep.run(ctx, func(ctx context.Context, q querier) error {
+		return retry(ctx, c.log, func() error {
+			rows = rows[:0]
+			return eachRow(ctx, q, func(r *sql.Rows) error {
+				var (
+					k   key
+					row beatRow
+				)
+				if err := r.Scan(&k.name, &k.rvn, &row.newRVN, &row.present); err != nil {
+					return err
+				}
+				if row.l = byKey[k]; row.l != nil {
+					rows = append(rows, row)
+				}
+				return nil
+			}, c.sql.heartbeatBatch, names, rvns, c.sql.sequence)
+		})
 	})
-	if err == nil {
-		c.stats.heartbeats.Add(refreshed)
-		c.resettle(recheck, prev)
-		handedOff = h.waitForGuarded(runCtx, byKey, prev)
-		return true
+	if err != nil {
+		return nil, err // a statement left behind may still be writing rows
 	}
-	c.stats.heartbeatFailures.Add(1)
-	c.log.Debug("heartbeat failed", "locks", len(held), "error", err, "elapsed", time.Since(start))
-	pending := make([]*Lock, 0, len(byKey))
-	for _, l := range byKey {
-		pending = append(pending, l)
-	}
-	sctx, scancel := context.WithTimeout(context.Background(), max(time.Until(expires), c.heartbeatFrequency))
-	defer scancel()
-	c.settle(sctx, pending, prev, start)
-	return false
+	return rows, nil
 }
 
-// waitForGuarded refreshes the locks the batch skipped because an open
-// Guard transaction held their row, once half their lease will have passed
-// since their last refresh by the next tick: it sends each a heartbeat that
-// waits for the row, so a holder that keeps guarded transactions open back
-// to back does not lose its lock. Each such heartbeat runs in its own
-// goroutine, owned by the heartbeater (run joins them before it exits),
-// and waits at most until the lock would expire. It takes over the lock's
-// opMu from beat and unlocks it when done, so new Guard calls on the lock
-// wait for it, and later ticks skip the lock meanwhile. It returns the
-// locks it took over.
-func (h *heartbeater) waitForGuarded(runCtx context.Context, skipped map[heartbeatKey]*Lock, prev map[*Lock]heldAt) map[*Lock]bool {
+// attemptTimeout bounds one try of a statement that keeps locks alive:
+// a heartbeat, a read-back, a release's DELETE. A statement that has not
+// returned by then is given up (its connection may be dead while the
+// database is fine) and the next try goes out on another connection, well
+// within the lease.
+func (c *Client) attemptTimeout() time.Duration {
+	return c.leaseDuration / 4
+}
+
+// waitForGuarded refreshes the locks a batch skipped because an open Guard
+// transaction held their row, once half their lease will have passed since
+// their last refresh by the next tick: it sends each a heartbeat that waits
+// for the row, so a holder that keeps guarded transactions open back to
+// back does not lose its lock. Each such heartbeat runs in its own
+// goroutine, owned by the generation (its goroutine joins them before it
+// exits), and waits at most until the lock would expire. It takes over the
+// lock's op lock from beat and unlocks it when done, so new Guard calls on
+// the lock wait for it, and later ticks skip the lock meanwhile. It returns
+// the locks it took over.
+func (h *heartbeater) waitForGuarded(runCtx context.Context, g *generation, skipped []*Lock) []*Lock {
 	c := h.c
-	var taken map[*Lock]bool
+	var taken []*Lock
 	for _, l := range skipped {
-		p := prev[l]
-		if time.Since(p.at)+c.heartbeatFrequency <= c.leaseDuration/2 {
+		held, _ := l.state()
+		if c.clock.now().Sub(held.at)+c.heartbeatFrequency <= c.leaseDuration/2 {
 			continue
 		}
-		if taken == nil {
-			taken = make(map[*Lock]bool)
-		}
-		taken[l] = true
-		h.waiting.Add(1)
+		taken = append(taken, l)
+		g.waiting.Add(1)
 		go func() {
-			defer h.waiting.Done()
-			defer l.opMu.Unlock()
-			ctx, cancel := context.WithDeadline(runCtx, p.at.Add(c.holdFor()))
+			defer g.waiting.Done()
+			defer l.op.unlock()
+			ctx, cancel := context.WithTimeout(runCtx, held.at.Add(c.holdFor()).Sub(c.clock.now()))
 			defer cancel()
-			if err := c.heartbeatOne(ctx, l, p); err != nil {
+			if err := c.heartbeatOne(ctx, l); err != nil {
 				c.log.Debug("heartbeat of a guarded lock failed", "lock", l.name, "error", err)
 			}
 		}()
@@ -299,49 +365,38 @@ func (h *heartbeater) waitForGuarded(runCtx context.Context, skipped map[heartbe
 	return taken
 }
 
-// settle decides the fate of locks whose heartbeat, begun at start, failed
-// with an unknown outcome: the UPDATE may have committed before the error,
-// or may still commit after it (a statement the client gave up on). It marks
-// the locks unsettled (see unsettled.go) until a heartbeat of theirs
-// succeeds, and reads the rows back; decide then tells from each row whether
-// the lock is still held. When the read fails it returns false and nothing
-// else changes: the lease expiry still ends the locks in time if nothing
-// settles them before.
-func (c *Client) settle(ctx context.Context, locks []*Lock, prev map[*Lock]heldAt, start time.Time) (read bool) {
-	if len(locks) == 0 {
-		return true
+// heartbeatOne bumps the RVN of l once (its op lock held), waiting for its
+// row if a guarded transaction holds it, at most until ctx ends.
+func (c *Client) heartbeatOne(ctx context.Context, l *Lock) error {
+	held, ended := l.state()
+	if ended {
+		return l.Err()
 	}
-	names := make(pq.StringArray, len(locks))
-	for i, l := range locks {
-		names[i] = l.name
-	}
-	// A statement given up by the client (timeout, cancel) may still
-	// commit after the read: the locks stay unsettled until a heartbeat
-	// of theirs succeeds.
-	for _, l := range locks {
-		l.markUnsettled(start)
-	}
-	current := make(map[string]rowState, len(locks))
-	err := c.retry(ctx, func() error {
-		return c.eachRow(ctx, func(rows *sql.Rows) error {
-			var (
-				name string
-				r    rowState
-			)
-			if err := rows.Scan(&name, &r.rvn, &r.owner); err != nil {
-				return err
-			}
-			current[name] = r
-			return nil
-		}, c.sql.reread, names)
+	start := c.clock.now()
+	var newRVN int64
+	err := c.keep.run(ctx, func(ctx context.Context, q querier) error {
+		return retry(ctx, c.log, func() error {
+			return q.QueryRowContext(ctx, c.sql.heartbeat, l.name, held.rvn, c.sql.sequence).Scan(&newRVN)
+		})
 	})
-	if err != nil {
-		c.log.Debug("cannot settle heartbeat outcome", "locks", len(locks), "error", err)
-		return false
+	switch {
+	case err == nil:
+		if !l.refresh(newRVN, start) {
+			return l.Err()
+		}
+		c.stats.heartbeats.Add(1)
+		return nil
+	case errors.Is(err, sql.ErrNoRows):
+		stillHeld, merr := c.moved(l)
+		switch {
+		case merr != nil:
+			return fmt.Errorf("pglock: heartbeat of %q: %w", l.name, merr)
+		case !stillHeld:
+			return &OtherError{errStolen}
+		}
+		return nil // an earlier statement of ours had moved it
 	}
-	readEnd := time.Now()
-	for _, l := range locks {
-		c.decide(l, prev[l], current[l.name], readEnd, start)
-	}
-	return true
+	c.stats.heartbeatFailures.Add(1)
+	c.settleAfter([]*Lock{l}, start, err)
+	return typeError(fmt.Errorf("pglock: heartbeat of %q: %w", l.name, err))
 }

@@ -69,3 +69,38 @@ func TestCoreBackgroundHeartbeat(t *testing.T) {
 	assert.ErrorIs(t, l.Err(), pglock.ErrLockAlreadyReleased)
 	assert.ErrorIs(t, l.Close(), pglock.ErrLockAlreadyReleased)
 }
+
+// TestBatchHeartbeatAppliesRowsAfterCommit: a batch heartbeat whose commit
+// fails (a deferred trigger raises a serialization failure once, at commit)
+// must not keep the RVNs of the rolled-back transaction: its retry's RVNs
+// are the lock's, and the lock is not lost.
+func TestBatchHeartbeatAppliesRowsAfterCommit(t *testing.T) {
+	t.Parallel()
+	db := openDB(t)
+	c, table := newClientTable(t, db, pglock.WithLeaseDuration(3*time.Second), pglock.WithHeartbeatFrequency(100*time.Millisecond))
+	l, err := c.Acquire("n")
+	require.NoError(t, err)
+	seq, fn := table+"_once", table+"_fail_once"
+	testsExec(t, db, `CREATE SEQUENCE `+testsQuote(seq))
+	testsExec(t, db, `CREATE FUNCTION `+testsQuote(fn)+`() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	IF nextval('`+seq+`') = 1 THEN
+		RAISE EXCEPTION 'injected at commit' USING ERRCODE = '40001';
+	END IF;
+	RETURN NULL;
+END $$`)
+	defer testsExec(t, db, `DROP FUNCTION `+testsQuote(fn)+`() CASCADE`)
+	defer testsExec(t, db, `DROP SEQUENCE `+testsQuote(seq))
+	testsExec(t, db, `CREATE CONSTRAINT TRIGGER fail_once AFTER UPDATE ON `+testsQuote(table)+`
+	DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION `+testsQuote(fn)+`()`)
+	require.Eventually(t, func() bool {
+		var n int64
+		require.NoError(t, db.QueryRow(`SELECT last_value FROM `+testsQuote(seq)).Scan(&n))
+		return n >= 3 || l.IsReleased()
+	}, testsBound, time.Millisecond, "heartbeats go on past the failed commit")
+	rvn, valid := testsRowRVN(t, db, testsQuote(table), "n")
+	assert.True(t, valid)
+	assert.NoError(t, l.Err(), "the lock was lost while its row held RVN %d", rvn)
+	assert.Equal(t, rvn, l.RecordVersionNumber(), "the lock knows its row's RVN")
+	require.NoError(t, c.Release(l))
+}

@@ -11,7 +11,8 @@ import (
 //
 // Its methods are safe for concurrent use. A held Lock stays held until
 // Release or Close, or until it is lost: someone took the row over, or no
-// heartbeat succeeded for a whole lease. Done is closed at that moment.
+// heartbeat succeeded for a whole lease. Done is closed at that moment, and
+// never later than the moment another client could take the lock over.
 type Lock struct {
 	client           *Client
 	name             string
@@ -22,61 +23,23 @@ type Lock struct {
 	replaceData      bool
 	heartbeatContext context.Context
 
-	// opMu is held while a statement that depends on or changes this lock's
-	// RVN is in flight: a heartbeat, a release, a Guard check. It keeps them
-	// from racing each other; the background heartbeat skips a lock whose
-	// opMu is busy.
-	opMu sync.Mutex
+	// op is held while a statement that depends on or changes this lock's
+	// RVN is in flight: a heartbeat, a release, a Guard check, a Proclaim.
+	// It keeps them from racing each other; the background heartbeat skips
+	// a lock whose op is busy.
+	op opLock
 
 	mu          sync.Mutex
 	rvn         int64
-	refreshedAt time.Time // when the statement that set rvn began (monotonic)
-	expiry      *time.Timer
+	refreshedAt time.Time // when the statement that set rvn began
+	expiry      stopper
 	ended       bool
 	endErr      error
 	done        chan struct{}
 	releasing   bool // Release has run or is running
-	// unsettled is the start of the earliest heartbeat whose outcome is
-	// unknown and could not be read back; zero when there is none.
+	// unsettled is the start of the earliest statement that may have moved
+	// the row without the lock knowing (see outcome.go); zero when none.
 	unsettled time.Time
-}
-
-// LockOption reconfigures how a lock is acquired and released.
-type LockOption func(*Lock)
-
-// FailIfLocked makes Acquire return ErrNotAcquired at once instead of waiting
-// while the lock is held by someone else. A lock whose holder this client has
-// already watched stay silent for a whole lease is taken over all the same.
-func FailIfLocked() LockOption {
-	return func(l *Lock) { l.failIfLocked = true }
-}
-
-// WithData sets the data stored with a lock on a new row. A row kept with
-// KeepOnRelease keeps its own data unless ReplaceData is given too. The
-// slice is copied.
-func WithData(data []byte) LockOption {
-	return func(l *Lock) { l.data = append([]byte(nil), data...) }
-}
-
-// ReplaceData makes the data given with WithData overwrite whatever data the
-// row holds when the lock is acquired.
-func ReplaceData() LockOption {
-	return func(l *Lock) { l.replaceData = true }
-}
-
-// KeepOnRelease keeps the row and its data when the lock is released: its
-// record version number becomes NULL, so anyone may acquire it at once, and
-// GetData still reads the data.
-func KeepOnRelease() LockOption {
-	return func(l *Lock) { l.keepOnRelease = true }
-}
-
-// WithCustomHeartbeatContext makes the background heartbeat of the lock run
-// while ctx lives, instead of while the context given to AcquireContext
-// lives. When that context ends the heartbeat stops, and the lock is lost a
-// lease after its last heartbeat unless it is released first.
-func WithCustomHeartbeatContext(ctx context.Context) LockOption {
-	return func(l *Lock) { l.heartbeatContext = ctx }
 }
 
 // driftDivisor sets the safety margin of a holder: it counts its lock lost
@@ -96,13 +59,45 @@ func (c *Client) holdFor() time.Duration {
 }
 
 // newEndedLock returns a Lock that is not held: a row read with Get, or the
-// lock FailIfLocked could not take.
+// holder's lock as FailIfLocked found it.
 func newEndedLock(c *Client, name, owner string, data []byte, rvn int64, err error) *Lock {
 	done := make(chan struct{})
 	close(done)
 	return &Lock{client: c, name: name, owner: owner, data: data, rvn: rvn,
-		ended: true, endErr: err, releasing: true, done: done}
+		ended: true, endErr: err, releasing: true, done: done, op: newOpLock()}
 }
+
+// opLock is a mutex whose lock gives up when a context ends.
+type opLock chan struct{}
+
+func newOpLock() opLock { return make(opLock, 1) }
+
+// lock takes o, or returns ctx's error once ctx ended first.
+func (o opLock) lock(ctx context.Context) error {
+	select {
+	case o <- struct{}{}:
+		return nil
+	default:
+	}
+	select {
+	case o <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// tryLock takes o if it is free.
+func (o opLock) tryLock() bool {
+	select {
+	case o <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (o opLock) unlock() { <-o }
 
 // hold marks a freshly acquired lock held with rvn, acquired by a statement
 // that began at start, and arms its expiry holdFor after start.
@@ -111,32 +106,51 @@ func (l *Lock) hold(rvn int64, start time.Time) {
 	defer l.mu.Unlock()
 	l.rvn, l.refreshedAt = rvn, start
 	l.done = make(chan struct{})
-	l.expiry = time.AfterFunc(time.Until(start.Add(l.client.holdFor())), func() {
+	l.armLocked()
+}
+
+// armLocked (re)arms the expiry timer for holdFor after refreshedAt.
+func (l *Lock) armLocked() {
+	if l.expiry != nil {
+		l.expiry.Stop()
+	}
+	c := l.client
+	l.expiry = c.clock.afterFunc(l.refreshedAt.Add(c.holdFor()).Sub(c.clock.now()), func() {
 		l.end(errLeaseExpired)
 	})
 }
 
-// refresh records a heartbeat that bumped the RVN to rvn and began at start.
-// It reports false when the lock had already ended.
+// refresh records that the row carries rvn, written by a statement that
+// began at start (or, for a row read back, by one that began no earlier).
+// It reports false, and changes nothing, when the lock had already ended.
 func (l *Lock) refresh(rvn int64, start time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.endedLocked(time.Now()) {
+	if l.endedLocked(l.now()) {
 		return false
 	}
 	l.rvn, l.unsettled = rvn, time.Time{}
 	if start.After(l.refreshedAt) {
 		l.refreshedAt = start
-		l.expiry.Reset(time.Until(start.Add(l.client.holdFor())))
+		l.armLocked()
 	}
 	return true
 }
 
-// end marks the lock released or lost, once, and closes Done.
-func (l *Lock) end(err error) {
+// end marks the lock released or lost with err, once, and closes Done. It
+// reports whether this call ended it.
+func (l *Lock) end(err error) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.endLocked(err)
+	return l.endLocked(err)
+}
+
+// now reads the client's clock; a Lock without a client is not held.
+func (l *Lock) now() time.Time {
+	if l.client == nil {
+		return time.Time{}
+	}
+	return l.client.clock.now()
 }
 
 // endedLocked reports whether the lock has ended, ending it first when its
@@ -152,32 +166,39 @@ func (l *Lock) endedLocked(now time.Time) bool {
 }
 
 // endLocked is end with l.mu held.
-func (l *Lock) endLocked(err error) {
+func (l *Lock) endLocked(err error) bool {
 	if l.ended {
-		return
+		return false
 	}
 	l.ended, l.endErr = true, err
 	if l.expiry != nil {
 		l.expiry.Stop()
 	}
 	close(l.done)
-	if err != nil && !errors.Is(err, errReleased) {
+	if !errors.Is(err, errReleased) {
 		// A loss is worth a warning: whoever held the lock must stop. It is
 		// no Error: the caller learns of it through Done and Err, and the
 		// lock system worked as designed.
 		l.client.log.Warn("lock lost", "lock", l.name, "owner", l.owner, "rvn", l.rvn,
-			"since_refresh", time.Since(l.refreshedAt), "reason", err)
+			"since_refresh", l.client.clock.now().Sub(l.refreshedAt), "reason", err)
 		l.client.stats.lost.Add(1)
 	}
+	return true
 }
 
 // state returns the RVN, when the statement that set it began, and whether
 // the lock has ended.
-func (l *Lock) state() (rvn int64, refreshedAt time.Time, ended bool) {
+func (l *Lock) state() (held heldAt, ended bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	ended = l.endedLocked(time.Now())
-	return l.rvn, l.refreshedAt, ended
+	ended = l.endedLocked(l.now())
+	return heldAt{l.rvn, l.refreshedAt}, ended
+}
+
+// heldAt is a lock's RVN and when the statement that set it began.
+type heldAt struct {
+	rvn int64
+	at  time.Time
 }
 
 // Name returns the lock's name.
@@ -197,7 +218,9 @@ func (l *Lock) Data() []byte {
 	return l.data
 }
 
-// Owner returns the owner string stored with the lock.
+// Owner returns the owner string stored with the lock: this client's for a
+// lock it holds, the holder's for a lock read with Get or refused by
+// FailIfLocked.
 func (l *Lock) Owner() string {
 	if l == nil {
 		return ""
@@ -222,8 +245,8 @@ func (l *Lock) RecordVersionNumber() int64 {
 	if l == nil {
 		return 0
 	}
-	rvn, _, _ := l.state()
-	return rvn
+	held, _ := l.state()
+	return held.rvn
 }
 
 // IsReleased reports whether the lock is no longer held: it was released, it
@@ -232,13 +255,14 @@ func (l *Lock) IsReleased() bool {
 	if l == nil {
 		return true
 	}
-	_, _, ended := l.state()
+	_, ended := l.state()
 	return ended
 }
 
 // Done returns a channel that is closed when the lock is released or lost.
-// It is never closed while the lock is held. For a lock that was never held
-// it is already closed.
+// It is never closed while the lock is held, and it is closed before
+// another client can take the lock over. For a lock that was never held it
+// is already closed.
 func (l *Lock) Done() <-chan struct{} {
 	if l == nil {
 		done := make(chan struct{})
@@ -247,7 +271,7 @@ func (l *Lock) Done() <-chan struct{} {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.endedLocked(time.Now())
+	l.endedLocked(l.now())
 	return l.done
 }
 
@@ -259,7 +283,7 @@ func (l *Lock) Err() error {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if !l.endedLocked(time.Now()) {
+	if !l.endedLocked(l.now()) {
 		return nil
 	}
 	if l.endErr == nil {

@@ -1,6 +1,7 @@
 package pglock
 
 import (
+	"context"
 	"log/slog"
 	"reflect"
 	"time"
@@ -63,6 +64,24 @@ func WithOwner(owner string) ClientOption {
 	return func(c *Client) { c.owner = owner }
 }
 
+// WithSessionDSN sets the connection string of the connections the client
+// opens for itself: the LISTEN session that wakes its waiters when a lock
+// is released, and the connections that heartbeat and release its held
+// locks, so that a busy pool or a dead pooled connection never holds them
+// up. It must reach the same database as the *sql.DB, directly or through
+// a pooler in session mode: give it when the *sql.DB goes through a pooler
+// in transaction mode, where LISTEN cannot work.
+//
+// Without it the client reuses the connection string the *sql.DB was
+// opened with by sql.Open, which it reads from the *sql.DB (see the
+// package documentation, Connections). A *sql.DB made by sql.OpenDB has
+// none: the client then heartbeats on a connection of that pool, reserved
+// while it holds locks, and its waiters poll unless the pool has no limit
+// on open connections.
+func WithSessionDSN(dsn string) ClientOption {
+	return func(c *Client) { c.sessionDSN = dsn }
+}
+
 // WithLogger sets a logger that receives every log line, of any level, as
 // one Println call with a pre-formatted line: the message followed by
 // key=value pairs. A nil l keeps the client silent.
@@ -115,4 +134,44 @@ func WithLevelLogger(l LevelLogger) ClientOption {
 // keeps it so.
 func WithSlog(l *slog.Logger) ClientOption {
 	return func(c *Client) { c.log = l }
+}
+
+// LockOption reconfigures how a lock is acquired and released.
+type LockOption func(*Lock)
+
+// FailIfLocked makes Acquire return ErrNotAcquired at once instead of waiting
+// while the lock is held by someone else. A lock whose holder this client
+// watched stay silent for a whole lease is taken over all the same, when
+// this client looked at it again within the last two leases: a sighting
+// older than that is forgotten.
+func FailIfLocked() LockOption {
+	return func(l *Lock) { l.failIfLocked = true }
+}
+
+// WithData sets the data stored with a lock on a new row. A row kept with
+// KeepOnRelease keeps its own data unless ReplaceData is given too. The
+// slice is copied.
+func WithData(data []byte) LockOption {
+	return func(l *Lock) { l.data = append([]byte(nil), data...) }
+}
+
+// ReplaceData makes the data given with WithData overwrite whatever data the
+// row holds when the lock is acquired.
+func ReplaceData() LockOption {
+	return func(l *Lock) { l.replaceData = true }
+}
+
+// KeepOnRelease keeps the row and its data when the lock is released: its
+// record version number becomes NULL, so anyone may acquire it at once, and
+// GetData still reads the data.
+func KeepOnRelease() LockOption {
+	return func(l *Lock) { l.keepOnRelease = true }
+}
+
+// WithCustomHeartbeatContext makes the background heartbeat of the lock run
+// while ctx lives, instead of while the context given to AcquireContext
+// lives. When that context ends the heartbeat stops, and the lock is lost a
+// lease after its last heartbeat unless it is released first.
+func WithCustomHeartbeatContext(ctx context.Context) LockOption {
+	return func(l *Lock) { l.heartbeatContext = ctx }
 }

@@ -57,7 +57,7 @@ func TestPerfHeartbeatBatchPlan(t *testing.T) {
 			_, err := db.Exec(`ANALYZE ` + pq.QuoteIdentifier(table))
 			require.NoError(t, err)
 		}
-		text := perfExplain(t, db, query, names, rvns)
+		text := perfExplain(t, db, query, names, rvns, pq.QuoteIdentifier(table+"_rvn"))
 		require.NotContains(t, text, "Seq Scan", "analyzed=%v\n%s", analyzed, text)
 		require.Contains(t, text, "Index Scan using "+table+"_pkey", "analyzed=%v\n%s", analyzed, text)
 	}

@@ -191,3 +191,20 @@ func TestReleaseAfterLeaseExpired(t *testing.T) {
 	require.ErrorIs(t, err, pglock.ErrLockNotFound, "the stale row was cleaned up")
 	require.ErrorIs(t, c.Release(l), pglock.ErrLockAlreadyReleased)
 }
+
+// TestReleaseAfterLapseCountedOnce: a lock whose lease lapsed (heartbeats
+// off), released cleanly because nobody took its row, is counted once: lost
+// when it lapsed, not released too. Held stays consistent.
+func TestReleaseAfterLapseCountedOnce(t *testing.T) {
+	t.Parallel()
+	db := openDB(t)
+	c := newClient(t, db, pglock.WithLeaseDuration(300*time.Millisecond), pglock.WithHeartbeatFrequency(0))
+	l, err := c.Acquire("job")
+	require.NoError(t, err)
+	<-l.Done()
+	require.NoError(t, c.Release(l), "nobody took the row: the release succeeds, as documented")
+	s := c.Stats()
+	t.Logf("acquired %d released %d lost %d held %d", s.Acquired, s.Released, s.Lost, s.Held())
+	assert.EqualValues(t, 0, s.Held())
+	assert.EqualValues(t, 1, s.Lost)
+}

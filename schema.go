@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/lib/pq"
 )
 
 // maxIdentifierBytes is PostgreSQL's NAMEDATALEN-1.
@@ -93,7 +95,7 @@ func (c *Client) checkTable(ctx context.Context, creating bool) error {
 		c.tableChecked.Store(true)
 	case !creating || !shadowed:
 		return &OtherError{fmt.Errorf("%w: %s resolves to the system relation %s; qualify the table with its schema, as in public.%s",
-			ErrInvalidTableName, c.table.quoted(), qualified, quoteIdent(c.table.name))}
+			ErrInvalidTableName, c.table.quoted(), qualified, pq.QuoteIdentifier(c.table.name))}
 	}
 	return nil
 }
@@ -156,22 +158,12 @@ func isBareIdentByte(c byte, first bool) bool {
 	return false
 }
 
-// quoteIdent quotes one identifier part for SQL text.
-func quoteIdent(s string) string {
-	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
-}
-
-// quoteLiteral quotes s as an SQL string literal (standard_conforming_strings).
-func quoteLiteral(s string) string {
-	return `'` + strings.ReplaceAll(s, `'`, `''`) + `'`
-}
-
 // quoted returns the identifier ready for SQL text.
 func (id identifier) quoted() string {
 	if id.schema == "" {
-		return quoteIdent(id.name)
+		return pq.QuoteIdentifier(id.name)
 	}
-	return quoteIdent(id.schema) + "." + quoteIdent(id.name)
+	return pq.QuoteIdentifier(id.schema) + "." + pq.QuoteIdentifier(id.name)
 }
 
 // sequenceSuffix makes the name of a table's record version number sequence.
@@ -217,29 +209,20 @@ func (c *Client) createTable(ctx context.Context, ifNotExists bool) error {
 	if err := c.checkTable(ctx, true); err != nil {
 		return err
 	}
-	ine := ""
+	createTable, createSeq := c.sql.createTable, c.sql.createSequence
 	if ifNotExists {
-		ine = "IF NOT EXISTS "
+		createTable, createSeq = c.sql.createTableIfNotExists, c.sql.createSequenceIfNotExists
 	}
-	table, seq := c.table.quoted(), c.table.sequence().quoted()
-	createTable := `CREATE TABLE ` + ine + table + ` (
-	name CHARACTER VARYING(255) PRIMARY KEY,
-	record_version_number BIGINT,
-	data BYTEA,
-	owner CHARACTER VARYING(255)
-)`
-	createSeq := `CREATE SEQUENCE ` + ine + seq + ` CYCLE`
-	ownedBy := ` OWNED BY ` + table + `.record_version_number`
 	if _, err := c.db.ExecContext(ctx, createTable); err != nil && !(ifNotExists && isAlreadyExists(err)) {
-		return typeError(fmt.Errorf("pglock: cannot create table %s: %w", table, err))
+		return typeError(fmt.Errorf("pglock: cannot create table %s: %w", c.table.quoted(), err))
 	}
-	_, err := c.db.ExecContext(ctx, createSeq+ownedBy)
+	_, err := c.db.ExecContext(ctx, createSeq+c.sql.ownedBy)
 	if err != nil && ifNotExists && isOwnershipMismatch(err) {
-		c.log.Debug("sequence created without OWNED BY: the table belongs to another role", "table", table, "error", err)
+		c.log.Debug("sequence created without OWNED BY: the table belongs to another role", "table", c.table.quoted(), "error", err)
 		_, err = c.db.ExecContext(ctx, createSeq)
 	}
 	if err != nil && !(ifNotExists && isAlreadyExists(err)) {
-		return typeError(fmt.Errorf("pglock: cannot create sequence %s: %w", seq, err))
+		return typeError(fmt.Errorf("pglock: cannot create sequence %s: %w", c.sql.sequence, err))
 	}
 	return nil
 }
@@ -252,13 +235,12 @@ func (c *Client) DropTable() error {
 	if err := c.checkTable(ctx, false); err != nil {
 		return err
 	}
-	table, seq := c.table.quoted(), c.table.sequence().quoted()
-	if _, err := c.db.ExecContext(ctx, `DROP TABLE `+table); err != nil {
-		return typeError(fmt.Errorf("pglock: cannot drop table %s: %w", table, err))
+	if _, err := c.db.ExecContext(ctx, c.sql.dropTable); err != nil {
+		return typeError(fmt.Errorf("pglock: cannot drop table %s: %w", c.table.quoted(), err))
 	}
 	// The sequence went with the table when it was OWNED BY it.
-	if _, err := c.db.ExecContext(ctx, `DROP SEQUENCE IF EXISTS `+seq); err != nil {
-		return typeError(fmt.Errorf("pglock: cannot drop sequence %s: %w", seq, err))
+	if _, err := c.db.ExecContext(ctx, c.sql.dropSequence); err != nil {
+		return typeError(fmt.Errorf("pglock: cannot drop sequence %s: %w", c.sql.sequence, err))
 	}
 	return nil
 }

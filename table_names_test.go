@@ -171,3 +171,14 @@ func TestTableNameSystemPrefix(t *testing.T) {
 		}
 	})
 }
+
+// TestTableNameWithoutStandardConformingStrings: a table name never changes
+// the SQL the client sends, whatever the server's settings: with
+// standard_conforming_strings off, a backslash in a string literal escapes
+// the next character.
+func TestTableNameWithoutStandardConformingStrings(t *testing.T) {
+	t.Parallel()
+	db := openDSN(t, testsDSNWith(srv.DSN(), map[string]string{"standard_conforming_strings": "off"}))
+	name := `scs\'x_` + randomHex(3)
+	testsTableRoundTrip(t, db, name, "", name)
+}

@@ -3,14 +3,9 @@ package pglock
 import (
 	"context"
 	"database/sql"
-	"errors"
-	"math/rand/v2"
-	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/lib/pq"
 )
 
 // Polling bounds for waiters. Notifications wake a waiter at once; polling
@@ -20,24 +15,31 @@ const (
 	pollWithListener    = 250 * time.Millisecond
 	pollWithoutListener = 25 * time.Millisecond
 	listenerSetupWait   = 250 * time.Millisecond
-	maxWatched          = 10000
 )
+
+// maxWatched bounds how many names a Client remembers an RVN for.
+var maxWatched = 10000
 
 // waitRoom is where a Client's waiters queue, one FIFO per lock name, and
 // where release notifications reach them. Only the head of each queue sends
 // statements; the others wait their turn, so one client never starves its
-// own goroutines and a release costs one statement per waiting client. One
-// listening connection per Client runs while anyone waits.
+// own goroutines and a release costs one statement per waiting client.
+// While anyone waits, a listener (listen.go) turns release notifications
+// into wake-ups.
 type waitRoom struct {
 	c *Client
 
-	mu        sync.Mutex
-	queues    map[string][]*waiter
-	watched   map[string]watch // RVN seen per name and when first seen
-	listening bool             // LISTEN is active: notifications arrive
-	ready     chan struct{}    // closed when listening starts or gives up
-	stop      context.CancelFunc
-	done      chan struct{}
+	mu      sync.Mutex
+	queues  map[string][]*waiter
+	watched map[string]sighting
+	// listener is the running listener; nil while nobody waits.
+	listener *listener
+	// listeners counts every listener's goroutine, for Client.Close.
+	listeners sync.WaitGroup
+	// sessions counts LISTEN sessions active now, of any listener: a
+	// stopped listener may take a moment to close its session while the
+	// next one already listens.
+	sessions atomic.Int32
 }
 
 // waiter is one goroutine blocked in AcquireContext.
@@ -51,35 +53,69 @@ type waiter struct {
 	notified atomic.Int64
 }
 
-// watch is an RVN seen on a held row, and when it was first seen.
-type watch struct {
-	rvn  int64
-	seen time.Time
+// sighting is an RVN seen on a held row: when it was first seen, and when
+// last.
+type sighting struct {
+	rvn             int64
+	first, lastSeen time.Time
 }
 
 func newWaitRoom(c *Client) *waitRoom {
-	return &waitRoom{c: c, queues: make(map[string][]*waiter), watched: make(map[string]watch)}
+	return &waitRoom{c: c, queues: make(map[string][]*waiter), watched: make(map[string]sighting)}
 }
 
-// observe records that name was seen held at rvn. The first sighting of an
-// RVN starts its lease; sighting it again does not restart it.
+// observe records that name was seen held at rvn at seen. The first
+// sighting of an RVN starts its lease; seeing it again confirms it.
 func (r *waitRoom) observe(name string, rvn int64, seen time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if w, ok := r.watched[name]; ok && w.rvn == rvn {
+	if s, ok := r.watched[name]; ok && s.rvn == rvn && !r.forgottenLocked(s, seen) {
+		s.lastSeen = seen
+		r.watched[name] = s
 		return
 	}
-	if len(r.watched) >= maxWatched {
-		for k, w := range r.watched {
-			if seen.Sub(w.seen) > r.c.leaseDuration {
-				delete(r.watched, k)
-			}
+	if _, ok := r.watched[name]; !ok && len(r.watched) >= maxWatched {
+		r.makeRoomLocked(seen)
+	}
+	r.watched[name] = sighting{rvn: rvn, first: seen, lastSeen: seen}
+}
+
+// forgetAfter is how long, in leases, a sighting stays remembered without
+// being seen again. Within one wait the waiter looks many times a lease;
+// a FailIfLocked sweep may look once a lease, so "about a lease" must allow
+// a little more than one.
+const forgetAfter = 2
+
+// forgottenLocked reports whether s went unconfirmed for more than
+// forgetAfter leases by now: the row may have changed and changed back
+// meanwhile (a table made again restarts its sequence, and a new holder may
+// get the RVN seen before), so s says nothing any more.
+func (r *waitRoom) forgottenLocked(s sighting, now time.Time) bool {
+	return now.Sub(s.lastSeen) > forgetAfter*r.c.leaseDuration
+}
+
+// makeRoomLocked frees a place in watched: it drops sightings that were
+// forgotten, and else the youngest one. A lock whose RVN keeps changing
+// (its holder lives) is seen anew at every change, so it is the young
+// sightings that are worth least; the oldest are those closest to proving
+// a holder dead, and a sweep over more names than fit must keep them.
+func (r *waitRoom) makeRoomLocked(now time.Time) {
+	var (
+		youngest string
+		at       time.Time
+	)
+	for name, s := range r.watched {
+		if r.forgottenLocked(s, now) {
+			delete(r.watched, name)
+			continue
 		}
-		if len(r.watched) >= maxWatched {
-			clear(r.watched)
+		if youngest == "" || s.first.After(at) {
+			youngest, at = name, s.first
 		}
 	}
-	r.watched[name] = watch{rvn: rvn, seen: seen}
+	if len(r.watched) >= maxWatched {
+		delete(r.watched, youngest)
+	}
 }
 
 // forget drops what was watched of name, once it is acquired.
@@ -89,18 +125,23 @@ func (r *waitRoom) forget(name string) {
 	delete(r.watched, name)
 }
 
-// stale returns the RVN of name that was seen unchanged for a whole lease, if
-// any, and when it may be taken otherwise.
+// stale returns the RVN of name seen unchanged for a whole lease, and not
+// forgotten since, if any; and when the sighting will be stale
+// otherwise (zero when there is none).
 func (r *waitRoom) stale(name string, now time.Time) (rvn sql.NullInt64, staleAt time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	w, ok := r.watched[name]
+	s, ok := r.watched[name]
 	if !ok {
 		return sql.NullInt64{}, time.Time{}
 	}
-	staleAt = w.seen.Add(r.c.leaseDuration)
+	if r.forgottenLocked(s, now) {
+		delete(r.watched, name)
+		return sql.NullInt64{}, time.Time{}
+	}
+	staleAt = s.first.Add(r.c.leaseDuration)
 	if !now.Before(staleAt) {
-		return sql.NullInt64{Int64: w.rvn, Valid: true}, staleAt
+		return sql.NullInt64{Int64: s.rvn, Valid: true}, staleAt
 	}
 	return sql.NullInt64{}, staleAt
 }
@@ -129,19 +170,19 @@ func (r *waitRoom) joinLocked(name string) *waiter {
 	if len(r.queues[name]) == 1 {
 		close(w.turn)
 	}
-	if r.stop == nil {
-		ctx, cancel := context.WithCancel(context.Background())
-		r.stop, r.done, r.ready = cancel, make(chan struct{}), make(chan struct{})
-		r.listening = false
-		go r.listen(ctx, r.done, r.ready)
+	if r.listener == nil {
+		r.listener = r.startListener()
 	}
 	return w
 }
 
 // leave takes w out of its queue, hands the turn to the next waiter, and
-// stops the listener, waiting for it, when nobody waits any more.
+// tells the listener to stop when nobody waits any more. It does not wait
+// for the listener to exit: a listener stuck on a dead connection must not
+// hold up a waiter whose context ended.
 func (r *waitRoom) leave(w *waiter) {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	q := r.queues[w.name]
 	for i, x := range q {
 		if x == w {
@@ -157,15 +198,9 @@ func (r *waitRoom) leave(w *waiter) {
 	} else {
 		r.queues[w.name] = q
 	}
-	var done chan struct{}
-	if len(r.queues) == 0 && r.stop != nil {
-		r.stop()
-		done = r.done
-		r.stop, r.done = nil, nil
-	}
-	r.mu.Unlock()
-	if done != nil {
-		<-done
+	if len(r.queues) == 0 && r.listener != nil {
+		r.listener.stop()
+		r.listener = nil
 	}
 }
 
@@ -178,7 +213,10 @@ func (r *waitRoom) waitTurn(ctx context.Context, w *waiter) error {
 		return ctx.Err()
 	}
 	r.mu.Lock()
-	ready := r.ready
+	var ready <-chan struct{}
+	if r.listener != nil {
+		ready = r.listener.ready
+	}
 	r.mu.Unlock()
 	t := time.NewTimer(listenerSetupWait)
 	defer t.Stop()
@@ -193,16 +231,14 @@ func (r *waitRoom) waitTurn(ctx context.Context, w *waiter) error {
 
 // pollInterval is how long a queue head sleeps when nothing wakes it.
 func (r *waitRoom) pollInterval() time.Duration {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.listening {
+	if r.isListening() {
 		return jitter(min(pollWithListener, r.c.leaseDuration/4))
 	}
 	return jitter(min(pollWithoutListener, r.c.leaseDuration/4))
 }
 
-// announce wakes the head waiter of name, or of every name when name is
-// empty (the listener reconnected and may have missed releases).
+// announce wakes the head waiter of name, or of every name when all is set
+// (a listener (re)connected and may have missed releases).
 func (r *waitRoom) announce(name string, all bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -224,115 +260,17 @@ func (r *waitRoom) announce(name string, all bool) {
 	}
 }
 
-func (r *waitRoom) setListening(on bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.listening = on
-	if on {
-		r.c.stats.listens.Add(1)
-	}
-}
-
 // isListening reports whether release notifications arrive now.
 func (r *waitRoom) isListening() bool {
+	return r.sessions.Load() > 0
+}
+
+// close stops the listener, for Client.Close.
+func (r *waitRoom) close() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.listening
-}
-
-// listen keeps one LISTEN connection open until ctx ends, reconnecting with
-// backoff, and turns notifications into wake-ups. It closes ready once the
-// first attempt succeeded or failed, and done when it exits. Without a way to
-// listen (see listener) it gives up at once and waiters poll.
-func (r *waitRoom) listen(ctx context.Context, done, ready chan struct{}) {
-	defer close(done)
-	readyOnce := sync.OnceFunc(func() { close(ready) })
-	defer readyOnce()
-	serve := r.listener()
-	if serve == nil {
-		r.c.log.Debug("no way to LISTEN on this *sql.DB: waiters poll")
-		return
+	if r.listener != nil {
+		r.listener.stop()
+		r.listener = nil
 	}
-	channel := r.c.table.channel()
-	backoff := 10 * time.Millisecond
-	for ctx.Err() == nil {
-		err := serve(ctx, channel, readyOnce)
-		readyOnce()
-		if ctx.Err() != nil {
-			return
-		}
-		if errors.Is(err, errNoNotifications) {
-			r.c.log.Debug("the driver cannot LISTEN: waiters poll")
-			return
-		}
-		r.c.log.Debug("release listener lost, reconnecting", "error", err, "backoff", backoff)
-		t := time.NewTimer(jitter(backoff))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-		backoff = min(2*backoff, time.Second)
-	}
-}
-
-// serve runs one listening connection until it breaks or ctx ends.
-func (r *waitRoom) serve(ctx context.Context, dsn, channel string, ready func()) error {
-	notes := make(chan *pq.Notification, 64)
-	conn, err := pq.NewListenerConn(dsn, notes)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		r.setListening(false)
-		_ = conn.Close()
-		for range notes { // the connection's reader closes notes when it exits
-		}
-	}()
-	stopClose := context.AfterFunc(ctx, func() { _ = conn.Close() })
-	defer stopClose()
-	if _, err := conn.Listen(channel); err != nil {
-		return err
-	}
-	r.setListening(true)
-	ready()
-	r.announce("", true) // releases between a waiter's last try and LISTEN
-	for n := range notes {
-		if n != nil && n.Channel == channel {
-			r.c.stats.notifications.Add(1)
-			r.announce(n.Extra, false)
-		}
-	}
-	return conn.Err()
-}
-
-// dataSourceName recovers the connection string a *sql.DB was opened with
-// by sql.Open. database/sql keeps it unexported; it is read, never changed.
-// A *sql.DB made by sql.OpenDB from a connector has none.
-func dataSourceName(db *sql.DB) (string, bool) {
-	v := reflect.ValueOf(db).Elem().FieldByName("connector")
-	if !v.IsValid() || v.Kind() != reflect.Interface || v.IsNil() {
-		return "", false
-	}
-	v = v.Elem()
-	if v.Kind() == reflect.Pointer {
-		v = v.Elem()
-	}
-	if v.Kind() != reflect.Struct || v.Type().PkgPath() != "database/sql" {
-		return "", false
-	}
-	f := v.FieldByName("dsn")
-	if !f.IsValid() || f.Kind() != reflect.String {
-		return "", false
-	}
-	return f.String(), true
-}
-
-// jitter spreads d over [d/2, d) so that pollers do not march in step.
-func jitter(d time.Duration) time.Duration {
-	if d <= 1 {
-		return d
-	}
-	return d/2 + rand.N(d/2)
 }

@@ -44,9 +44,10 @@ type Event struct {
 type Counter struct {
 	n atomic.Int64
 
-	mu        sync.Mutex
-	observe   func(Event)
-	failAfter func(query string, args []driver.NamedValue) error
+	mu         sync.Mutex
+	observe    func(Event)
+	failAfter  func(query string, args []driver.NamedValue) error
+	failBefore func(query string, args []driver.NamedValue) error
 }
 
 // Statements returns how many statements were sent since the last Reset.
@@ -76,10 +77,21 @@ func (c *Counter) SetFailAfter(f func(query string, args []driver.NamedValue) er
 	c.failAfter = f
 }
 
-func (c *Counter) hooks() (func(Event), func(string, []driver.NamedValue) error) {
+// SetFailBefore makes f decide, for each statement from now on, whether it
+// fails before it is sent: when f returns an error, the statement does not
+// reach the server, that error is returned to the caller and the connection
+// is discarded. It stands for a connection that broke before the statement
+// went out. nil stops it.
+func (c *Counter) SetFailBefore(f func(query string, args []driver.NamedValue) error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.observe, c.failAfter
+	c.failBefore = f
+}
+
+func (c *Counter) hooks() (func(Event), func(string, []driver.NamedValue) error, func(string, []driver.NamedValue) error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.observe, c.failAfter, c.failBefore
 }
 
 var registered atomic.Int64
@@ -214,9 +226,15 @@ func (cn *conn) QueryContext(ctx context.Context, query string, args []driver.Na
 
 // exec counts and runs one Exec.
 func (cn *conn) exec(query string, args []driver.NamedValue, run func() (driver.Result, error)) (driver.Result, error) {
-	observe, failAfter := cn.c.hooks()
+	observe, failAfter, failBefore := cn.c.hooks()
 	ev := Event{Query: query, Args: append([]driver.NamedValue(nil), args...), Start: time.Now()}
 	cn.c.n.Add(1)
+	if failBefore != nil {
+		if err := failBefore(query, args); err != nil {
+			cn.bad.Store(true)
+			return nil, err
+		}
+	}
 	res, err := run()
 	if err == nil && failAfter != nil {
 		if inject := failAfter(query, args); inject != nil {
@@ -233,9 +251,15 @@ func (cn *conn) exec(query string, args []driver.NamedValue, run func() (driver.
 
 // query counts and runs one Query.
 func (cn *conn) query(query string, args []driver.NamedValue, run func() (driver.Rows, error)) (driver.Rows, error) {
-	observe, failAfter := cn.c.hooks()
+	observe, failAfter, failBefore := cn.c.hooks()
 	ev := &Event{Query: query, Args: append([]driver.NamedValue(nil), args...), Start: time.Now()}
 	cn.c.n.Add(1)
+	if failBefore != nil {
+		if err := failBefore(query, args); err != nil {
+			cn.bad.Store(true)
+			return nil, err
+		}
+	}
 	rs, err := run()
 	if err == nil && failAfter != nil {
 		// Read every row so the statement completes (and an autocommit

@@ -1,17 +1,21 @@
 package pglock
 
+import "github.com/lib/pq"
+
 // statements holds every SQL text the client sends, built once in New with
-// the table and sequence names quoted there. Values are always $n parameters.
+// the table and sequence names quoted there. Values, the sequence's name
+// included, are always $n parameters, so no name or setting can change how
+// a statement parses.
 type statements struct {
-	// acquire inserts the row or takes it over when it is released (NULL
+	// acquire inserts the row, or takes it over when it is released (NULL
 	// RVN) or still carries the RVN the waiter watched for a lease ($5). It
-	// returns (true, new RVN, stored data, ours) when it took the lock, or
-	// (false, current RVN, NULL, false) when someone else holds it, in one
-	// statement and one round trip. A row seen held in the statement's
-	// snapshot is not touched at all: no row lock is waited for (a Guard
-	// transaction may hold one) and no RVN is drawn from the sequence. The
-	// stored data is sent back only when it differs from the caller's (ours
-	// is then false), so data does not travel twice.
+	// returns (true, new RVN, stored data, ours, NULL) when it took the lock,
+	// or (false, current RVN, NULL, false, holder) when someone else holds
+	// it, in one statement and one round trip. A row seen held in the
+	// statement's snapshot is not touched at all: no row lock is waited for
+	// (a Guard transaction may hold one) and no RVN is drawn from the
+	// sequence. The stored data is sent back only when it differs from the
+	// caller's (ours is then false), so data does not travel twice.
 	acquire string
 	// release deletes the row if it still carries our RVN and notifies
 	// waiters; releaseKeep sets the RVN to NULL instead. Rows affected: 1 if
@@ -21,16 +25,23 @@ type statements struct {
 	heartbeat string
 	// heartbeatBatch bumps many locks' RVNs, skipping rows held by an open
 	// Guard transaction. Per lock it returns the name, the old RVN, the new
-	// RVN (NULL if not bumped) and whether the row still had the old RVN when
-	// the statement began.
+	// RVN (NULL if not bumped) and whether the row still had the old RVN
+	// when the statement began.
 	heartbeatBatch string
-	// reread reads the RVN and owner of some names, to settle heartbeats whose
-	// outcome is unknown.
+	// reread reads the RVN and owner of some names, to settle statements
+	// whose outcome is unknown.
 	reread string
 	// get and getAll read rows without acquiring.
 	get, getAll string
-	// guard share-locks our row inside the caller's transaction.
-	guard string
+	// guard share-locks our row inside the caller's transaction; isolation
+	// reads the transaction's isolation level.
+	guard, isolation string
+	// proclaim replaces the data of a held row if it still carries our RVN,
+	// without bumping the RVN. Rows affected: 1 if stored, 0 if not.
+	proclaim string
+	// forceRelease deletes a row whatever its RVN and notifies waiters. It
+	// returns the name when a row was deleted.
+	forceRelease string
 	// resolveTable returns the OID and schema-qualified name of the
 	// relation a quoted table name ($1) resolves to through search_path,
 	// and whether a table created under that name now would take its place
@@ -38,21 +49,39 @@ type statements struct {
 	// created in comes first in the search path); no row when the name
 	// resolves to nothing.
 	resolveTable string
-	// extra holds the statements of election.go and force.go
-	// (statements_extra.go).
-	extra extraStatements
+	// createTable, createSequence (with ownedBy appended when the sequence
+	// can belong to the table), dropTable and dropSequence are the DDL;
+	// ifNotExists variants leave existing objects alone.
+	createTable, createTableIfNotExists       string
+	createSequence, createSequenceIfNotExists string
+	ownedBy, dropTable, dropSequence          string
+	// listen subscribes a session to the table's release channel.
+	listen string
+
+	// sequence is the quoted name of the RVN sequence, the value of every
+	// statement's sequence parameter.
+	sequence string
+	// channel is the table's release channel, the value of every
+	// statement's channel parameter.
+	channel string
 }
 
 func newStatements(id identifier) statements {
 	t := id.quoted()
-	nextval := `nextval(` + quoteLiteral(id.sequence().quoted()) + `::regclass)`
+	seq := id.sequence().quoted()
 	releaseNotify := ` SELECT released.name FROM released CROSS JOIN LATERAL pg_notify($3::text, released.name::text)`
+	columns := `(
+	name CHARACTER VARYING(255) PRIMARY KEY,
+	record_version_number BIGINT,
+	data BYTEA,
+	owner CHARACTER VARYING(255)
+)`
 	return statements{
 		acquire: `WITH current AS (
-	SELECT record_version_number FROM ` + t + ` WHERE name = $1::text
+	SELECT record_version_number, owner FROM ` + t + ` WHERE name = $1::text
 ), acquired AS (
 	INSERT INTO ` + t + ` AS l (name, record_version_number, data, owner)
-	SELECT $1::text, ` + nextval + `, $2::bytea, $3::text
+	SELECT $1::text, nextval($6::regclass), $2::bytea, $3::text
 	WHERE NOT EXISTS (
 		SELECT 1 FROM current
 		WHERE record_version_number IS NOT NULL AND record_version_number IS DISTINCT FROM $5::bigint
@@ -66,9 +95,9 @@ func newStatements(id identifier) statements {
 		CASE WHEN $4::boolean OR l.data IS NOT DISTINCT FROM $2::bytea THEN NULL ELSE l.data END AS data,
 		$4::boolean OR l.data IS NOT DISTINCT FROM $2::bytea AS ours
 )
-SELECT true, record_version_number, data, ours FROM acquired
+SELECT true, record_version_number, data, ours, NULL::text FROM acquired
 UNION ALL
-SELECT false, record_version_number, NULL::bytea, false FROM current
+SELECT false, record_version_number, NULL::bytea, false, owner::text FROM current
 WHERE record_version_number IS NOT NULL AND NOT EXISTS (SELECT 1 FROM acquired)`,
 
 		release: `WITH released AS (
@@ -80,7 +109,7 @@ WHERE record_version_number IS NOT NULL AND NOT EXISTS (SELECT 1 FROM acquired)`
 	WHERE name = $1::text AND record_version_number = $2::bigint RETURNING name
 )` + releaseNotify,
 
-		heartbeat: `UPDATE ` + t + ` SET record_version_number = ` + nextval + `
+		heartbeat: `UPDATE ` + t + ` SET record_version_number = nextval($3::regclass)
 WHERE name = $1::text AND record_version_number = $2::bigint
 RETURNING record_version_number`,
 
@@ -103,7 +132,7 @@ RETURNING record_version_number`,
 	WHERE l.name = ANY(ARRAY(SELECT name FROM req))
 	FOR UPDATE OF l SKIP LOCKED
 ), bumped AS (
-	UPDATE ` + t + ` l SET record_version_number = ` + nextval + `
+	UPDATE ` + t + ` l SET record_version_number = nextval($3::regclass)
 	FROM locked
 	WHERE l.name = locked.name AND l.record_version_number = locked.record_version_number
 	RETURNING l.name, locked.record_version_number AS old_rvn, l.record_version_number AS new_rvn
@@ -121,6 +150,15 @@ LEFT JOIN cur ON cur.name = req.name AND cur.record_version_number = req.rvn`,
 
 		guard: `SELECT 1 FROM ` + t + ` WHERE name = $1::text AND record_version_number = $2::bigint FOR SHARE`,
 
+		isolation: `SELECT current_setting('transaction_isolation')`,
+
+		proclaim: `UPDATE ` + t + ` SET data = $3::bytea
+WHERE name = $1::text AND record_version_number = $2::bigint`,
+
+		forceRelease: `WITH released AS (
+	DELETE FROM ` + t + ` WHERE name = $1::text RETURNING name
+) SELECT released.name FROM released CROSS JOIN LATERAL pg_notify($2::text, released.name::text)`,
+
 		resolveTable: `SELECT c.oid::bigint, format('%I.%I', n.nspname, c.relname),
 	$2::boolean AND COALESCE(
 		array_position(current_schemas(true), current_schema()) < array_position(current_schemas(true), n.nspname),
@@ -128,6 +166,17 @@ LEFT JOIN cur ON cur.name = req.name AND cur.record_version_number = req.rvn`,
 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE c.oid = pg_catalog.to_regclass($1::text)`,
 
-		extra: newExtraStatements(id),
+		createTable:               `CREATE TABLE ` + t + ` ` + columns,
+		createTableIfNotExists:    `CREATE TABLE IF NOT EXISTS ` + t + ` ` + columns,
+		createSequence:            `CREATE SEQUENCE ` + seq + ` CYCLE`,
+		createSequenceIfNotExists: `CREATE SEQUENCE IF NOT EXISTS ` + seq + ` CYCLE`,
+		ownedBy:                   ` OWNED BY ` + t + `.record_version_number`,
+		dropTable:                 `DROP TABLE ` + t,
+		dropSequence:              `DROP SEQUENCE IF EXISTS ` + seq,
+
+		listen: `LISTEN ` + pq.QuoteIdentifier(id.channel()),
+
+		sequence: seq,
+		channel:  id.channel(),
 	}
 }

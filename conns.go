@@ -1,0 +1,229 @@
+package pglock
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"sync"
+
+	"github.com/lib/pq"
+)
+
+// keeper runs the statements that keep held locks alive and settle them:
+// heartbeats, read-backs and releases. While the client holds locks it
+// keeps a small pool of its own, opened with the connection string of the
+// client's sessions (WithSessionDSN, or the one the *sql.DB was opened
+// with), so that neither the caller's busy pool nor a dead connection idle
+// in it can hold them up. Without a connection string it uses the caller's
+// pool, and reserves one of its connections while locks are held.
+//
+// Every statement runs on a connection of its own (*sql.Conn): database/sql
+// then never re-sends it silently on another connection, as it does with
+// *sql.DB when lib/pq reports a broken connection after sending, which
+// would hide an unknown outcome. A statement given up on leaves its
+// connection behind; it is discarded when the statement returns.
+type keeper struct {
+	db      *sql.DB // the caller's pool
+	connect driver.Connector
+	calls   *runner
+
+	mu           sync.Mutex
+	holders      int       // hold calls not matched by letGo
+	own          *sql.DB   // the client's own pool, open while holders > 0
+	reserved     *sql.Conn // of the caller's pool, when own is nil
+	reservedBusy bool
+}
+
+// ownIdleConns is how many idle connections the client's own pool keeps.
+const ownIdleConns = 2
+
+// notSentError wraps the error of a statement that never left: no
+// connection could be had for it.
+type notSentError struct{ error }
+
+func (e *notSentError) Unwrap() error { return e.error }
+
+// newKeeper returns the keeper of a client on db whose sessions connect
+// with dsn ("" when there is none).
+func newKeeper(db *sql.DB, dsn string, calls *runner) *keeper {
+	k := &keeper{db: db, calls: calls}
+	if dsn != "" {
+		k.connect = sessionConnector(db.Driver(), dsn)
+	}
+	return k
+}
+
+// sessionConnector returns a connector for the client's own connections:
+// lib/pq's with binary_parameters on (each statement then goes out in one
+// round trip, which a pooler in transaction mode needs), or the driver's.
+func sessionConnector(d driver.Driver, dsn string) driver.Connector {
+	switch d.(type) {
+	case *pq.Driver, pq.Driver:
+		if cfg, err := pq.NewConfig(dsn); err == nil {
+			cfg.BinaryParameters = true
+			if c, err := pq.NewConnectorConfig(cfg); err == nil {
+				return c
+			}
+		}
+	}
+	if dc, ok := d.(driver.DriverContext); ok {
+		if c, err := dc.OpenConnector(dsn); err == nil {
+			return c
+		}
+	}
+	return dsnConnector{d, dsn}
+}
+
+// dsnConnector opens connections with a driver that has no connectors.
+type dsnConnector struct {
+	driver driver.Driver
+	dsn    string
+}
+
+func (c dsnConnector) Connect(context.Context) (driver.Conn, error) { return c.driver.Open(c.dsn) }
+func (c dsnConnector) Driver() driver.Driver                        { return c.driver }
+
+// hold notes that the client holds locks: the keeper keeps its connections.
+func (k *keeper) hold() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.holders++
+	if k.holders == 1 && k.connect != nil {
+		k.own = sql.OpenDB(k.connect)
+		k.own.SetMaxIdleConns(ownIdleConns)
+	}
+}
+
+// letGo undoes one hold; after the last, the keeper closes its pool and
+// gives the reserved connection back.
+func (k *keeper) letGo() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.holders--
+	if k.holders > 0 {
+		return
+	}
+	k.holders = 0
+	if k.own != nil {
+		_ = k.own.Close() // connections in use close when they are put back
+		k.own = nil
+	}
+	if k.reserved != nil && !k.reservedBusy {
+		_ = k.reserved.Close()
+		k.reserved = nil
+	}
+}
+
+// run gets a connection and runs f on it, returning within ctx whatever the
+// driver does (see runner). An error wrapping notSentError means f never
+// ran.
+func (k *keeper) run(ctx context.Context, f func(context.Context, querier) error) error {
+	conn, reserved, err := k.conn(ctx)
+	if err != nil {
+		return &notSentError{err}
+	}
+	err = k.calls.run(ctx, func(ctx context.Context) error { return f(ctx, conn) }, func(error) {
+		k.discard(conn, reserved)
+	})
+	var abandoned *abandonedError
+	switch {
+	case errors.As(err, &abandoned):
+		k.flushIdle() // connections opened alongside it may be dead too
+	case isConnFault(err):
+		k.discard(conn, reserved)
+		k.flushIdle()
+	default:
+		k.put(conn, reserved)
+	}
+	return err
+}
+
+// conn returns a connection for one statement: from the client's own pool
+// while it is open, else the reserved connection of the caller's pool when
+// free (reserving one first while locks are held), else any of the
+// caller's pool.
+func (k *keeper) conn(ctx context.Context) (conn *sql.Conn, reserved bool, err error) {
+	k.mu.Lock()
+	own := k.own
+	switch {
+	case own != nil:
+		k.mu.Unlock()
+		conn, err = own.Conn(ctx)
+		return conn, false, err
+	case k.reserved != nil && !k.reservedBusy:
+		k.reservedBusy = true
+		conn = k.reserved
+		k.mu.Unlock()
+		return conn, true, nil
+	}
+	reserve := k.holders > 0 && k.reserved == nil
+	k.mu.Unlock()
+	if conn, err = k.db.Conn(ctx); err != nil || !reserve {
+		return conn, false, err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.holders > 0 && k.reserved == nil {
+		k.reserved, k.reservedBusy = conn, true
+		return conn, true, nil
+	}
+	return conn, false, nil
+}
+
+// put gives back a connection whose statement is done.
+func (k *keeper) put(conn *sql.Conn, reserved bool) {
+	if !reserved {
+		_ = conn.Close()
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.reservedBusy = false
+	if k.holders == 0 {
+		_ = conn.Close()
+		k.reserved = nil
+	}
+}
+
+// discard closes a connection that failed, so that its pool drops it
+// instead of handing it out again.
+func (k *keeper) discard(conn *sql.Conn, reserved bool) {
+	_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+	_ = conn.Close()
+	if reserved {
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		if k.reserved == conn {
+			k.reserved, k.reservedBusy = nil, false
+		}
+	}
+}
+
+// flushIdle closes the idle connections of the client's own pool, so that
+// the next statement dials a fresh one.
+func (k *keeper) flushIdle() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.own != nil {
+		k.own.SetMaxIdleConns(-1)
+		k.own.SetMaxIdleConns(ownIdleConns)
+	}
+}
+
+// close lets go of everything at once, for Client.Close.
+func (k *keeper) close() {
+	k.mu.Lock()
+	k.holders = 1
+	k.mu.Unlock()
+	k.letGo()
+}
+
+// isConnFault reports whether err may have left its connection unusable:
+// any error but a server's answer to the statement (or no row).
+func isConnFault(err error) bool {
+	if err == nil || errors.Is(err, sql.ErrNoRows) {
+		return false
+	}
+	return sqlState(err) == "" || isUnavailable(err)
+}

@@ -1,0 +1,183 @@
+package pglock
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"time"
+
+	"github.com/lib/pq"
+)
+
+// A statement that moves a lock's row (a heartbeat) may fail and still have
+// committed (the connection broke after the commit), or may commit later
+// (the client gave up on it, and the server ran it all the same). Its
+// outcome is unknown. The lock then keeps the RVN it knows, but is
+// "unsettled" from the start of that statement until a heartbeat of its own
+// succeeds: the row may carry a newer RVN of our making. Whoever finds the
+// row without the known RVN (the next heartbeat, SendHeartbeat, Release,
+// Guard, Proclaim) reads it back before calling the lock lost, so a fault
+// in the wrong millisecond does not cost the lock; and a lease found by a
+// read-back counts from the start of the earliest statement that could have
+// written it, never from a later one, so the lock is never counted held
+// after a waiter may have taken it over.
+
+// rowState is a lock row as read back: its RVN (NULL once released with
+// KeepOnRelease, or when the row is gone) and owner.
+type rowState struct {
+	rvn   sql.NullInt64
+	owner sql.NullString
+}
+
+// markUnsettled records that a statement begun at start may have moved l's
+// row.
+func (l *Lock) markUnsettled(start time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.unsettled.IsZero() || start.Before(l.unsettled) {
+		l.unsettled = start
+	}
+}
+
+// unsettledSince returns the start of the earliest statement that may have
+// moved l's row unbeknownst to it, or the zero time.
+func (l *Lock) unsettledSince() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.unsettled
+}
+
+// adopt takes rvn, read back from the row with our owner, as the lock's
+// RVN: only when it is newer than the RVN the lock knows and a statement of
+// unknown outcome could have written it. Its lease counts from the start of
+// the earliest such statement. It reports whether it adopted rvn.
+func (l *Lock) adopt(rvn int64) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.endedLocked(l.now()) || l.unsettled.IsZero() || rvn <= l.rvn {
+		return false
+	}
+	l.rvn = rvn
+	if l.unsettled.After(l.refreshedAt) {
+		l.refreshedAt = l.unsettled
+		l.armLocked()
+	}
+	l.unsettled = time.Time{}
+	return true
+}
+
+// settleAfter handles a statement begun at start that failed with err on
+// locks: unless err shows it never ran, its outcome is unknown, so the
+// locks are marked unsettled and their rows read back.
+func (c *Client) settleAfter(locks []*Lock, start time.Time, err error) {
+	if neverRan(err) {
+		return
+	}
+	for _, l := range locks {
+		l.markUnsettled(start)
+	}
+	c.settle(locks)
+}
+
+// settle reads the rows of unsettled locks back, in one statement, and
+// decides from each whether its lock is still held. When the read fails it
+// returns false and nothing changes: the lease expiry still ends the locks
+// in time if nothing settles them before.
+func (c *Client) settle(locks []*Lock) bool {
+	if len(locks) == 0 {
+		return true
+	}
+	names := make(pq.StringArray, len(locks))
+	for i, l := range locks {
+		names[i] = l.name
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.attemptTimeout())
+	defer cancel()
+	current := make(map[string]rowState, len(locks))
+	err := c.keep.run(ctx, func(ctx context.Context, q querier) error {
+		return retry(ctx, c.log, func() error {
+			clear(current)
+			return eachRow(ctx, q, func(rows *sql.Rows) error {
+				var (
+					name string
+					r    rowState
+				)
+				if err := rows.Scan(&name, &r.rvn, &r.owner); err != nil {
+					return err
+				}
+				current[name] = r
+				return nil
+			}, c.sql.reread, names)
+		})
+	})
+	if err != nil {
+		c.log.Debug("cannot read back locks of unknown state", "locks", len(locks), "error", err)
+		return false
+	}
+	for _, l := range locks {
+		c.decide(l, current[l.name])
+	}
+	return true
+}
+
+// decide settles l from its row r as read back. A row still at the known
+// RVN was not moved: the lock is held if its lease runs. A row at a newer
+// RVN with our owner was moved by a statement of ours: adopt dates its
+// lease. Anything else (no row, a released row, another owner, an older
+// RVN) means the lock is lost. It reports whether the lock is still held.
+func (c *Client) decide(l *Lock, r rowState) bool {
+	held, ended := l.state()
+	switch {
+	case ended:
+		return false
+	case r.rvn.Valid && r.rvn.Int64 == held.rvn:
+		return true
+	case r.rvn.Valid && r.owner.String == c.owner && l.adopt(r.rvn.Int64):
+		return true
+	}
+	l.end(errStolen)
+	return false
+}
+
+// resettle reads back, in one statement, the unsettled locks a heartbeat
+// found moved, before calling them lost.
+func (c *Client) resettle(locks []*Lock) {
+	c.settle(locks)
+}
+
+// moved handles finding l's row without its RVN (its op lock held): the
+// lock is lost, unless a statement of unknown outcome moved the row, which
+// a read-back tells. It reports whether the lock is still held, and false
+// with an error when the read-back failed (the lock is then still
+// unsettled, not lost).
+func (c *Client) moved(l *Lock) (bool, error) {
+	if l.unsettledSince().IsZero() {
+		l.end(errStolen)
+		return false, nil
+	}
+	if !c.settle([]*Lock{l}) {
+		return false, &UnavailableError{errUnsettled}
+	}
+	return !l.IsReleased(), nil
+}
+
+// neverRan reports whether err shows that the statement it came from had
+// no effect: no connection could be had for it, or the server answered it
+// with an error, which rolls an autocommit statement back (a serialization
+// failure, a pooler in transaction mode that lost the statement between its
+// parse and its bind, ...). A broken connection or a server shutting down
+// leaves the outcome unknown: the commit may have happened before.
+func neverRan(err error) bool {
+	var ns *notSentError
+	if errors.As(err, &ns) {
+		return true
+	}
+	switch state := sqlState(err); {
+	case state == "53300", state == "57P03": // refused at connection time
+		return true
+	case state == "":
+		return false
+	default:
+		return !isUnavailable(err)
+	}
+}
