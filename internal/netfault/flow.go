@@ -81,9 +81,9 @@ func (f *flow) run() {
 	down := make(chan chunk, queueLen)
 	var wg sync.WaitGroup
 	wg.Add(4)
-	go func() { defer wg.Done(); f.read(f.client, up) }()
+	go func() { defer wg.Done(); f.read(f.client, up, &f.p.st.fromClient) }()
 	go func() { defer wg.Done(); f.write(up, server, &f.p.st.toTarget) }()
-	go func() { defer wg.Done(); f.read(server, down) }()
+	go func() { defer wg.Done(); f.read(server, down, &f.p.st.fromTarget) }()
 	go func() { defer wg.Done(); f.write(down, f.client, &f.p.st.toClient) }()
 	wg.Wait()
 }
@@ -116,11 +116,13 @@ func (f *flow) connect() (*net.TCPConn, bool) {
 }
 
 // read reads from src into q until EOF, which it sends on as a chunk, or an
-// error, which aborts the flow. While the flow is held it does not read.
-func (f *flow) read(src *net.TCPConn, q chan<- chunk) {
+// error, which aborts the flow, and counts the bytes read. While the flow is
+// held it does not read.
+func (f *flow) read(src *net.TCPConn, q chan<- chunk, count *atomic.Int64) {
 	buf := make([]byte, chunkSize)
 	for f.forwarding() {
 		n, err := src.Read(buf)
+		count.Add(int64(n))
 		if n > 0 && !f.send(q, chunk{b: bytes.Clone(buf[:n]), at: time.Now()}) {
 			return
 		}

@@ -127,7 +127,9 @@ func (m Mode) String() string {
 	}
 }
 
-// Stats counts what a proxy has done since Listen.
+// Stats counts what a proxy has done since Listen. Bytes read and not
+// delivered are in flight (held by latency or a blackhole) or were lost when
+// their flow was reset or closed.
 type Stats struct {
 	Accepted   int64 // connections accepted, in any mode
 	Connected  int64 // connections made to the target
@@ -136,16 +138,18 @@ type Stats struct {
 	Blackholed int64 // flows blackholed, by Blackhole, Partition or the Blackholed mode
 	Reset      int64 // flows reset by ResetAll
 	Aborted    int64 // flows ended by an error or a reset from a peer
+	FromClient int64 // bytes read from the clients
 	ToTarget   int64 // bytes delivered to the target
+	FromTarget int64 // bytes read from the target
 	ToClient   int64 // bytes delivered to the clients
 	Open       int64 // flows open now, as Flows returns
 }
 
 // stats holds the counters behind Stats.
 type stats struct {
-	accepted, connected, dialErrors, hung atomic.Int64
-	blackholed, reset, aborted            atomic.Int64
-	toTarget, toClient                    atomic.Int64
+	accepted, connected, dialErrors, hung      atomic.Int64
+	blackholed, reset, aborted                 atomic.Int64
+	fromClient, toTarget, fromTarget, toClient atomic.Int64
 }
 
 // Proxy is a fault-injecting TCP proxy. Its methods may be called from any
@@ -480,7 +484,9 @@ func (p *Proxy) Stats() Stats {
 		Blackholed: p.st.blackholed.Load(),
 		Reset:      p.st.reset.Load(),
 		Aborted:    p.st.aborted.Load(),
+		FromClient: p.st.fromClient.Load(),
 		ToTarget:   p.st.toTarget.Load(),
+		FromTarget: p.st.fromTarget.Load(),
 		ToClient:   p.st.toClient.Load(),
 		Open:       int64(p.Flows()),
 	}

@@ -223,8 +223,9 @@ func TestForwardAndHalfClose(t *testing.T) {
 	st := p.Stats()
 	require.Equal(t, int64(1), st.Accepted)
 	require.Equal(t, int64(1), st.Connected)
-	require.Equal(t, int64(len("hellobye")), st.ToTarget)
-	require.Equal(t, int64(len("hellobye")), st.ToClient)
+	for _, n := range []int64{st.FromClient, st.ToTarget, st.FromTarget, st.ToClient} {
+		require.Equal(t, int64(len("hellobye")), n)
+	}
 	require.Zero(t, st.Aborted)
 }
 
@@ -237,6 +238,8 @@ func TestBlackhole(t *testing.T) {
 	require.Equal(t, 1, p.Blackhole())
 	write(t, old, "during")
 	requireSilent(t, old)
+	st := p.Stats()
+	require.Equal(t, st.ToTarget, st.FromClient, "the proxy read the bytes sent during the blackhole: they must wait in the kernel")
 
 	// New connections are not affected.
 	fresh := dial(t, p.Addr())
@@ -480,25 +483,34 @@ func TestCloseJoinsEverything(t *testing.T) {
 	require.NoError(t, err)
 
 	// Flows in every state: blackholed, forwarding with bytes held by
-	// latency, hung, and blackholed at birth.
+	// latency (many, so that goroutines Close did not wait for would
+	// still be exiting when it returns), hung, and blackholed at birth.
 	held := dial(t, p.Addr())
 	echo(t, held, "x")
 	require.Equal(t, 1, p.Blackhole())
 	write(t, held, "held")
 	p.SetLatency(time.Hour)
-	delayed := dial(t, p.Addr())
-	write(t, delayed, "in flight")
+	conns := []net.Conn{held}
+	for range 40 {
+		delayed := dial(t, p.Addr())
+		write(t, delayed, "in flight")
+		conns = append(conns, delayed)
+	}
 	require.NoError(t, p.SetNewConns(Hang))
-	hung := dial(t, p.Addr())
+	conns = append(conns, dial(t, p.Addr()))
 	require.NoError(t, p.SetNewConns(Blackholed))
-	born := dial(t, p.Addr())
-	require.Eventually(t, func() bool { return p.Flows() == 4 }, patience, time.Millisecond)
+	conns = append(conns, dial(t, p.Addr()))
+	require.Eventually(t, func() bool { return p.Flows() == len(conns) }, patience, time.Millisecond)
 	require.NotEmpty(t, proxyGoroutines(), "the check below must see the proxy's goroutines")
 
+	// On one P, the goroutines Close wakes run only when the test's
+	// goroutine blocks: a Close that did not wait for them would return
+	// before they could exit.
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	require.NoError(t, p.Close())
 	require.Empty(t, proxyGoroutines(), "goroutines outlived Close")
 	require.Zero(t, p.Flows())
-	for _, c := range []net.Conn{held, delayed, hung, born} {
+	for _, c := range conns {
 		require.NoError(t, c.SetReadDeadline(time.Now().Add(patience)))
 		_, err := io.Copy(io.Discard, c)
 		require.False(t, errors.Is(err, os.ErrDeadlineExceeded), "the flow is still open")
