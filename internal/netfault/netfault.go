@@ -24,7 +24,9 @@
 //     rebooted and answers the next segment with RST: each peer's next read
 //     fails with ECONNRESET.
 //   - SetNewConns(Refuse): a server that is down, or a firewall that rejects
-//     with TCP reset: connect fails at once with ECONNREFUSED.
+//     with TCP reset: connect fails at once with ECONNREFUSED. Flows open
+//     already go on, as when a server stops listening; add ResetAll for a
+//     server that crashed.
 //   - SetNewConns(Hang): a server whose kernel completes the handshake but
 //     whose program never answers (a stopped or wedged postmaster): connect
 //     succeeds, then nothing ever comes back, even after Heal.
@@ -55,17 +57,27 @@
 // delivers at once what a real network would deliver at the next
 // retransmission, possibly minutes later after exponential backoff.
 //
-// While a flow is blackholed the proxy does not notice a peer closing it;
-// the flow ends once it is healed (the close is then forwarded), reset or
-// the proxy is closed.
+// While a flow is blackholed or hung the proxy reads nothing from it, so it
+// does not notice a peer closing it: a blackholed flow ends once it is
+// healed (the close is then forwarded), a hung one only by ResetAll or
+// Close.
 //
-// # Goroutines
+// # Flows and goroutines
+//
+// A flow is one accepted connection and its connection to the target, made
+// when the flow may first forward. A FIN is forwarded as a FIN (CloseWrite),
+// so a half-closed connection goes on working the other way; the flow ends
+// when both sides have closed, when either side resets it or an I/O error
+// occurs (the other side is then reset, as the RST would reach it on a real
+// path), or by ResetAll or Close. When the target refuses, the client is
+// reset; that can come so fast that the client's connect itself fails with
+// ECONNRESET.
 //
 // Every goroutine the proxy starts is owned by the proxy: one accepts
 // connections, and each flow runs one supervisor and, once connected to the
 // target, a reader and a writer per direction. A flow's goroutines end when
-// the flow ends (both sides closed, a reset, ResetAll or Close); Close stops
-// everything and returns only after every goroutine has returned.
+// the flow ends; Close stops everything and returns only after every
+// goroutine has returned.
 package netfault
 
 import (
@@ -250,7 +262,8 @@ func (p *Proxy) Target() string { return p.target }
 
 // Close stops accepting connections, closes every flow and returns after
 // every goroutine the proxy started has returned. Closing a flow closes its
-// sockets without a reset. Close is idempotent: later calls wait the same
+// sockets without SO_LINGER 0 (the kernel still resets a socket closed with
+// bytes unread, such as a blackholed one). Close is idempotent: later calls wait the same
 // way and return nil.
 func (p *Proxy) Close() error {
 	p.mu.Lock()
@@ -350,7 +363,8 @@ func (p *Proxy) forget(f *flow) {
 // Blackhole stops forwarding on every flow open now, in both directions,
 // without closing anything: the proxy stops reading from both sockets and
 // holds the bytes it had read but not delivered. Once it returns the proxy
-// starts no read and no write on these flows until Heal. Connections
+// starts no read and no write on these flows until Heal (a system call
+// already inside the kernel completes). Connections
 // accepted later are not affected. It returns how many flows it blackholed
 // (flows already blackholed or hung are not counted).
 func (p *Proxy) Blackhole() int {
@@ -373,9 +387,9 @@ func (p *Proxy) blackholeLocked() int {
 
 // Heal makes every blackholed flow forward again, delivering what was
 // buffered meanwhile, and sets the mode for new connections back to
-// Forward. Latency is kept, and flows accepted in Hang mode stay hung. The
-// error is that of listening again after Refuse (see Refuse); the flows are
-// healed anyway.
+// Forward. Latency is kept, and flows accepted in Hang mode stay hung. It
+// fails with ErrClosed once the proxy is closed, or when listening again
+// after Refuse fails (see Refuse); the flows are healed anyway.
 func (p *Proxy) Heal() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -388,8 +402,8 @@ func (p *Proxy) Heal() error {
 
 // Partition blackholes every open flow and sets the mode for new
 // connections to Blackholed, so no path works, until Heal. It returns how
-// many open flows it blackholed, and the error of listening again if the
-// mode was Refuse (the flows are blackholed anyway).
+// many open flows it blackholed; it fails as Heal does (the flows are
+// blackholed anyway).
 func (p *Proxy) Partition() (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
