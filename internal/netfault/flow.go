@@ -44,9 +44,10 @@ type flow struct {
 	cancel context.CancelFunc // called by stop
 
 	mu      sync.Mutex
-	server  *net.TCPConn  // nil until connected
-	held    bool          // blackholed
-	wake    chan struct{} // closed when held ends
+	cond    sync.Cond    // on mu: signals the ends of held, stopped and busy
+	server  *net.TCPConn // nil until connected
+	held    bool         // blackholed
+	busy    int          // reads and writes under way
 	stopped bool
 }
 
@@ -54,10 +55,8 @@ type flow struct {
 func newFlow(p *Proxy, c *net.TCPConn, mode Mode) *flow {
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &flow{p: p, client: c, hung: mode == Hang, ctx: ctx, cancel: cancel}
-	if mode == Blackholed {
-		f.held = true
-		f.wake = make(chan struct{})
-	}
+	f.cond.L = &f.mu
+	f.held = mode == Blackholed
 	return f
 }
 
@@ -120,8 +119,11 @@ func (f *flow) connect() (*net.TCPConn, bool) {
 // held it does not read.
 func (f *flow) read(src *net.TCPConn, q chan<- chunk, count *atomic.Int64) {
 	buf := make([]byte, chunkSize)
-	for f.forwarding() {
-		n, err := src.Read(buf)
+	for {
+		n, err := f.do(func() (int, error) { return src.Read(buf) })
+		if errors.Is(err, errStopped) {
+			return
+		}
 		count.Add(int64(n))
 		if n > 0 && !f.send(q, chunk{b: bytes.Clone(buf[:n]), at: time.Now()}) {
 			return
@@ -129,7 +131,7 @@ func (f *flow) read(src *net.TCPConn, q chan<- chunk, count *atomic.Int64) {
 		switch {
 		case err == nil, errors.Is(err, os.ErrDeadlineExceeded):
 			// A deadline error is Blackhole interrupting the read:
-			// forwarding waits for Heal.
+			// the next do waits for Heal.
 		case errors.Is(err, io.EOF):
 			f.send(q, chunk{at: time.Now(), eof: true})
 			return
@@ -178,10 +180,10 @@ func (f *flow) write(q <-chan chunk, dst *net.TCPConn, count *atomic.Int64) {
 // EOF as the sender closed.
 func (f *flow) deliver(dst *net.TCPConn, c chunk, count *atomic.Int64) error {
 	for b := c.b; len(b) > 0; {
-		if !f.forwarding() {
-			return errStopped
+		n, err := f.do(func() (int, error) { return dst.Write(b) })
+		if errors.Is(err, errStopped) {
+			return err
 		}
-		n, err := dst.Write(b)
 		count.Add(int64(n))
 		b = b[n:]
 		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
@@ -204,30 +206,38 @@ func (f *flow) forwarding() bool {
 // so no hold starts meanwhile; fn must not block. It returns errStopped if
 // the flow stops first.
 func (f *flow) whenForwarding(fn func() error) error {
-	for {
-		f.mu.Lock()
-		if f.stopped {
-			f.mu.Unlock()
-			return errStopped
-		}
-		if !f.held {
-			err := fn()
-			f.mu.Unlock()
-			return err
-		}
-		wake := f.wake
-		f.mu.Unlock()
-		select {
-		case <-wake:
-		case <-f.ctx.Done():
-			return errStopped
-		}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for f.held && !f.stopped {
+		f.cond.Wait()
 	}
+	if f.stopped {
+		return errStopped
+	}
+	return fn()
+}
+
+// do waits while the flow is held, then runs op, a read or a write on one of
+// the flow's sockets, counted as under way so that hold can wait for it. It
+// returns errStopped if the flow stops first.
+func (f *flow) do(op func() (int, error)) (int, error) {
+	if err := f.whenForwarding(func() error { f.busy++; return nil }); err != nil {
+		return 0, err
+	}
+	n, err := op()
+	f.mu.Lock()
+	f.busy--
+	if f.busy == 0 {
+		f.cond.Broadcast()
+	}
+	f.mu.Unlock()
+	return n, err
 }
 
 // hold blackholes the flow: its pumps stop reading and writing, and the
-// reads and writes under way are interrupted by a deadline in the past. It
-// reports false if the flow was held, hung or stopped already.
+// reads and writes under way are interrupted by a deadline in the past;
+// quiesce waits for them. It reports false if the flow was held, hung or
+// stopped already.
 func (f *flow) hold() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -235,9 +245,17 @@ func (f *flow) hold() bool {
 		return false
 	}
 	f.held = true
-	f.wake = make(chan struct{})
 	f.setDeadline(aLongTimeAgo)
 	return true
+}
+
+// quiesce waits until no read or write is under way on the flow.
+func (f *flow) quiesce() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for f.busy > 0 {
+		f.cond.Wait()
+	}
 }
 
 // release ends a hold: the pumps go on where they stopped.
@@ -249,7 +267,7 @@ func (f *flow) release() {
 	}
 	f.held = false
 	f.setDeadline(time.Time{})
-	close(f.wake)
+	f.cond.Broadcast()
 }
 
 // setDeadline sets the deadline of both sockets; f.mu must be held.
@@ -277,6 +295,7 @@ func (f *flow) stop(reset bool) bool {
 		return false
 	}
 	f.stopped = true
+	f.cond.Broadcast()
 	server := f.server
 	f.mu.Unlock()
 	f.cancel()

@@ -362,9 +362,9 @@ func (p *Proxy) forget(f *flow) {
 
 // Blackhole stops forwarding on every flow open now, in both directions,
 // without closing anything: the proxy stops reading from both sockets and
-// holds the bytes it had read but not delivered. Once it returns the proxy
-// starts no read and no write on these flows until Heal (a system call
-// already inside the kernel completes). Connections
+// holds the bytes it had read but not delivered. It interrupts the reads
+// and writes under way and waits for them to return, so once it returns no
+// byte is read or written on these flows until Heal. Connections
 // accepted later are not affected. It returns how many flows it blackholed
 // (flows already blackholed or hung are not counted).
 func (p *Proxy) Blackhole() int {
@@ -375,14 +375,18 @@ func (p *Proxy) Blackhole() int {
 
 // blackholeLocked is Blackhole with p.mu held.
 func (p *Proxy) blackholeLocked() int {
-	n := 0
+	var held []*flow
 	for f := range p.flows {
 		if f.hold() {
-			n++
+			held = append(held, f)
 		}
 	}
-	p.st.blackholed.Add(int64(n))
-	return n
+	// The holds interrupted the I/O under way; wait for it to return.
+	for _, f := range held {
+		f.quiesce()
+	}
+	p.st.blackholed.Add(int64(len(held)))
+	return len(held)
 }
 
 // Heal makes every blackholed flow forward again, delivering what was
