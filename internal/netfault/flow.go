@@ -87,8 +87,9 @@ func (f *flow) run() {
 	wg.Wait()
 }
 
-// connect dials the target. When that fails the client is reset, as the
-// target's refusal would reset it on a real path.
+// connect dials the target. When that fails the client is reset: its
+// connect to the proxy succeeded already, so a reset is the nearest the
+// proxy can come to the target's refusal.
 func (f *flow) connect() (*net.TCPConn, bool) {
 	var d net.Dialer
 	c, err := d.DialContext(f.ctx, "tcp", f.p.target)
