@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"sync"
+	"time"
 
 	"github.com/lib/pq"
 )
@@ -29,9 +30,10 @@ type keeper struct {
 	calls   *runner
 
 	mu           sync.Mutex
-	holders      int       // hold calls not matched by letGo
-	own          *sql.DB   // the client's own pool, open while holders > 0
-	reserved     *sql.Conn // of the caller's pool, when own is nil
+	holders      int         // hold calls not matched by letGo
+	own          *sql.DB     // the client's own pool: open while holders > 0, and linger after
+	lingering    *time.Timer // closes own once it lingered unused
+	reserved     *sql.Conn   // of the caller's pool, when own is nil
 	reservedBusy bool
 }
 
@@ -43,6 +45,11 @@ const ownIdleConns = 2
 type notSentError struct{ error }
 
 func (e *notSentError) Unwrap() error { return e.error }
+
+// ownLinger is how long the client's own pool stays open after the last
+// lock is released, so that a client that takes locks back to back does not
+// dial a connection each time.
+const ownLinger = 100 * time.Millisecond
 
 // newKeeper returns the keeper of a client on db whose sessions connect
 // with dsn ("" when there is none).
@@ -89,14 +96,18 @@ func (k *keeper) hold() {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.holders++
-	if k.holders == 1 && k.connect != nil {
+	if k.lingering != nil {
+		k.lingering.Stop()
+		k.lingering = nil
+	}
+	if k.own == nil && k.connect != nil {
 		k.own = sql.OpenDB(k.connect)
 		k.own.SetMaxIdleConns(ownIdleConns)
 	}
 }
 
-// letGo undoes one hold; after the last, the keeper closes its pool and
-// gives the reserved connection back.
+// letGo undoes one hold; after the last, the keeper gives the reserved
+// connection back, and closes its own pool once it lingered unused.
 func (k *keeper) letGo() {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -105,21 +116,49 @@ func (k *keeper) letGo() {
 		return
 	}
 	k.holders = 0
-	if k.own != nil {
-		_ = k.own.Close() // connections in use close when they are put back
-		k.own = nil
-	}
 	if k.reserved != nil && !k.reservedBusy {
 		_ = k.reserved.Close()
 		k.reserved = nil
 	}
+	if k.own != nil && k.lingering == nil {
+		own := k.own
+		k.lingering = time.AfterFunc(ownLinger, func() { k.closeOwn(own) })
+	}
+}
+
+// closeOwn closes own, the client's own pool, unless it is in use again.
+func (k *keeper) closeOwn(own *sql.DB) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.own != own || k.holders > 0 {
+		return
+	}
+	if k.lingering != nil {
+		k.lingering.Stop()
+		k.lingering = nil
+	}
+	k.own = nil
+	_ = own.Close() // connections in use close when they are put back
 }
 
 // run gets a connection and runs f on it, returning within ctx whatever the
 // driver does (see runner). An error wrapping notSentError means f never
-// ran.
+// ran. It is for the statements that keep locks alive: heartbeats and
+// read-backs, which dial a connection of the client's own pool if it has
+// none idle.
 func (k *keeper) run(ctx context.Context, f func(context.Context, querier) error) error {
-	conn, reserved, err := k.conn(ctx)
+	return k.runOn(ctx, true, f)
+}
+
+// runWarm is run for statements a caller waits for, such as a release: on
+// a connection of the client's own pool only when one is idle, else on the
+// caller's pool, so that the caller never waits for a dial.
+func (k *keeper) runWarm(ctx context.Context, f func(context.Context, querier) error) error {
+	return k.runOn(ctx, false, f)
+}
+
+func (k *keeper) runOn(ctx context.Context, dial bool, f func(context.Context, querier) error) error {
+	conn, reserved, err := k.conn(ctx, dial)
 	if err != nil {
 		return &notSentError{err}
 	}
@@ -140,14 +179,14 @@ func (k *keeper) run(ctx context.Context, f func(context.Context, querier) error
 }
 
 // conn returns a connection for one statement: from the client's own pool
-// while it is open, else the reserved connection of the caller's pool when
-// free (reserving one first while locks are held), else any of the
-// caller's pool.
-func (k *keeper) conn(ctx context.Context) (conn *sql.Conn, reserved bool, err error) {
+// while it is open (unless dial is false and it has no idle connection),
+// else the reserved connection of the caller's pool when free (reserving
+// one first while locks are held), else any of the caller's pool.
+func (k *keeper) conn(ctx context.Context, dial bool) (conn *sql.Conn, reserved bool, err error) {
 	k.mu.Lock()
 	own := k.own
 	switch {
-	case own != nil:
+	case own != nil && (dial || own.Stats().Idle > 0):
 		k.mu.Unlock()
 		conn, err = own.Conn(ctx)
 		return conn, false, err
@@ -215,8 +254,12 @@ func (k *keeper) flushIdle() {
 func (k *keeper) close() {
 	k.mu.Lock()
 	k.holders = 1
+	own := k.own
 	k.mu.Unlock()
 	k.letGo()
+	if own != nil {
+		k.closeOwn(own)
+	}
 }
 
 // isConnFault reports whether err may have left its connection unusable:

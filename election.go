@@ -229,7 +229,7 @@ func (c *Client) proclaim(ctx context.Context, l *Lock, value []byte) (int64, er
 		return 0, l.Err()
 	}
 	var affected int64
-	err := c.keep.run(ctx, func(ctx context.Context, q querier) error {
+	err := c.keep.runWarm(ctx, func(ctx context.Context, q querier) error {
 		return retry(ctx, c.log, func() error {
 			var err error
 			affected, err = execAffected(ctx, q, c.sql.proclaim, l.name, held.rvn, value)

@@ -1,5 +1,12 @@
 package pglock
 
+import (
+	"database/sql"
+	"slices"
+	"sync"
+	"time"
+)
+
 // SetMaxWatched sets how many names a Client remembers an RVN for, and
 // returns a function that restores the default. Tests that shrink it must
 // not run in parallel with others.
@@ -7,4 +14,98 @@ func SetMaxWatched(n int) (restore func()) {
 	old := maxWatched
 	maxWatched = n
 	return func() { maxWatched = old }
+}
+
+// ManualClock is a clock the test moves by hand, for the protocol's
+// simulation: leases pass when the test says so, and the timers due fire
+// in order on the goroutine that moves it.
+type ManualClock struct {
+	mu     sync.Mutex
+	t      time.Time
+	timers []*manualTimer
+}
+
+type manualTimer struct {
+	at      time.Time
+	f       func()
+	stopped bool
+}
+
+func (t *manualTimer) Stop() bool {
+	was := !t.stopped
+	t.stopped = true
+	return was
+}
+
+// NewManualClock returns a clock that reads start until moved.
+func NewManualClock(start time.Time) *ManualClock { return &ManualClock{t: start} }
+
+func (m *ManualClock) now() time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.t
+}
+
+func (m *ManualClock) afterFunc(d time.Duration, f func()) stopper {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t := &manualTimer{at: m.t.Add(d), f: f}
+	m.timers = append(m.timers, t)
+	return t
+}
+
+// Now reads the clock.
+func (m *ManualClock) Now() time.Time { return m.now() }
+
+// Advance moves the clock d forward, firing the timers due on the way, in
+// order of their due times.
+func (m *ManualClock) Advance(d time.Duration) {
+	m.mu.Lock()
+	end := m.t.Add(d)
+	m.mu.Unlock()
+	for {
+		m.mu.Lock()
+		next := -1
+		for i, t := range m.timers {
+			if !t.stopped && !t.at.After(end) && (next < 0 || t.at.Before(m.timers[next].at)) {
+				next = i
+			}
+		}
+		if next < 0 {
+			m.t = end
+			m.timers = slices.DeleteFunc(m.timers, func(t *manualTimer) bool { return t.stopped })
+			m.mu.Unlock()
+			return
+		}
+		t := m.timers[next]
+		t.stopped = true
+		if t.at.After(m.t) {
+			m.t = t.at
+		}
+		m.mu.Unlock()
+		t.f()
+	}
+}
+
+// NewSimulated makes a client on db for the protocol's simulation: it reads
+// lease time from clock, and its heartbeats run only when Tick says so.
+func NewSimulated(db *sql.DB, clock *ManualClock, opts ...ClientOption) (*Client, error) {
+	c, err := UnsafeNew(db, opts...)
+	if err != nil {
+		return nil, err
+	}
+	c.clock = clock
+	c.heartbeats.manual = true
+	return c, nil
+}
+
+// Tick runs one heartbeat of every lock c holds, on the calling goroutine.
+// It reports whether every statement succeeded.
+func Tick(c *Client) bool { return c.heartbeats.tick() }
+
+// LeaseOf returns the RVN l believes its row carries, and the time its
+// lease counts from.
+func LeaseOf(l *Lock) (rvn int64, since time.Time) {
+	held, _ := l.state()
+	return held.rvn, held.at
 }

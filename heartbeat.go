@@ -374,7 +374,7 @@ func (c *Client) heartbeatOne(ctx context.Context, l *Lock) error {
 	}
 	start := c.clock.now()
 	var newRVN int64
-	err := c.keep.run(ctx, func(ctx context.Context, q querier) error {
+	err := c.keep.runWarm(ctx, func(ctx context.Context, q querier) error {
 		return retry(ctx, c.log, func() error {
 			return q.QueryRowContext(ctx, c.sql.heartbeat, l.name, held.rvn, c.sql.sequence).Scan(&newRVN)
 		})

@@ -174,15 +174,16 @@ func (l *Lock) endLocked(err error) bool {
 	if l.expiry != nil {
 		l.expiry.Stop()
 	}
-	close(l.done)
 	if !errors.Is(err, errReleased) {
+		// Counted before Done closes, so whoever wakes on Done sees it.
+		l.client.stats.lost.Add(1)
 		// A loss is worth a warning: whoever held the lock must stop. It is
 		// no Error: the caller learns of it through Done and Err, and the
 		// lock system worked as designed.
 		l.client.log.Warn("lock lost", "lock", l.name, "owner", l.owner, "rvn", l.rvn,
 			"since_refresh", l.client.clock.now().Sub(l.refreshedAt), "reason", err)
-		l.client.stats.lost.Add(1)
 	}
+	close(l.done)
 	return true
 }
 

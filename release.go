@@ -65,7 +65,7 @@ func (c *Client) releaseStatement(ctx context.Context, l *Lock, rvn int64) (int6
 	ctx, cancel := context.WithTimeout(ctx, c.attemptTimeout())
 	defer cancel()
 	var affected int64
-	err := c.keep.run(ctx, func(ctx context.Context, q querier) error {
+	err := c.keep.runWarm(ctx, func(ctx context.Context, q querier) error {
 		return retry(ctx, c.log, func() error {
 			var err error
 			affected, err = execAffected(ctx, q, query, l.name, rvn, c.sql.channel)

@@ -48,6 +48,145 @@ type Counter struct {
 	observe    func(Event)
 	failAfter  func(query string, args []driver.NamedValue) error
 	failBefore func(query string, args []driver.NamedValue) error
+	fates      func(query string, args []driver.NamedValue, inTx bool) Fate
+	delayed    []delayed
+	recycle    bool          // see SetRecycle
+	spare      []driver.Conn // server sessions of connections a fault "broke"
+}
+
+// SetRecycle makes connections that only an injected fault broke keep their
+// server session: when the pool closes such a connection, its session is
+// kept (rolled back if a transaction was open) and handed to the next
+// connection opened, instead of a new one being dialed. The client still
+// sees a broken connection discarded and a new one opened; only the cost
+// of starting a server process is saved.
+func (c *Counter) SetRecycle(on bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.recycle = on
+}
+
+// reuse returns a kept session, if any.
+func (c *Counter) reuse() driver.Conn {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n := len(c.spare); n > 0 {
+		s := c.spare[n-1]
+		c.spare = c.spare[:n-1]
+		return s
+	}
+	return nil
+}
+
+// park keeps a session for reuse, reporting whether it did.
+func (c *Counter) park(s driver.Conn) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.recycle {
+		return false
+	}
+	c.spare = append(c.spare, s)
+	return true
+}
+
+// Close closes the sessions kept for reuse.
+func (c *Counter) Close() {
+	c.mu.Lock()
+	spare := c.spare
+	c.spare, c.recycle = nil, false
+	c.mu.Unlock()
+	for _, s := range spare {
+		_ = s.Close()
+	}
+}
+
+// FateKind is what becomes of a statement under SetFates.
+type FateKind int
+
+// The fates of a statement.
+const (
+	// Run runs it as sent.
+	Run FateKind = iota
+	// FailBefore fails it before it is sent: it never reaches the server.
+	FailBefore
+	// LoseReply runs it to completion (an autocommit statement commits),
+	// then fails it: the caller cannot know it ran.
+	LoseReply
+	// Delay fails it at once without sending it, and keeps it: the test
+	// runs it later with RunDelayed, as a server would run a statement
+	// that reached it after the client gave up. Statements inside a
+	// transaction are never delayed; they fail before instead.
+	Delay
+	// FailAtCommit runs it in a transaction that is rolled back, hands the
+	// caller its rows, and then fails it, as a deferred constraint or a
+	// serialization failure at commit does: the rows the caller read never
+	// happened. Inside a transaction it fails before instead.
+	FailAtCommit
+)
+
+// Fate is what becomes of one statement.
+type Fate struct {
+	Kind FateKind
+	// Err is the error the caller sees, for every kind but Run.
+	Err error
+	// After, when set, is called once the statement ran (Run and
+	// LoseReply), before the caller sees its outcome, with the rows it
+	// returned (none for an Exec).
+	After func(rows [][]driver.Value)
+}
+
+// SetFates makes f decide the fate of each statement from now on; inTx is
+// true inside a transaction. nil stops it.
+func (c *Counter) SetFates(f func(query string, args []driver.NamedValue, inTx bool) Fate) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.fates = f
+}
+
+// Delayed returns how many statements wait to be run by RunDelayed.
+func (c *Counter) Delayed() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.delayed)
+}
+
+// delayed is a statement kept by Delay.
+type delayed struct {
+	query string
+	run   func() ([][]driver.Value, error)
+}
+
+// RunDelayed runs the i-th statement kept by Delay now, on a connection of
+// its own, and forgets it. It returns the statement's text and rows.
+func (c *Counter) RunDelayed(i int) (query string, rows [][]driver.Value, err error) {
+	c.mu.Lock()
+	d := c.delayed[i]
+	c.delayed = append(c.delayed[:i], c.delayed[i+1:]...)
+	c.mu.Unlock()
+	rows, err = d.run()
+	return d.query, rows, err
+}
+
+// fateOf returns the fate of one statement.
+func (c *Counter) fateOf(query string, args []driver.NamedValue, inTx bool) Fate {
+	c.mu.Lock()
+	f := c.fates
+	c.mu.Unlock()
+	if f == nil {
+		return Fate{}
+	}
+	fate := f(query, args, inTx)
+	if (fate.Kind == Delay || fate.Kind == FailAtCommit) && inTx {
+		fate.Kind = FailBefore
+	}
+	return fate
+}
+
+// keep stores a delayed statement.
+func (c *Counter) keep(query string, run func() ([][]driver.Value, error)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.delayed = append(c.delayed, delayed{query, run})
 }
 
 // Statements returns how many statements were sent since the last Reset.
@@ -124,11 +263,15 @@ func OpenConnector(dsn string) (*sql.DB, *Counter, error) {
 type countingDriver struct{ c *Counter }
 
 func (d *countingDriver) Open(dsn string) (driver.Conn, error) {
-	cn, err := pq.Driver{}.Open(dsn)
+	open := func() (driver.Conn, error) { return pq.Driver{}.Open(dsn) }
+	if s := d.c.reuse(); s != nil {
+		return &conn{c: d.c, pq: s, open: open}, nil
+	}
+	cn, err := open()
 	if err != nil {
 		return nil, err
 	}
-	return &conn{c: d.c, pq: cn}, nil
+	return &conn{c: d.c, pq: cn, open: open}, nil
 }
 
 type connector struct {
@@ -141,7 +284,8 @@ func (k *connector) Connect(ctx context.Context) (driver.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &conn{c: k.c, pq: cn}, nil
+	open := func() (driver.Conn, error) { return k.pq.Connect(context.Background()) }
+	return &conn{c: k.c, pq: cn, open: open}, nil
 }
 
 func (k *connector) Driver() driver.Driver { return &countingDriver{c: k.c} }
@@ -161,9 +305,12 @@ type pqConn interface {
 
 // conn wraps one lib/pq connection.
 type conn struct {
-	c   *Counter
-	pq  driver.Conn
-	bad atomic.Bool // a failure was injected: the pool must drop it
+	c    *Counter
+	pq   driver.Conn
+	open func() (driver.Conn, error) // a new connection like this one
+	bad  atomic.Bool                 // a failure was injected: the pool must drop it
+	inTx atomic.Bool
+	real atomic.Bool // the driver itself failed: the session cannot be reused
 }
 
 var (
@@ -187,14 +334,49 @@ func (cn *conn) PrepareContext(ctx context.Context, query string) (driver.Stmt, 
 	return &stmt{cn: cn, query: query, pq: st}, nil
 }
 
-func (cn *conn) Close() error { return cn.pq.Close() }
+// Close closes the connection, or keeps its session for reuse when only an
+// injected fault broke it (see SetRecycle).
+func (cn *conn) Close() error {
+	if cn.bad.Load() && !cn.real.Load() && cn.inner().IsValid() {
+		if cn.inTx.Load() {
+			if _, err := cn.inner().ExecContext(context.Background(), "ROLLBACK", nil); err != nil {
+				return cn.pq.Close()
+			}
+		}
+		if cn.c.park(cn.pq) {
+			return nil
+		}
+	}
+	return cn.pq.Close()
+}
 
 func (cn *conn) Begin() (driver.Tx, error) {
 	return cn.BeginTx(context.Background(), driver.TxOptions{})
 }
 
 func (cn *conn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
-	return cn.inner().BeginTx(ctx, opts)
+	t, err := cn.inner().BeginTx(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	cn.inTx.Store(true)
+	return &tx{cn: cn, tx: t}, nil
+}
+
+// tx tracks whether its connection is inside a transaction.
+type tx struct {
+	cn *conn
+	tx driver.Tx
+}
+
+func (t *tx) Commit() error {
+	defer t.cn.inTx.Store(false)
+	return t.tx.Commit()
+}
+
+func (t *tx) Rollback() error {
+	defer t.cn.inTx.Store(false)
+	return t.tx.Rollback()
 }
 
 func (cn *conn) CheckNamedValue(nv *driver.NamedValue) error {
@@ -229,19 +411,7 @@ func (cn *conn) exec(query string, args []driver.NamedValue, run func() (driver.
 	observe, failAfter, failBefore := cn.c.hooks()
 	ev := Event{Query: query, Args: append([]driver.NamedValue(nil), args...), Start: time.Now()}
 	cn.c.n.Add(1)
-	if failBefore != nil {
-		if err := failBefore(query, args); err != nil {
-			cn.bad.Store(true)
-			return nil, err
-		}
-	}
-	res, err := run()
-	if err == nil && failAfter != nil {
-		if inject := failAfter(query, args); inject != nil {
-			cn.bad.Store(true)
-			res, err = nil, inject
-		}
-	}
+	res, err := cn.execFated(query, args, failBefore, failAfter, run)
 	if observe != nil {
 		ev.End, ev.Err = time.Now(), err
 		observe(ev)
@@ -249,30 +419,118 @@ func (cn *conn) exec(query string, args []driver.NamedValue, run func() (driver.
 	return res, err
 }
 
+// execFated runs one Exec as its fate and the failure hooks decide.
+func (cn *conn) execFated(query string, args []driver.NamedValue, failBefore, failAfter func(string, []driver.NamedValue) error,
+	run func() (driver.Result, error)) (driver.Result, error) {
+	fate := cn.c.fateOf(query, args, cn.inTx.Load())
+	if err := cn.before(query, args, fate, failBefore); err != nil {
+		return nil, err
+	}
+	if fate.Kind == FailAtCommit {
+		err := cn.rolledBack(func() error { _, err := run(); return err })
+		if err != nil {
+			return nil, err
+		}
+		return nil, fate.Err
+	}
+	res, err := run()
+	if err != nil {
+		cn.real.Store(true)
+		return nil, err
+	}
+	if err := cn.after(query, args, fate, failAfter, nil); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// before applies the fates that fail a statement before it is sent.
+func (cn *conn) before(query string, args []driver.NamedValue, fate Fate, failBefore func(string, []driver.NamedValue) error) error {
+	switch fate.Kind {
+	case FailBefore:
+		cn.bad.Store(true)
+		return fate.Err
+	case Delay:
+		cn.bad.Store(true)
+		cn.c.keep(query, cn.later(query, args))
+		return fate.Err
+	}
+	if failBefore != nil {
+		if err := failBefore(query, args); err != nil {
+			cn.bad.Store(true)
+			return err
+		}
+	}
+	return nil
+}
+
+// after applies the fates of a statement that ran to completion and
+// returned rows.
+func (cn *conn) after(query string, args []driver.NamedValue, fate Fate, failAfter func(string, []driver.NamedValue) error, rows [][]driver.Value) error {
+	if fate.After != nil {
+		fate.After(rows)
+	}
+	if fate.Kind == LoseReply {
+		cn.bad.Store(true)
+		return fate.Err
+	}
+	if failAfter != nil {
+		if err := failAfter(query, args); err != nil {
+			cn.bad.Store(true)
+			return err
+		}
+	}
+	return nil
+}
+
+// rolledBack runs f inside a transaction it then rolls back.
+func (cn *conn) rolledBack(f func() error) error {
+	ctx := context.Background()
+	if _, err := cn.inner().ExecContext(ctx, "BEGIN", nil); err != nil {
+		cn.real.Store(true)
+		return err
+	}
+	err := f()
+	if _, rerr := cn.inner().ExecContext(ctx, "ROLLBACK", nil); rerr != nil {
+		cn.real.Store(true)
+		return errors.Join(err, rerr)
+	}
+	return err
+}
+
+// later returns a function that runs query on a connection of its own
+// (a kept session when SetRecycle allows) and reads its rows to the end.
+func (cn *conn) later(query string, args []driver.NamedValue) func() ([][]driver.Value, error) {
+	args = append([]driver.NamedValue(nil), args...)
+	return func() ([][]driver.Value, error) {
+		c := cn.c.reuse()
+		if c == nil {
+			var err error
+			if c, err = cn.open(); err != nil {
+				return nil, err
+			}
+		}
+		var b *buffered
+		rs, err := c.(driver.QueryerContext).QueryContext(context.Background(), query, args)
+		if err == nil {
+			b, err = drain(rs)
+		}
+		if err != nil || !c.(driver.Validator).IsValid() || !cn.c.park(c) {
+			_ = c.Close()
+		}
+		if err != nil {
+			return nil, err
+		}
+		return b.rows, nil
+	}
+}
+
 // query counts and runs one Query.
 func (cn *conn) query(query string, args []driver.NamedValue, run func() (driver.Rows, error)) (driver.Rows, error) {
 	observe, failAfter, failBefore := cn.c.hooks()
 	ev := &Event{Query: query, Args: append([]driver.NamedValue(nil), args...), Start: time.Now()}
 	cn.c.n.Add(1)
-	if failBefore != nil {
-		if err := failBefore(query, args); err != nil {
-			cn.bad.Store(true)
-			return nil, err
-		}
-	}
-	rs, err := run()
-	if err == nil && failAfter != nil {
-		// Read every row so the statement completes (and an autocommit
-		// statement commits) before failAfter decides.
-		var b *buffered
-		if b, err = drain(rs); err == nil {
-			rs = b
-			if inject := failAfter(query, args); inject != nil {
-				cn.bad.Store(true)
-				err = inject
-			}
-		}
-	}
+	rs, err := cn.queryFated(query, args, failBefore, failAfter, run)
 	if err != nil {
 		if observe != nil {
 			ev.End, ev.Err = time.Now(), err
@@ -284,6 +542,49 @@ func (cn *conn) query(query string, args []driver.NamedValue, run func() (driver
 		return rs, nil
 	}
 	return &rows{pq: rs, ev: ev, observe: observe}, nil
+}
+
+// queryFated runs one Query as its fate and the failure hooks decide. When
+// anything may fail it after the statement ran, it reads every row first,
+// so that the statement completes (and an autocommit statement commits).
+func (cn *conn) queryFated(query string, args []driver.NamedValue, failBefore, failAfter func(string, []driver.NamedValue) error,
+	run func() (driver.Rows, error)) (driver.Rows, error) {
+	fate := cn.c.fateOf(query, args, cn.inTx.Load())
+	if err := cn.before(query, args, fate, failBefore); err != nil {
+		return nil, err
+	}
+	if fate.Kind == FailAtCommit {
+		var b *buffered
+		err := cn.rolledBack(func() error {
+			rs, err := run()
+			if err == nil {
+				b, err = drain(rs)
+			}
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		b.err = fate.Err
+		return b, nil
+	}
+	rs, err := run()
+	if err != nil {
+		cn.real.Store(true)
+		return nil, err
+	}
+	if failAfter == nil && fate.After == nil && fate.Kind == Run {
+		return rs, nil
+	}
+	b, err := drain(rs)
+	if err != nil {
+		cn.real.Store(true)
+		return nil, err
+	}
+	if err := cn.after(query, args, fate, failAfter, b.rows); err != nil {
+		return nil, err
+	}
+	return b, nil
 }
 
 // drain reads rs to the end and closes it.
@@ -308,17 +609,24 @@ func drain(rs driver.Rows) (*buffered, error) {
 	}
 }
 
-// buffered replays rows read by drain.
+// buffered replays rows read by drain, then err (io.EOF when nil).
 type buffered struct {
 	cols []string
 	rows [][]driver.Value
+	err  error
 }
 
 func (b *buffered) Columns() []string { return b.cols }
-func (b *buffered) Close() error      { return nil }
+
+// Close returns the error the statement ended with, as lib/pq's rows do
+// when closed before their end: database/sql's Row.Scan relies on it.
+func (b *buffered) Close() error { return b.err }
 
 func (b *buffered) Next(dest []driver.Value) error {
 	if len(b.rows) == 0 {
+		if b.err != nil {
+			return b.err
+		}
 		return io.EOF
 	}
 	copy(dest, b.rows[0])

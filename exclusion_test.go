@@ -1,0 +1,574 @@
+package pglock_test
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/lib/pq"
+	"github.com/stretchr/testify/require"
+
+	"cirello.io/pglock"
+	"cirello.io/pglock/internal/sqlcount"
+)
+
+// TestExclusionUnderFaultSchedules runs seeded random schedules against a
+// real PostgreSQL and checks the one property that matters: no two clients
+// believe they hold the same name at the same instant, each by its own
+// IsReleased (and so its own Done). It also checks what that property
+// rests on, so that a flaw shows even when no other client happened to
+// take the lock over at the wrong moment: a holder believes only an RVN
+// that was committed, and counts its lease from no later than the moment
+// that RVN could first be seen.
+//
+// Each schedule drives three clients on two names, one action at a time:
+// acquire with FailIfLocked, a batch heartbeat tick, SendHeartbeat, Release,
+// Guard in a transaction, time passing, or a delayed statement reaching the
+// server. Every statement the clients send meets a fate chosen by the seed:
+// it runs, fails before reaching the server, runs and commits but loses its
+// reply (as a connection reset or as lib/pq's driver.ErrBadConn, which
+// database/sql answers by sending the statement again), fails with a
+// serialization failure, or is held back and run later, as a statement the
+// client gave up on may still reach the server. Time is a manual clock the
+// schedule moves, also in the middle of statements, so a lease passes in
+// microseconds and the schedules are cheap.
+//
+// The faults are injected at the driver (internal/sqlcount) because their
+// timing relative to a commit cannot be chosen with a real network fault.
+//
+// PGLOCK_SCHEDULES sets how many schedules run; PGLOCK_SCHEDULE_SEED
+// replays from a seed a failure printed.
+func TestExclusionUnderFaultSchedules(t *testing.T) {
+	t.Parallel()
+	n := envInt(t, "PGLOCK_SCHEDULES", 2000)
+	base := uint64(envInt(t, "PGLOCK_SCHEDULE_SEED", int(time.Now().UnixNano()%1e9)))
+	const workers = 8
+	table, _ := perfTable(t)
+	var (
+		next    atomic.Int64
+		mu      sync.Mutex
+		summary scheduleTotals
+		wg      sync.WaitGroup
+	)
+	start := time.Now()
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w := newScheduleWorker(t, table)
+			defer w.close()
+			for i := next.Add(1) - 1; i < int64(n); i = next.Add(1) - 1 {
+				s := w.schedule(base + uint64(i))
+				s.run()
+				s.finish()
+				mu.Lock()
+				summary.add(s.totals)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("%d schedules from seed %d in %v: %d actions, %d faults injected, %d acquisitions, %d violations",
+		summary.schedules, base, time.Since(start).Round(time.Millisecond), summary.actions, summary.faults,
+		summary.acquisitions, summary.violations)
+}
+
+// envInt reads an integer from the environment, or returns def.
+func envInt(t *testing.T, name string, def int) int {
+	t.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	require.NoError(t, err, name)
+	return n
+}
+
+// scheduleTotals adds up what schedules did.
+type scheduleTotals struct {
+	schedules, actions, faults, acquisitions, violations int
+}
+
+func (s *scheduleTotals) add(o scheduleTotals) {
+	s.schedules++
+	s.actions += o.actions
+	s.faults += o.faults
+	s.acquisitions += o.acquisitions
+	s.violations += o.violations
+}
+
+// scheduleClients is how many clients each schedule drives, each on a
+// pool of its own so that each meets faults of its own.
+const scheduleClients = 3
+
+// schedDB is one client's pool and its fault injector.
+type schedDB struct {
+	db  *sql.DB
+	cnt *sqlcount.Counter
+}
+
+// scheduleWorker runs schedules one after the other on the same clients,
+// each on a pool of its own so that each meets faults of its own, and the
+// same clock, which only moves forward. Each schedule uses names of its own.
+type scheduleWorker struct {
+	t       *testing.T
+	table   string
+	clock   *pglock.ManualClock
+	dbs     []schedDB
+	clients []*pglock.Client
+}
+
+// scheduleLease is the lease of the simulated clients, on the manual clock.
+const scheduleLease = 10 * time.Second
+
+func newScheduleWorker(t *testing.T, table string) *scheduleWorker {
+	t.Helper()
+	w := &scheduleWorker{t: t, table: table, clock: pglock.NewManualClock(time.Unix(1_000_000, 0))}
+	for i := range scheduleClients {
+		var d schedDB
+		d.db, d.cnt = perfCountedDB(t)
+		d.cnt.SetRecycle(true)
+		c, err := pglock.NewSimulated(d.db, w.clock, pglock.WithCustomTable(table),
+			pglock.WithLeaseDuration(scheduleLease), pglock.WithHeartbeatFrequency(scheduleLease/4),
+			pglock.WithOwner(fmt.Sprintf("%s-c%d-%s", t.Name(), i, randomHex(4))))
+		require.NoError(t, err)
+		w.dbs = append(w.dbs, d)
+		w.clients = append(w.clients, c)
+	}
+	return w
+}
+
+func (w *scheduleWorker) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, c := range w.clients {
+		_ = c.Close(ctx)
+	}
+	for _, d := range w.dbs {
+		_ = d.db.Close()
+		d.cnt.Close()
+	}
+}
+
+// schedule is one seeded run. Each schedule draws its own mix (swarm
+// testing): how often each client's statements fail and how often each
+// client heartbeats, so that some schedules have a flaky holder that
+// rarely refreshes while others look on, and others a quiet network.
+type schedule struct {
+	t         *testing.T
+	seed      uint64
+	rng       *rand.Rand
+	mu        sync.Mutex // guards rng, trace and totals: fates run inside statements
+	clock     *pglock.ManualClock
+	lease     time.Duration
+	names     []string
+	clients   []*pglock.Client
+	dbs       []schedDB
+	held      []map[string]*pglock.Lock // per client, the lock it believes it holds
+	faultRate []int                     // per client, percent of statements that meet a fault
+	tickRate  []int                     // per client, weight of its heartbeat ticks
+	active    int                       // how many of the clients act
+	duel      bool                      // one holder, one watcher (see pickDuel)
+	steps     int                       // how many actions the schedule takes
+	trace     []string
+	totals    scheduleTotals
+	// committed is when each RVN of the schedule's names was first seen
+	// committed, on the manual clock.
+	committed map[int64]time.Time
+}
+
+// schedule starts the schedule of seed on w's clients.
+func (w *scheduleWorker) schedule(seed uint64) *schedule {
+	s := &schedule{
+		t: w.t, seed: seed, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
+		clock: w.clock, lease: scheduleLease, dbs: w.dbs, clients: w.clients,
+		names:     []string{fmt.Sprintf("s%d-a", seed), fmt.Sprintf("s%d-b", seed)},
+		committed: map[int64]time.Time{},
+	}
+	s.names = s.names[:1+s.rng.IntN(2)]
+	s.active = 2 + s.rng.IntN(2)
+	s.steps = []int{40, 80}[s.rng.IntN(2)]
+	for i, d := range w.dbs {
+		s.held = append(s.held, map[string]*pglock.Lock{})
+		s.faultRate = append(s.faultRate, []int{2, 15, 40, 75}[s.rng.IntN(4)])
+		s.tickRate = append(s.tickRate, []int{1, 5, 20}[s.rng.IntN(3)])
+		d.cnt.SetFates(func(query string, args []driver.NamedValue, inTx bool) sqlcount.Fate {
+			return s.fate(i, query)
+		})
+	}
+	if s.duel = s.rng.IntN(2) == 0; s.duel {
+		s.names, s.active = s.names[:1], 2
+		s.faultRate[0], s.faultRate[1] = []int{40, 75}[s.rng.IntN(2)], []int{2, 15}[s.rng.IntN(2)]
+	}
+	return s
+}
+
+// fate decides what becomes of one statement of client i, and may move the
+// clock before it runs and after.
+func (s *schedule) fate(i int, query string) sqlcount.Fate {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.rng.IntN(3) == 0 {
+		s.clock.Advance(s.jitterLocked())
+	}
+	f := sqlcount.Fate{After: func(rows [][]driver.Value) {
+		s.recordCommits(query, rows)
+		s.mu.Lock()
+		d := s.jitterLocked()
+		s.mu.Unlock()
+		s.clock.Advance(d)
+	}}
+	if s.rng.IntN(100) >= s.faultRate[i] {
+		return f
+	}
+	switch r := s.rng.IntN(100); {
+	case r < 25:
+		f.Kind, f.Err = sqlcount.FailBefore, errReset
+	case r < 50:
+		f.Kind, f.Err = sqlcount.LoseReply, errReset
+	case r < 60:
+		f.Kind, f.Err = sqlcount.LoseReply, driver.ErrBadConn
+	case r < 70:
+		f.Kind, f.Err = sqlcount.FailBefore, &pq.Error{Code: "40001", Message: "injected"}
+	case r < 85:
+		f.Kind, f.Err = sqlcount.FailAtCommit, &pq.Error{Code: "40001", Message: "injected at commit"}
+	default:
+		f.Kind, f.Err = sqlcount.Delay, errReset
+	}
+	s.totals.faults++
+	s.trace = append(s.trace, fmt.Sprintf("  c%d fault %d on %.30q", i, f.Kind, firstLine(query)))
+	return f
+}
+
+// jitterLocked is how far the clock moves around one statement: mostly
+// nothing or a little, sometimes much of a lease.
+func (s *schedule) jitterLocked() time.Duration {
+	switch s.rng.IntN(10) {
+	case 0:
+		return time.Duration(s.rng.Int64N(int64(s.lease)))
+	case 1, 2, 3:
+		return time.Duration(s.rng.Int64N(int64(s.lease / 10)))
+	}
+	return 0
+}
+
+func firstLine(q string) string {
+	q = strings.TrimSpace(q)
+	if i := strings.IndexByte(q, '\n'); i >= 0 {
+		return q[:i]
+	}
+	return q
+}
+
+// run takes the schedule's actions, checking the property after each,
+// until it fails.
+func (s *schedule) run() {
+	for range s.steps {
+		s.step()
+		if !s.check() {
+			return
+		}
+	}
+}
+
+// Actions a schedule takes.
+const (
+	actAcquire = iota
+	actTick
+	actHeartbeat
+	actRelease
+	actGuard
+	actAdvance
+	actDelayed
+)
+
+// step takes one random action.
+func (s *schedule) step() {
+	s.mu.Lock()
+	i, name, act := s.pick()
+	s.totals.actions++
+	s.mu.Unlock()
+	c, l := s.clients[i], s.held[i][name]
+	if l != nil && l.IsReleased() {
+		delete(s.held[i], name) // only a lock the client no longer believes it holds is forgotten
+		l = nil
+	}
+	if l == nil && act != actAdvance && act != actDelayed && act != actTick {
+		act = actAcquire
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	switch act {
+	case actAcquire:
+		if l != nil {
+			return
+		}
+		s.log("c%d acquire %s", i, name)
+		if l, err := c.AcquireContext(ctx, name, pglock.FailIfLocked(), pglock.WithCustomHeartbeatContext(bg)); err == nil {
+			s.held[i][name] = l
+			s.totals.acquisitions++
+			s.log("  c%d holds %s at rvn %d", i, name, l.RecordVersionNumber())
+		}
+	case actTick:
+		s.log("c%d tick", i)
+		pglock.Tick(c)
+	case actHeartbeat:
+		s.log("c%d heartbeat %s: %v", i, name, c.SendHeartbeat(ctx, l))
+	case actRelease:
+		s.log("c%d release %s: %v", i, name, c.ReleaseContext(ctx, l))
+	case actGuard:
+		s.guard(ctx, i, l)
+	case actAdvance:
+		s.advance()
+	default:
+		s.runDelayed()
+	}
+}
+
+// pick chooses the next action: which client, on which name, doing what.
+// s.mu must be held.
+func (s *schedule) pick() (i int, name string, act int) {
+	name = s.names[s.rng.IntN(len(s.names))]
+	if s.duel {
+		return s.pickDuel(name)
+	}
+	i, r := s.rng.IntN(s.active), s.rng.IntN(100)
+	heartbeats := s.rng.IntN(20) < s.tickRate[i] // some clients heartbeat rarely
+	switch {
+	case r < 30:
+		return i, name, actAcquire
+	case r < 50 && heartbeats:
+		return i, name, actTick
+	case r < 60 && heartbeats:
+		return i, name, actHeartbeat
+	case r < 65:
+		return i, name, actRelease
+	case r < 70:
+		return i, name, actGuard
+	case r < 95:
+		return i, name, actAdvance
+	}
+	return i, name, actDelayed
+}
+
+// pickDuel chooses the next action of a duel: client 0 holds the name and
+// heartbeats through faults, client 1 looks on, and time passes.
+func (s *schedule) pickDuel(name string) (i int, _ string, act int) {
+	switch r := s.rng.IntN(100); {
+	case r < 30:
+		return 0, name, actAdvance
+	case r < 60:
+		return 1, name, actAcquire
+	case r < 62:
+		return 0, name, actDelayed
+	}
+	switch r := s.rng.IntN(100); {
+	case r < 45:
+		return 0, name, actTick
+	case r < 85:
+		return 0, name, actHeartbeat
+	case r < 92:
+		return 0, name, actGuard
+	}
+	return 0, name, actRelease
+}
+
+// advance moves the clock by a step of a random size.
+func (s *schedule) advance() {
+	s.mu.Lock()
+	d := []time.Duration{s.lease / 50, s.lease / 5, s.lease / 2, s.lease * 9 / 10}[s.rng.IntN(4)]
+	s.mu.Unlock()
+	s.log("advance %v", d)
+	s.clock.Advance(d)
+}
+
+// guard runs Guard in a transaction of client i, and ends it.
+func (s *schedule) guard(ctx context.Context, i int, l *pglock.Lock) {
+	tx, err := s.dbs[i].db.BeginTx(ctx, nil)
+	if err != nil {
+		s.log("c%d guard %s: begin: %v", i, l.Name(), err)
+		return
+	}
+	err = l.Guard(ctx, tx)
+	s.log("c%d guard %s: %v, commit: %v", i, l.Name(), err, tx.Commit())
+}
+
+// runDelayed lets one statement held back by a fault reach the server.
+func (s *schedule) runDelayed() {
+	for _, d := range s.dbs {
+		if d.cnt.Delayed() > 0 {
+			query, rows, err := d.cnt.RunDelayed(0)
+			s.log("delayed statement runs: %v", err)
+			if err == nil {
+				s.recordCommits(query, rows)
+			}
+			return
+		}
+	}
+}
+
+// recordCommits notes the RVNs a statement that committed wrote, from the
+// rows it returned, with the time it committed.
+func (s *schedule) recordCommits(query string, rows [][]driver.Value) {
+	col := -1
+	switch {
+	case strings.Contains(query, "unnest("): // the batch heartbeat: name, old, new, present
+		col = 2
+	case strings.HasPrefix(query, "WITH current AS"): // acquire: acquired, rvn, ...
+		col = 1
+	case strings.HasPrefix(query, "UPDATE") && strings.Contains(query, "RETURNING record_version_number"):
+		col = 0
+	default:
+		return
+	}
+	now := s.clock.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range rows {
+		if col == 1 && r[0] != true {
+			continue // not acquired: the RVN is the holder's
+		}
+		if rvn, ok := r[col].(int64); ok {
+			if _, seen := s.committed[rvn]; !seen {
+				s.committed[rvn] = now
+			}
+		}
+	}
+}
+
+// reported is set once an overlap was reported with its trace: later ones
+// are only counted.
+var reported atomic.Bool
+
+// check fails the test when two clients believe they hold one name, or a
+// holder's belief could let that happen (see unfounded), and reports
+// whether all was well.
+func (s *schedule) check() bool {
+	ok := true
+	for _, name := range s.names {
+		var holders []string
+		for i := range s.clients {
+			l := s.held[i][name]
+			if l == nil || l.IsReleased() {
+				continue
+			}
+			rvn, since := pglock.LeaseOf(l)
+			holders = append(holders, fmt.Sprintf("c%d (rvn %d)", i, rvn))
+			if why := s.unfounded(rvn, since); why != "" {
+				ok = false
+				s.fail("c%d holds %s at rvn %d, but %s", i, name, rvn, why)
+			}
+		}
+		if len(holders) > 1 {
+			ok = false
+			s.fail("%s held by %v at once", name, holders)
+		}
+	}
+	return ok
+}
+
+// unfounded says what is wrong with a belief in rvn with a lease counted
+// from since, or "" when nothing is: the RVN must have been committed, and
+// not before since, or a waiter who saw it commit could take the lock over
+// before the holder's lease ends.
+func (s *schedule) unfounded(rvn int64, since time.Time) string {
+	s.mu.Lock()
+	at, seen := s.committed[rvn]
+	s.mu.Unlock()
+	switch {
+	case !seen:
+		return "that RVN was never committed"
+	case since.After(at):
+		return fmt.Sprintf("its lease counts from %v after that RVN was committed", since.Sub(at))
+	}
+	return ""
+}
+
+// fail reports a violation with the seed that replays it, and the trace of
+// the first violation of the run.
+func (s *schedule) fail(format string, args ...any) {
+	s.totals.violations++
+	msg := fmt.Sprintf("seed %d: %s; replay with PGLOCK_SCHEDULE_SEED=%d PGLOCK_SCHEDULES=1",
+		s.seed, fmt.Sprintf(format, args...), s.seed)
+	if reported.CompareAndSwap(false, true) {
+		s.mu.Lock()
+		msg += "\n" + strings.Join(s.trace, "\n")
+		s.mu.Unlock()
+	}
+	s.t.Error(msg)
+}
+
+func (s *schedule) log(format string, args ...any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.trace = append(s.trace, fmt.Sprintf(format, args...))
+}
+
+// finish stops the faults, lets the statements held back reach the server,
+// and releases what is held, so the clients start the next schedule clean.
+func (s *schedule) finish() {
+	for _, d := range s.dbs {
+		d.cnt.SetFates(nil)
+		for d.cnt.Delayed() > 0 {
+			_, _, _ = d.cnt.RunDelayed(0)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i, c := range s.clients {
+		for _, l := range s.held[i] {
+			_ = c.ReleaseContext(ctx, l)
+		}
+	}
+}
+
+// TestReadBackDatingOnManualClock replays case 1 of the read-back dating on
+// the manual clock, step by step: heartbeat U1 commits but its reply and
+// read-back are lost; another client sees U1's RVN; heartbeat U2 fails and
+// its read-back finds U1's RVN. The holder must count its lease from U1,
+// so it has given the lock up by the time the other client takes it over.
+func TestReadBackDatingOnManualClock(t *testing.T) {
+	t.Parallel()
+	table, _ := perfTable(t)
+	w := newScheduleWorker(t, table)
+	defer w.close()
+	a, b := w.clients[0], w.clients[1]
+	acnt := w.dbs[0].cnt
+	script := func(fates ...sqlcount.FateKind) {
+		var i atomic.Int32
+		acnt.SetFates(func(string, []driver.NamedValue, bool) sqlcount.Fate {
+			n := int(i.Add(1)) - 1
+			if n >= len(fates) {
+				return sqlcount.Fate{}
+			}
+			return sqlcount.Fate{Kind: fates[n], Err: errReset}
+		})
+	}
+	name := "dating-" + randomHex(4)
+	l, err := a.Acquire(name, pglock.WithCustomHeartbeatContext(bg))
+	require.NoError(t, err)
+	script(sqlcount.LoseReply, sqlcount.FailBefore) // U1 commits, unheard; its read-back fails
+	require.Error(t, a.SendHeartbeat(bg, l))
+	w.clock.Advance(scheduleLease / 10)
+	_, err = b.Acquire(name, pglock.FailIfLocked())
+	require.ErrorIs(t, err, pglock.ErrNotAcquired, "b sees U1's RVN")
+	w.clock.Advance(scheduleLease * 3 / 10)
+	script(sqlcount.FailBefore) // U2 fails before the server; its read-back works
+	require.Error(t, a.SendHeartbeat(bg, l))
+	require.False(t, l.IsReleased(), "the read-back found the lock held")
+	w.clock.Advance(scheduleLease*7/10 + scheduleLease/100)
+	taken, err := b.Acquire(name, pglock.FailIfLocked())
+	require.NoError(t, err, "b saw the RVN unchanged for a lease")
+	require.True(t, l.IsReleased(), "a still counts itself the holder after b took the lock over")
+	require.NoError(t, b.Release(taken))
+}
