@@ -1,6 +1,21 @@
 package pglock
 
-import "github.com/lib/pq"
+import (
+	"strconv"
+
+	"github.com/lib/pq"
+)
+
+// LockTableFillfactor is the fillfactor CreateTable and TryCreateTable give
+// the lock table: half of each page is kept free for the new row versions
+// heartbeats write, so that every heartbeat is a HOT update and the table
+// does not grow. Give an existing table the same with
+//
+//	ALTER TABLE locks SET (fillfactor = 50);
+//
+// which applies to pages as they are rewritten (VACUUM FULL rewrites them
+// all, under an exclusive lock), or with the pglock command's tune.
+const LockTableFillfactor = 50
 
 // statements holds every SQL text the client sends, built once in New with
 // the table and sequence names quoted there. Values, the sequence's name
@@ -70,12 +85,18 @@ func newStatements(id identifier) statements {
 	t := id.quoted()
 	seq := id.sequence().quoted()
 	releaseNotify := ` SELECT released.name FROM released CROSS JOIN LATERAL pg_notify($3::text, released.name::text)`
+	// The original library's columns. Pages are left half empty, so that
+	// a heartbeat's new row version fits in its row's page: every
+	// heartbeat is then a HOT update (it changes no indexed column), the
+	// old versions are pruned in place, and the table does not grow under
+	// a steady load. Only the storage differs from the original's table;
+	// its clients and this one share either.
 	columns := `(
 	name CHARACTER VARYING(255) PRIMARY KEY,
 	record_version_number BIGINT,
 	data BYTEA,
 	owner CHARACTER VARYING(255)
-)`
+) WITH (fillfactor = ` + strconv.Itoa(LockTableFillfactor) + `)`
 	return statements{
 		acquire: `WITH current AS (
 	SELECT record_version_number, owner FROM ` + t + ` WHERE name = $1::text

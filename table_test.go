@@ -1,9 +1,11 @@
 package pglock_test
 
 import (
+	"fmt"
 	"sync"
 	"testing"
 
+	"github.com/lib/pq"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -86,4 +88,16 @@ func TestTryCreateTableCreatesMissingSequence(t *testing.T) {
 	l, err := c.Acquire("a")
 	require.NoError(t, err)
 	require.NoError(t, l.Close())
+}
+
+// TestCreateTableLeavesRoomForHOT: the table is made with the fillfactor
+// that keeps heartbeats HOT.
+func TestCreateTableLeavesRoomForHOT(t *testing.T) {
+	t.Parallel()
+	db := openDB(t)
+	_, table := newClientTable(t, db)
+	var opts []string
+	require.NoError(t, db.QueryRow(`SELECT coalesce(reloptions, '{}') FROM pg_class WHERE oid = $1::regclass`,
+		testsQuote(table)).Scan(pq.Array(&opts)))
+	assert.Contains(t, opts, fmt.Sprintf("fillfactor=%d", pglock.LockTableFillfactor))
 }
