@@ -17,7 +17,7 @@ import (
 // client's sessions (WithSessionDSN, or the one the *sql.DB was opened
 // with), so that neither the caller's busy pool nor a dead connection idle
 // in it can hold them up. Without a connection string it uses the caller's
-// pool, and reserves one of its connections while locks are held.
+// pool.
 //
 // Every statement runs on a connection of its own (*sql.Conn): database/sql
 // then never re-sends it silently on another connection, as it does with
@@ -29,16 +29,15 @@ type keeper struct {
 	connect driver.Connector
 	calls   *runner
 
-	mu           sync.Mutex
-	holders      int         // hold calls not matched by letGo
-	own          *sql.DB     // the client's own pool: open while holders > 0, and linger after
-	lingering    *time.Timer // closes own once it lingered unused
-	reserved     *sql.Conn   // of the caller's pool, when own is nil
-	reservedBusy bool
+	mu        sync.Mutex
+	holders   int         // hold calls not matched by letGo
+	own       *sql.DB     // the client's own pool: open while holders > 0, and linger after
+	lingering *time.Timer // closes own once it lingered unused
 }
 
-// ownIdleConns is how many idle connections the client's own pool keeps.
-const ownIdleConns = 2
+// ownIdleConns is how many idle connections the client's own pool keeps:
+// enough for the batches of one heartbeat tick that run at once.
+const ownIdleConns = maxParallelBeats
 
 // notSentError wraps the error of a statement that never left: no
 // connection could be had for it.
@@ -106,8 +105,8 @@ func (k *keeper) hold() {
 	}
 }
 
-// letGo undoes one hold; after the last, the keeper gives the reserved
-// connection back, and closes its own pool once it lingered unused.
+// letGo undoes one hold; after the last, the keeper closes its own pool
+// once it lingered unused.
 func (k *keeper) letGo() {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -116,10 +115,6 @@ func (k *keeper) letGo() {
 		return
 	}
 	k.holders = 0
-	if k.reserved != nil && !k.reservedBusy {
-		_ = k.reserved.Close()
-		k.reserved = nil
-	}
 	if k.own != nil && k.lingering == nil {
 		own := k.own
 		k.lingering = time.AfterFunc(ownLinger, func() { k.closeOwn(own) })
@@ -157,86 +152,41 @@ func (k *keeper) runWarm(ctx context.Context, f func(context.Context, querier) e
 	return k.runOn(ctx, false, f)
 }
 
+// runOn runs f as run and runWarm describe. Getting the connection is part
+// of the call the runner bounds: a driver may hang while connecting too.
 func (k *keeper) runOn(ctx context.Context, dial bool, f func(context.Context, querier) error) error {
-	conn, reserved, err := k.conn(ctx, dial)
-	if err != nil {
-		return &notSentError{err}
-	}
-	err = k.calls.run(ctx, func(ctx context.Context) error { return f(ctx, conn) }, func(error) {
-		k.discard(conn, reserved)
-	})
+	err := k.calls.run(ctx, func(ctx context.Context) error {
+		conn, err := k.conn(ctx, dial)
+		if err != nil {
+			return &notSentError{err}
+		}
+		err = f(ctx, conn)
+		if isConnFault(err) {
+			// driver.ErrBadConn makes database/sql drop the connection
+			// instead of handing it out again.
+			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		}
+		_ = conn.Close()
+		return err
+	}, nil)
 	var abandoned *abandonedError
-	switch {
-	case errors.As(err, &abandoned):
-		k.flushIdle() // connections opened alongside it may be dead too
-	case isConnFault(err):
-		k.discard(conn, reserved)
-		k.flushIdle()
-	default:
-		k.put(conn, reserved)
+	if errors.As(err, &abandoned) || isConnFault(err) {
+		k.flushIdle() // connections opened alongside a dead one may be dead too
 	}
 	return err
 }
 
 // conn returns a connection for one statement: from the client's own pool
 // while it is open (unless dial is false and it has no idle connection),
-// else the reserved connection of the caller's pool when free (reserving
-// one first while locks are held), else any of the caller's pool.
-func (k *keeper) conn(ctx context.Context, dial bool) (conn *sql.Conn, reserved bool, err error) {
+// else from the caller's pool.
+func (k *keeper) conn(ctx context.Context, dial bool) (*sql.Conn, error) {
 	k.mu.Lock()
 	own := k.own
-	switch {
-	case own != nil && (dial || own.Stats().Idle > 0):
-		k.mu.Unlock()
-		conn, err = own.Conn(ctx)
-		return conn, false, err
-	case k.reserved != nil && !k.reservedBusy:
-		k.reservedBusy = true
-		conn = k.reserved
-		k.mu.Unlock()
-		return conn, true, nil
-	}
-	reserve := k.holders > 0 && k.reserved == nil
 	k.mu.Unlock()
-	if conn, err = k.db.Conn(ctx); err != nil || !reserve {
-		return conn, false, err
+	if own != nil && (dial || own.Stats().Idle > 0) {
+		return own.Conn(ctx)
 	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.holders > 0 && k.reserved == nil {
-		k.reserved, k.reservedBusy = conn, true
-		return conn, true, nil
-	}
-	return conn, false, nil
-}
-
-// put gives back a connection whose statement is done.
-func (k *keeper) put(conn *sql.Conn, reserved bool) {
-	if !reserved {
-		_ = conn.Close()
-		return
-	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	k.reservedBusy = false
-	if k.holders == 0 {
-		_ = conn.Close()
-		k.reserved = nil
-	}
-}
-
-// discard closes a connection that failed, so that its pool drops it
-// instead of handing it out again.
-func (k *keeper) discard(conn *sql.Conn, reserved bool) {
-	_ = conn.Raw(func(any) error { return driver.ErrBadConn })
-	_ = conn.Close()
-	if reserved {
-		k.mu.Lock()
-		defer k.mu.Unlock()
-		if k.reserved == conn {
-			k.reserved, k.reservedBusy = nil, false
-		}
-	}
+	return k.db.Conn(ctx)
 }
 
 // flushIdle closes the idle connections of the client's own pool, so that

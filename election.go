@@ -205,7 +205,7 @@ func (ld *Leadership) Proclaim(ctx context.Context, value []byte) error {
 	if err == nil && affected == 0 {
 		// The row may carry the RVN of a heartbeat of unknown outcome.
 		var held bool
-		if held, err = c.moved(l); held {
+		if held, err = c.moved(ctx, l); held {
 			affected, err = c.proclaim(ctx, l, value)
 		}
 	}

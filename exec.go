@@ -166,6 +166,15 @@ type abandonedError struct{ error }
 
 func (e *abandonedError) Unwrap() error { return e.error }
 
+// spawn runs f on a goroutine of the runner's, which wait joins.
+func (r *runner) spawn(f func()) {
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		f()
+	}()
+}
+
 // wait waits until every statement left behind returned, or ctx ends.
 func (r *runner) wait(ctx context.Context) error {
 	done := make(chan struct{})

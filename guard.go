@@ -59,7 +59,7 @@ func (l *Lock) Guard(ctx context.Context, tx *sql.Tx) error {
 	err := l.guard(ctx, tx)
 	if errors.Is(err, sql.ErrNoRows) && !l.unsettledSince().IsZero() {
 		// The row may carry the RVN of a heartbeat of unknown outcome.
-		held, merr := l.client.moved(l)
+		held, merr := l.client.moved(ctx, l)
 		if merr != nil {
 			return fmt.Errorf("pglock: cannot guard %q: %w", l.name, merr)
 		}
@@ -76,14 +76,17 @@ func (l *Lock) Guard(ctx context.Context, tx *sql.Tx) error {
 	return nil
 }
 
-// guard share-locks l's row at the RVN l knows, inside tx.
+// guard share-locks l's row at the RVN l knows, inside tx, returning
+// within ctx whatever the driver does.
 func (l *Lock) guard(ctx context.Context, tx *sql.Tx) error {
 	held, ended := l.state()
 	if ended {
 		return l.Err()
 	}
-	var one int
-	return tx.QueryRowContext(ctx, l.client.sql.guard, l.name, held.rvn).Scan(&one)
+	return l.client.calls.run(ctx, func(ctx context.Context) error {
+		var one int
+		return tx.QueryRowContext(ctx, l.client.sql.guard, l.name, held.rvn).Scan(&one)
+	}, nil)
 }
 
 // guardMissed handles a Guard that found no row at the lock's RVN. Under
@@ -93,7 +96,10 @@ func (l *Lock) guard(ctx context.Context, tx *sql.Tx) error {
 // now.
 func (l *Lock) guardMissed(ctx context.Context, tx *sql.Tx) error {
 	var isolation string
-	if err := tx.QueryRowContext(ctx, l.client.sql.isolation).Scan(&isolation); err != nil {
+	err := l.client.calls.run(ctx, func(ctx context.Context) error {
+		return tx.QueryRowContext(ctx, l.client.sql.isolation).Scan(&isolation)
+	}, nil)
+	if err != nil {
 		return typeError(fmt.Errorf("pglock: cannot guard %q: %w", l.name, err))
 	}
 	if isolation != "read committed" {

@@ -235,7 +235,7 @@ func (h *heartbeater) beat(runCtx context.Context, g *generation, locks []*Lock)
 	if err != nil {
 		c.stats.heartbeatFailures.Add(1)
 		c.log.Debug("heartbeat failed", "locks", len(taken), "error", err, "elapsed", c.clock.now().Sub(start))
-		c.settleAfter(taken, start, err)
+		markUnknown(taken, start, err)
 		return false
 	}
 	var recheck, skipped []*Lock
@@ -290,13 +290,17 @@ func (c *Client) beatStatement(locks []*Lock) ([]beatRow, error) {
 	byKey := make(map[key]*Lock, len(locks))
 	names := make(pq.StringArray, 0, len(locks))
 	rvns := make(pq.Int64Array, 0, len(locks))
+	var expires time.Time // the first lease of the batch to run out
 	for _, l := range locks {
 		held, _ := l.state()
 		byKey[key{l.name, held.rvn}] = l
 		names = append(names, l.name)
 		rvns = append(rvns, held.rvn)
+		if end := held.at.Add(c.holdFor()); expires.IsZero() || end.Before(expires) {
+			expires = end
+		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.attemptTimeout())
+	ctx, cancel := context.WithTimeout(context.Background(), c.beatTimeout(expires))
 	defer cancel()
 	var rows []beatRow
 	err := c.keep.run(ctx, func(ctx context.Context, q querier) error {
@@ -323,13 +327,22 @@ func (c *Client) beatStatement(locks []*Lock) ([]beatRow, error) {
 	return rows, nil
 }
 
-// attemptTimeout bounds one try of a statement that keeps locks alive:
-// a heartbeat, a read-back, a release's DELETE. A statement that has not
-// returned by then is given up (its connection may be dead while the
-// database is fine) and the next try goes out on another connection, well
-// within the lease.
+// attemptTimeout bounds one try of a read-back or a release's DELETE. A
+// statement that has not returned by then is given up (its connection may
+// be dead while the database is fine) and the next try goes out on another
+// connection.
 func (c *Client) attemptTimeout() time.Duration {
 	return c.leaseDuration / 4
+}
+
+// beatTimeout bounds one try of a background heartbeat whose first lock
+// expires at expires: half the time left until then, and at least an
+// eighth of a lease. A slow but live connection (a long round trip, a
+// connection being set up) gets the time to answer, and a dead one is given
+// up early enough for the next try, on another connection, to land within
+// the lease.
+func (c *Client) beatTimeout(expires time.Time) time.Duration {
+	return max(expires.Sub(c.clock.now())/2, c.leaseDuration/8)
 }
 
 // waitForGuarded refreshes the locks a batch skipped because an open Guard
@@ -387,7 +400,7 @@ func (c *Client) heartbeatOne(ctx context.Context, l *Lock) error {
 		c.stats.heartbeats.Add(1)
 		return nil
 	case errors.Is(err, sql.ErrNoRows):
-		stillHeld, merr := c.moved(l)
+		stillHeld, merr := c.moved(ctx, l)
 		switch {
 		case merr != nil:
 			return fmt.Errorf("pglock: heartbeat of %q: %w", l.name, merr)
@@ -397,6 +410,8 @@ func (c *Client) heartbeatOne(ctx context.Context, l *Lock) error {
 		return nil // an earlier statement of ours had moved it
 	}
 	c.stats.heartbeatFailures.Add(1)
-	c.settleAfter([]*Lock{l}, start, err)
+	if markUnknown([]*Lock{l}, start, err) {
+		c.readBack(ctx, []*Lock{l})
+	}
 	return typeError(fmt.Errorf("pglock: heartbeat of %q: %w", l.name, err))
 }

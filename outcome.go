@@ -66,24 +66,46 @@ func (l *Lock) adopt(rvn int64) bool {
 	return true
 }
 
-// settleAfter handles a statement begun at start that failed with err on
+// markUnknown handles a statement begun at start that failed with err on
 // locks: unless err shows it never ran, its outcome is unknown, so the
-// locks are marked unsettled and their rows read back.
-func (c *Client) settleAfter(locks []*Lock, start time.Time, err error) {
+// locks are marked unsettled. It reports whether it marked them. Their rows
+// are read back when a later statement finds them moved (see moved and
+// resettle), or at once by a caller that can wait (readBack).
+func markUnknown(locks []*Lock, start time.Time, err error) bool {
 	if neverRan(err) {
-		return
+		return false
 	}
 	for _, l := range locks {
 		l.markUnsettled(start)
 	}
-	c.settle(locks)
+	return true
 }
 
-// settle reads the rows of unsettled locks back, in one statement, and
-// decides from each whether its lock is still held. When the read fails it
-// returns false and nothing changes: the lease expiry still ends the locks
-// in time if nothing settles them before.
-func (c *Client) settle(locks []*Lock) bool {
+// readBack reads back the rows of locks whose statement's outcome is
+// unknown, so that a caller such as SendHeartbeat leaves its lock at the
+// RVN its row carries: within ctx when ctx leaves time for it, else on a
+// goroutine of the client's runner, within attemptTimeout, so that a
+// context that ended just as the statement committed (the original
+// library's issue 175) does not leave the lock behind its row for long.
+func (c *Client) readBack(ctx context.Context, locks []*Lock) {
+	if deadline, ok := ctx.Deadline(); ctx.Err() == nil && (!ok || time.Until(deadline) > c.attemptTimeout()/4) {
+		ctx, cancel := context.WithTimeout(ctx, c.attemptTimeout())
+		defer cancel()
+		c.settle(ctx, locks)
+		return
+	}
+	c.calls.spawn(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), c.attemptTimeout())
+		defer cancel()
+		c.settle(ctx, locks)
+	})
+}
+
+// settle reads the rows of unsettled locks back, in one statement, within
+// ctx, and decides from each whether its lock is still held. When the read
+// fails it returns false and nothing changes: the lease expiry still ends
+// the locks in time if nothing settles them before.
+func (c *Client) settle(ctx context.Context, locks []*Lock) bool {
 	if len(locks) == 0 {
 		return true
 	}
@@ -91,8 +113,6 @@ func (c *Client) settle(locks []*Lock) bool {
 	for i, l := range locks {
 		names[i] = l.name
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.attemptTimeout())
-	defer cancel()
 	current := make(map[string]rowState, len(locks))
 	err := c.keep.run(ctx, func(ctx context.Context, q querier) error {
 		return retry(ctx, c.log, func() error {
@@ -142,7 +162,9 @@ func (c *Client) decide(l *Lock, r rowState) bool {
 // resettle reads back, in one statement, the unsettled locks a heartbeat
 // found moved, before calling them lost.
 func (c *Client) resettle(locks []*Lock) {
-	c.settle(locks)
+	ctx, cancel := context.WithTimeout(context.Background(), c.attemptTimeout())
+	defer cancel()
+	c.settle(ctx, locks)
 }
 
 // moved handles finding l's row without its RVN (its op lock held): the
@@ -150,12 +172,14 @@ func (c *Client) resettle(locks []*Lock) {
 // a read-back tells. It reports whether the lock is still held, and false
 // with an error when the read-back failed (the lock is then still
 // unsettled, not lost).
-func (c *Client) moved(l *Lock) (bool, error) {
+func (c *Client) moved(ctx context.Context, l *Lock) (bool, error) {
 	if l.unsettledSince().IsZero() {
 		l.end(errStolen)
 		return false, nil
 	}
-	if !c.settle([]*Lock{l}) {
+	ctx, cancel := context.WithTimeout(ctx, c.attemptTimeout())
+	defer cancel()
+	if !c.settle(ctx, []*Lock{l}) {
 		return false, &UnavailableError{errUnsettled}
 	}
 	return !l.IsReleased(), nil

@@ -44,7 +44,7 @@ func (c *Client) deleteRow(ctx context.Context, l *Lock, rvn int64) (int64, erro
 	if err != nil || affected > 0 || l.unsettledSince().IsZero() {
 		return affected, err
 	}
-	held, merr := c.moved(l) // the row may carry the RVN of a statement of unknown outcome
+	held, merr := c.moved(ctx, l) // the row may carry the RVN of a statement of unknown outcome
 	switch {
 	case merr != nil:
 		return 0, merr

@@ -85,7 +85,9 @@ func (c *Client) checkTable(ctx context.Context, creating bool) error {
 		qualified string
 		shadowed  bool
 	)
-	err := c.db.QueryRowContext(ctx, c.sql.resolveTable, c.table.quoted(), c.table.schema == "").Scan(&oid, &qualified, &shadowed)
+	err := c.statement(ctx, func(ctx context.Context) error {
+		return c.db.QueryRowContext(ctx, c.sql.resolveTable, c.table.quoted(), c.table.schema == "").Scan(&oid, &qualified, &shadowed)
+	}, nil)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		// No relation of that name yet: CreateTable makes one of ours.

@@ -108,6 +108,16 @@ type Stats struct {
 	HandoffTime time.Duration
 	// MaxHandoff is the longest of those handoffs.
 	MaxHandoff time.Duration
+	// AbandonedStatements counts statements the client stopped waiting for
+	// because their context ended while the driver did not return: lib/pq,
+	// for one, keeps reading a dead connection until TCP gives up. The call
+	// returned in time; the statement's outcome is unknown.
+	AbandonedStatements int64
+	// StuckStatements is how many of those have not returned yet. Each
+	// keeps a goroutine and a connection until its socket dies; a number
+	// that stays up points at connections that die without a reset (see
+	// the operations guide on TCP keepalive and timeouts).
+	StuckStatements int64
 }
 
 // Held returns the number of locks the snapshot counts as held: acquired,
@@ -136,5 +146,8 @@ func (c *Client) Stats() Stats {
 		Handoffs:          s.handoffs.Load(),
 		HandoffTime:       time.Duration(s.handoffNanos.Load()),
 		MaxHandoff:        time.Duration(s.maxHandoffNanos.Load()),
+
+		AbandonedStatements: c.calls.abandoned.Load(),
+		StuckStatements:     c.calls.stuck.Load(),
 	}
 }
