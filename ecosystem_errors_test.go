@@ -65,7 +65,7 @@ func ecoSerializationFailure(t *testing.T, db *sql.DB) {
 		err = tx2.Commit()
 	}
 	require.Error(t, err, "write skew between two SERIALIZABLE transactions fails one of them")
-	err = pglock.EcoTypeError(err)
+	err = pglock.ClassifyError(err)
 	var failedPre *pglock.FailedPreconditionError
 	require.ErrorAs(t, err, &failedPre, "%v", err)
 	var unavailable *pglock.UnavailableError
@@ -94,7 +94,7 @@ func ecoTerminatedBackend(t *testing.T, db *sql.DB) {
 	var one int
 	err = conn.QueryRowContext(ctx, `SELECT 1`).Scan(&one)
 	require.Error(t, err)
-	err = pglock.EcoTypeError(err)
+	err = pglock.ClassifyError(err)
 	var unavailable *pglock.UnavailableError
 	require.ErrorAs(t, err, &unavailable, "%T: %v", err, err)
 	t.Logf("terminated backend: %v", err)

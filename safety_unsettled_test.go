@@ -21,7 +21,7 @@ func safetyLandedUnseen(t *testing.T, db *sql.DB, table string, l *pglock.Lock) 
 		WHERE name = $1 AND record_version_number = $2 RETURNING record_version_number`,
 		l.Name(), l.RecordVersionNumber()).Scan(&rvn)
 	require.NoError(t, err)
-	pglock.SafetyMarkUnsettled(l, start)
+	pglock.MarkUnsettled(l, start)
 	return rvn
 }
 
@@ -61,7 +61,7 @@ func TestSafetyUnsettledHeartbeat(t *testing.T) {
 	// Moved by someone else: lost all the same.
 	l4, err := c.Acquire("stolen")
 	require.NoError(t, err)
-	pglock.SafetyMarkUnsettled(l4, time.Now())
+	pglock.MarkUnsettled(l4, time.Now())
 	safetySteal(t, db, table, "stolen")
 	require.ErrorIs(t, c.SendHeartbeat(bg, l4), pglock.ErrLockAlreadyReleased)
 	require.True(t, safetyClosed(l4.Done()))
@@ -88,7 +88,7 @@ func TestSafetyUnsettledBackground(t *testing.T) {
 	err = tx.QueryRow(`UPDATE `+table+` SET record_version_number = nextval('`+table+`_rvn')
 		WHERE name = $1 RETURNING record_version_number`, l.Name()).Scan(&moved)
 	require.NoError(t, err)
-	pglock.SafetyMarkUnsettled(l, start)
+	pglock.MarkUnsettled(l, start)
 	require.NoError(t, tx.Commit())
 	// Several heartbeats later the lock is held, past the moved RVN.
 	deadline := time.Now().Add(lease)
