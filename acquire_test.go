@@ -25,7 +25,7 @@ func TestCoreAcquireRelease(t *testing.T) {
 	assert.Equal(t, "job", l.Name())
 	assert.Equal(t, "holder", l.Owner())
 	assert.Equal(t, "payload", string(l.Data()))
-	rvn, valid := testsRowRVN(t, db, testsQuote(table), "job")
+	rvn, valid := rowRVN(t, db, table, "job")
 	require.True(t, valid)
 	assert.Equal(t, rvn, l.RecordVersionNumber(), "the lock's RVN is the row's")
 
@@ -93,7 +93,7 @@ func TestCoreAcquireContext(t *testing.T) {
 	var r result
 	select {
 	case r = <-res:
-	case <-time.After(testsBound):
+	case <-time.After(waitBound):
 		t.Fatal("waiter never got the released lock")
 	}
 	require.NoError(t, r.err)
@@ -147,7 +147,7 @@ func TestCoreLockData(t *testing.T) {
 	require.NoError(t, l.Close())
 
 	// KeepOnRelease: the row stays with a NULL RVN and its data.
-	_, valid := testsRowRVN(t, db, testsQuote(table), "job")
+	_, valid := rowRVN(t, db, table, "job")
 	assert.False(t, valid, "a kept row has a NULL record_version_number")
 	data, err := other.GetData("job")
 	require.NoError(t, err)
@@ -229,12 +229,12 @@ func TestCoreWithCustomHeartbeatContext(t *testing.T) {
 		hcancel()
 		select {
 		case <-l.Done():
-		case <-time.After(testsBound):
+		case <-time.After(waitBound):
 			t.Fatal("lock not lost a lease after its heartbeat stopped")
 		}
 		assert.True(t, l.IsReleased())
 		assert.ErrorIs(t, l.Err(), pglock.ErrLockAlreadyReleased)
-		l2, err := thief.AcquireContext(testsCtx(t), "b")
+		l2, err := thief.AcquireContext(testCtx(t), "b")
 		require.NoError(t, err, "a waiter takes the silent lock over")
 		assert.ErrorIs(t, l.Close(), pglock.ErrLockAlreadyReleased, "the old holder's release fails")
 		require.NoError(t, l2.Close())
@@ -251,14 +251,14 @@ func TestCoreLockStolenAfterHeartbeatStops(t *testing.T) {
 	l, err := c.Acquire("job")
 	require.NoError(t, err)
 	start := time.Now()
-	l2, err := thief.AcquireContext(testsCtx(t), "job")
+	l2, err := thief.AcquireContext(testCtx(t), "job")
 	require.NoError(t, err)
 	assert.GreaterOrEqual(t, time.Since(start), lease, "taken over only after a whole lease of silence")
 	assert.NotEqual(t, l.RecordVersionNumber(), l2.RecordVersionNumber())
 
 	select {
 	case <-l.Done():
-	case <-time.After(testsBound):
+	case <-time.After(waitBound):
 		t.Fatal("the silent holder never noticed its lease ran out")
 	}
 	assert.True(t, l.IsReleased())
@@ -303,11 +303,11 @@ func TestAcquireAfterLongRowWait(t *testing.T) {
 	tx, err := db.Begin()
 	require.NoError(t, err)
 	defer func() { _ = tx.Rollback() }()
-	_, err = tx.Exec(`SELECT 1 FROM ` + testsQuote(table) + ` WHERE name = 'job' FOR UPDATE`)
+	_, err = tx.Exec(`SELECT 1 FROM ` + quote(table) + ` WHERE name = 'job' FOR UPDATE`)
 	require.NoError(t, err)
 	got := make(chan *pglock.Lock, 1)
 	go func() {
-		l, err := c.AcquireContext(testsCtx(t), "job")
+		l, err := c.AcquireContext(testCtx(t), "job")
 		assert.NoError(t, err)
 		got <- l
 	}()
@@ -337,7 +337,7 @@ func TestFailIfLockedReportsHolder(t *testing.T) {
 	assert.Equal(t, l.RecordVersionNumber(), got.RecordVersionNumber())
 	assert.True(t, got.IsReleased())
 	require.ErrorIs(t, got.Close(), pglock.ErrLockAlreadyReleased)
-	rvn, valid := testsRowRVN(t, db, testsQuote(table), "n")
+	rvn, valid := rowRVN(t, db, table, "n")
 	assert.True(t, valid && rvn == l.RecordVersionNumber(), "the holder's row is untouched")
 	require.NoError(t, l.Close())
 }

@@ -2,19 +2,18 @@ package pglock_test
 
 import (
 	"database/sql"
+	"database/sql/driver"
+	"fmt"
 	"regexp"
 	"testing"
 	"time"
 
+	"github.com/lib/pq"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"cirello.io/pglock"
 )
-
-// testsBound bounds every wait of this area's tests: far above what any step
-// takes on a loaded machine, so only a hang reaches it.
-const testsBound = 60 * time.Second
 
 func TestCoreConstants(t *testing.T) {
 	assert.Equal(t, "locks", pglock.DefaultTableName)
@@ -142,4 +141,23 @@ func TestCoreOwner(t *testing.T) {
 	for _, l := range []*pglock.Lock{l1, l2, l3} {
 		require.NoError(t, l.Close())
 	}
+}
+
+// proxyDriver is a database/sql driver this package does not know: it hands
+// connections over to lib/pq, so it reaches a real PostgreSQL. New must
+// refuse it, UnsafeNew must accept it.
+type proxyDriver struct{}
+
+func (proxyDriver) Open(name string) (driver.Conn, error) { return (&pq.Driver{}).Open(name) }
+
+// noDatabaseDriver is a driver for no database at all.
+type noDatabaseDriver struct{}
+
+func (noDatabaseDriver) Open(string) (driver.Conn, error) {
+	return nil, fmt.Errorf("tests: this driver talks to no database")
+}
+
+func init() {
+	sql.Register("pglock-tests-proxy", proxyDriver{})
+	sql.Register("pglock-tests-none", noDatabaseDriver{})
 }

@@ -16,30 +16,30 @@ import (
 	"cirello.io/pglock"
 )
 
-// testsCountHandler counts slog records whose message contains a word.
-type testsCountHandler struct {
+// countHandler counts slog records whose message contains a word.
+type countHandler struct {
 	word string
 	n    *atomic.Int64
 }
 
-func (h testsCountHandler) Enabled(context.Context, slog.Level) bool { return true }
-func (h testsCountHandler) Handle(_ context.Context, r slog.Record) error {
+func (h countHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h countHandler) Handle(_ context.Context, r slog.Record) error {
 	if strings.Contains(r.Message, h.word) {
 		h.n.Add(1)
 	}
 	return nil
 }
-func (h testsCountHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
-func (h testsCountHandler) WithGroup(string) slog.Handler      { return h }
+func (h countHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h countHandler) WithGroup(string) slog.Handler      { return h }
 
-// testsContend runs clients×perClient goroutines that each take the one
+// contend runs clients×perClient goroutines that each take the one
 // lock once, and checks that no two ever hold it at once and that no error
 // surfaces. It returns how many serialization failures were retried.
-func testsContend(t *testing.T, dsn string, clients, perClient int) int64 {
+func contend(t *testing.T, dsn string, clients, perClient int) int64 {
 	t.Helper()
 	db := openDSN(t, dsn)
 	var retried atomic.Int64
-	logger := pglock.WithLevelLogger(slog.New(testsCountHandler{"serialization failure", &retried}))
+	logger := pglock.WithLevelLogger(slog.New(countHandler{"serialization failure", &retried}))
 	opts := []pglock.ClientOption{pglock.WithLeaseDuration(10 * time.Second), pglock.WithHeartbeatFrequency(time.Second), logger}
 	first, table := newClientTable(t, db, opts...)
 	cs := []*pglock.Client{first}
@@ -53,7 +53,7 @@ func testsContend(t *testing.T, dsn string, clients, perClient int) int64 {
 		errs                        = make(chan error, clients*perClient)
 		start                       = make(chan struct{})
 	)
-	ctx := testsCtx(t)
+	ctx := testCtx(t)
 	for _, c := range cs {
 		for range perClient {
 			wg.Add(1)
@@ -95,7 +95,7 @@ func testsContend(t *testing.T, dsn string, clients, perClient int) int64 {
 
 func TestCoreContention(t *testing.T) {
 	t.Parallel()
-	testsContend(t, srv.DSN(), 4, 26)
+	contend(t, srv.DSN(), 4, 26)
 }
 
 // TestCoreContentionSerializable: every session SERIALIZABLE by default, as
@@ -103,10 +103,10 @@ func TestCoreContention(t *testing.T) {
 // inside the client, never surface.
 func TestCoreContentionSerializable(t *testing.T) {
 	t.Parallel()
-	dsn := testsDSNWith(srv.DSN(), map[string]string{"options": "-c default_transaction_isolation=serializable"})
+	dsn := dsnWith(srv.DSN(), map[string]string{"options": "-c default_transaction_isolation=serializable"})
 	db := openDSN(t, dsn)
 	var level string
 	require.NoError(t, db.QueryRow(`SHOW default_transaction_isolation`).Scan(&level))
 	require.Equal(t, "serializable", level, "the DSN option applies")
-	testsContend(t, dsn, 4, 26)
+	contend(t, dsn, 4, 26)
 }

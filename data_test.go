@@ -28,7 +28,7 @@ func TestLargeDataRoundTrip(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, bytes.Equal(data, l.Data()), "Data of the acquired lock, as stored")
 	var n int
-	require.NoError(t, db.QueryRow(`SELECT octet_length(data) FROM `+testsQuote(table)+` WHERE name = 'big'`).Scan(&n))
+	require.NoError(t, db.QueryRow(`SELECT octet_length(data) FROM `+quote(table)+` WHERE name = 'big'`).Scan(&n))
 	assert.Equal(t, len(data), n, "stored size")
 	got, err := c.GetData("big")
 	require.NoError(t, err)

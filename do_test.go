@@ -65,7 +65,7 @@ func TestCoreDoCancelsOnLoss(t *testing.T) {
 	waitLoss := func(ctx context.Context, l *pglock.Lock) error {
 		select {
 		case <-ctx.Done():
-		case <-time.After(testsBound):
+		case <-time.After(waitBound):
 			return errors.New("f's ctx was never cancelled")
 		}
 		assert.True(t, l.IsReleased(), "cancelled because the lock ended")
@@ -74,7 +74,7 @@ func TestCoreDoCancelsOnLoss(t *testing.T) {
 
 	t.Run("row taken over", func(t *testing.T) {
 		err := c.Do(bg, "a", func(ctx context.Context, l *pglock.Lock) error {
-			testsStealRow(t, db, testsQuote(table), "a")
+			stealRow(t, db, table, "a")
 			return waitLoss(ctx, l)
 		})
 		require.ErrorIs(t, err, pglock.ErrLockAlreadyReleased, "f succeeded but the lock was lost")
@@ -86,7 +86,7 @@ func TestCoreDoCancelsOnLoss(t *testing.T) {
 		err := c.Do(bg, "b", func(ctx context.Context, l *pglock.Lock) error {
 			hcancel()
 			go func() {
-				l2, err := thief.AcquireContext(testsCtx(t), "b")
+				l2, err := thief.AcquireContext(testCtx(t), "b")
 				assert.NoError(t, err)
 				taken <- l2
 			}()
@@ -97,7 +97,7 @@ func TestCoreDoCancelsOnLoss(t *testing.T) {
 			select {
 			case l2 := <-taken:
 				taken <- l2
-			case <-time.After(testsBound):
+			case <-time.After(waitBound):
 				return errors.New("the thief never took the lock")
 			}
 			return nil
@@ -111,7 +111,7 @@ func TestCoreDoCancelsOnLoss(t *testing.T) {
 	t.Run("f's error wins over the loss", func(t *testing.T) {
 		sentinel := errors.New("stopped")
 		err := c.Do(bg, "c", func(ctx context.Context, l *pglock.Lock) error {
-			testsStealRow(t, db, testsQuote(table), "c")
+			stealRow(t, db, table, "c")
 			if err := waitLoss(ctx, l); err != nil {
 				return err
 			}
@@ -132,11 +132,11 @@ func TestDoOutlastingLeaseWithHeartbeatsOff(t *testing.T) {
 	db := openDB(t)
 	c := newClient(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(0))
 	var lapsed bool
-	err := c.Do(testsCtx(t), "long-job", func(ctx context.Context, l *pglock.Lock) error {
+	err := c.Do(testCtx(t), "long-job", func(ctx context.Context, l *pglock.Lock) error {
 		select {
 		case <-ctx.Done():
 			lapsed = true
-		case <-time.After(testsBound):
+		case <-time.After(waitBound):
 		}
 		time.Sleep(lease / 2) // f goes on past the lease
 		return nil
@@ -155,8 +155,8 @@ func TestDoOutlastingLeaseTakenOver(t *testing.T) {
 	db := openDB(t)
 	c, table := newClientTable(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(0))
 	other := sameTable(t, db, table, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(0))
-	err := c.Do(testsCtx(t), "long-job", func(ctx context.Context, l *pglock.Lock) error {
-		l2, err := other.AcquireContext(testsCtx(t), "long-job")
+	err := c.Do(testCtx(t), "long-job", func(ctx context.Context, l *pglock.Lock) error {
+		l2, err := other.AcquireContext(testCtx(t), "long-job")
 		require.NoError(t, err, "the other client takes the stale lock over")
 		require.NoError(t, l2.Close())
 		return nil

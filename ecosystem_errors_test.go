@@ -17,28 +17,28 @@ import (
 // connection failures are classified alike under lib/pq and pgx.
 func TestErrorClassification(t *testing.T) {
 	t.Parallel()
-	for _, driverName := range ecoDrivers {
+	for _, driverName := range driverNames {
 		t.Run(driverName, func(t *testing.T) {
 			t.Parallel()
 			t.Run("SerializationFailure", func(t *testing.T) {
 				t.Parallel()
-				ecoSerializationFailure(t, ecoOpen(t, driverName))
+				classifySerializationFailure(t, openDriver(t, driverName))
 			})
 			t.Run("TerminatedBackend", func(t *testing.T) {
 				t.Parallel()
-				ecoTerminatedBackend(t, ecoOpen(t, driverName))
+				classifyTerminatedBackend(t, openDriver(t, driverName))
 			})
 			t.Run("ClosedPort", func(t *testing.T) {
 				t.Parallel()
-				ecoClosedPort(t, driverName)
+				classifyClosedPort(t, driverName)
 			})
 		})
 	}
 }
 
-// ecoSerializationFailure provokes a real SQLSTATE 40001: two SERIALIZABLE
+// classifySerializationFailure provokes a real SQLSTATE 40001: two SERIALIZABLE
 // transactions each read what the other writes (write skew).
-func ecoSerializationFailure(t *testing.T, db *sql.DB) {
+func classifySerializationFailure(t *testing.T, db *sql.DB) {
 	table := tableName(t)
 	_, err := db.Exec(fmt.Sprintf(`CREATE TABLE %q (v int)`, table))
 	require.NoError(t, err)
@@ -72,9 +72,9 @@ func ecoSerializationFailure(t *testing.T, db *sql.DB) {
 	require.NotErrorAs(t, err, &unavailable)
 }
 
-// ecoTerminatedBackend kills the server process behind a connection with
+// classifyTerminatedBackend kills the server process behind a connection with
 // pg_terminate_backend and classifies what the next statement on it meets.
-func ecoTerminatedBackend(t *testing.T, db *sql.DB) {
+func classifyTerminatedBackend(t *testing.T, db *sql.DB) {
 	ctx, cancel := context.WithTimeout(bg, 30*time.Second)
 	defer cancel()
 	conn, err := db.Conn(ctx)
@@ -100,8 +100,8 @@ func ecoTerminatedBackend(t *testing.T, db *sql.DB) {
 	t.Logf("terminated backend: %v", err)
 }
 
-// ecoClosedPort points a client at a port nobody listens on.
-func ecoClosedPort(t *testing.T, driverName string) {
+// classifyClosedPort points a client at a port nobody listens on.
+func classifyClosedPort(t *testing.T, driverName string) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	addr := l.Addr().String()

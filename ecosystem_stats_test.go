@@ -2,7 +2,6 @@ package pglock_test
 
 import (
 	"context"
-	"fmt"
 	"testing"
 	"time"
 
@@ -72,8 +71,7 @@ func TestStatsCounts(t *testing.T) {
 	require.Equal(t, int64(1), c2.Stats().Held())
 
 	// A thief takes the row: the next heartbeat finds it lost.
-	_, err = db.Exec(fmt.Sprintf(`UPDATE %q SET record_version_number = record_version_number + 1000000, owner = 'thief' WHERE name = 'a'`, table))
-	require.NoError(t, err)
+	stealRow(t, db, table, "a")
 	<-l2.Done()
 	s2 = c2.Stats()
 	require.Equal(t, int64(1), s2.Lost)

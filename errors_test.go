@@ -52,7 +52,7 @@ func TestCoreErrorKinds(t *testing.T) {
 	})
 
 	t.Run("UnavailableError: backend terminated mid-statement", func(t *testing.T) {
-		db, app := testsOpenApp(t)
+		db, app := openApp(t)
 		c, table := newClientTable(t, db, pglock.WithLeaseDuration(time.Minute), pglock.WithHeartbeatFrequency(0))
 		l, err := c.Acquire("x")
 		require.NoError(t, err)
@@ -63,14 +63,14 @@ func TestCoreErrorKinds(t *testing.T) {
 		tx, err := admin.Begin()
 		require.NoError(t, err)
 		defer func() { _ = tx.Rollback() }()
-		_, err = tx.Exec(`SELECT 1 FROM ` + testsQuote(table) + ` WHERE name = 'x' FOR UPDATE`)
+		_, err = tx.Exec(`SELECT 1 FROM ` + quote(table) + ` WHERE name = 'x' FOR UPDATE`)
 		require.NoError(t, err)
 		beat := make(chan error, 1)
 		go func() { beat <- c.SendHeartbeat(bg, l) }()
 		// database/sql retries a statement whose connection lib/pq reports
 		// bad (any FATAL error) on fresh connections, a few times: keep
 		// terminating until the failure surfaces.
-		deadline := time.After(testsBound)
+		deadline := time.After(waitBound)
 	terminate:
 		for {
 			select {
@@ -96,14 +96,14 @@ WHERE application_name = $1 AND wait_event_type = 'Lock'`, app)
 	t.Run("FailedPreconditionError and internal retries", func(t *testing.T) {
 		db := openDB(t)
 		c, table := newClientTable(t, db, pglock.WithLeaseDuration(time.Minute), pglock.WithHeartbeatFrequency(0))
-		fn, seq, ctl := testsQuote(table+"_40001"), testsQuote(table+"_fails"), testsQuote(table+"_ctl")
+		fn, seq, ctl := quote(table+"_40001"), quote(table+"_fails"), quote(table+"_ctl")
 		// A trigger makes the server report real serialization failures
 		// (SQLSTATE 40001) for the first fail_first row changes: they
 		// cannot be provoked on demand otherwise.
-		testsExec(t, db, `CREATE SEQUENCE `+seq)
-		testsExec(t, db, `CREATE TABLE `+ctl+` (fail_first bigint)`)
-		testsExec(t, db, `INSERT INTO `+ctl+` VALUES (3)`)
-		testsExec(t, db, `CREATE FUNCTION `+fn+`() RETURNS trigger LANGUAGE plpgsql AS $$
+		mustExec(t, db, `CREATE SEQUENCE `+seq)
+		mustExec(t, db, `CREATE TABLE `+ctl+` (fail_first bigint)`)
+		mustExec(t, db, `INSERT INTO `+ctl+` VALUES (3)`)
+		mustExec(t, db, `CREATE FUNCTION `+fn+`() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
 	IF nextval('`+seq+`') <= (SELECT fail_first FROM `+ctl+`) THEN
 		RAISE EXCEPTION 'tests: injected serialization failure' USING ERRCODE = '40001';
@@ -113,10 +113,10 @@ END $$`)
 		t.Cleanup(func() {
 			_, _ = db.Exec(`DROP FUNCTION ` + fn + ` CASCADE; DROP SEQUENCE ` + seq + `; DROP TABLE ` + ctl)
 		})
-		testsExec(t, db, `CREATE TRIGGER fail BEFORE INSERT OR UPDATE OR DELETE ON `+testsQuote(table)+` FOR EACH ROW EXECUTE FUNCTION `+fn+`()`)
+		mustExec(t, db, `CREATE TRIGGER fail BEFORE INSERT OR UPDATE OR DELETE ON `+quote(table)+` FOR EACH ROW EXECUTE FUNCTION `+fn+`()`)
 
 		// The first 3 statements fail with 40001: retried, not surfaced.
-		l, err := c.AcquireContext(testsCtx(t), "x")
+		l, err := c.AcquireContext(testCtx(t), "x")
 		require.NoError(t, err, "serialization failures are retried")
 		var fails int64
 		require.NoError(t, db.QueryRow(`SELECT last_value FROM `+seq).Scan(&fails))
@@ -124,7 +124,7 @@ END $$`)
 		require.NoError(t, c.SendHeartbeat(bg, l))
 
 		// Failing for ever: the retries run out with the ctx.
-		testsExec(t, db, `UPDATE `+ctl+` SET fail_first = 1000000000`)
+		mustExec(t, db, `UPDATE `+ctl+` SET fail_first = 1000000000`)
 		// The ctx may also end while a statement is in flight, and then
 		// the last error is the ctx's: try until one attempt ends between
 		// retries, as most do.
@@ -139,7 +139,7 @@ END $$`)
 		}
 		require.NotNil(t, failed, "a serialization failure outlasting the ctx surfaces as FailedPreconditionError")
 		assert.False(t, l.IsReleased(), "a release that did not happen leaves the lock held")
-		testsExec(t, db, `DROP TRIGGER fail ON `+testsQuote(table))
+		mustExec(t, db, `DROP TRIGGER fail ON `+quote(table))
 		require.NoError(t, c.Release(l), "and it can be released again")
 	})
 

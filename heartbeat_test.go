@@ -21,13 +21,13 @@ func TestCoreSendHeartbeat(t *testing.T) {
 		require.NoError(t, c.SendHeartbeat(bg, l))
 		after := l.RecordVersionNumber()
 		assert.NotEqual(t, before, after, "a heartbeat bumps the RVN")
-		rvn, valid := testsRowRVN(t, db, testsQuote(table), "job")
+		rvn, valid := rowRVN(t, db, table, "job")
 		require.True(t, valid)
 		assert.Equal(t, after, rvn, "the row carries the new RVN")
 	}
 	assert.False(t, l.IsReleased())
 
-	testsStealRow(t, db, testsQuote(table), "job")
+	stealRow(t, db, table, "job")
 	err = c.SendHeartbeat(bg, l)
 	require.ErrorIs(t, err, pglock.ErrLockAlreadyReleased, "the RVN moved under the lock")
 	assert.True(t, l.IsReleased(), "a failed heartbeat marks the lock released")
@@ -42,7 +42,7 @@ func TestCoreSendHeartbeat(t *testing.T) {
 	// The row deleted under the lock is the same loss.
 	l, err = c.Acquire("gone")
 	require.NoError(t, err)
-	testsExec(t, db, `DELETE FROM `+testsQuote(table)+` WHERE name = 'gone'`)
+	mustExec(t, db, `DELETE FROM `+quote(table)+` WHERE name = 'gone'`)
 	require.ErrorIs(t, c.SendHeartbeat(bg, l), pglock.ErrLockAlreadyReleased)
 	assert.True(t, l.IsReleased())
 }
@@ -55,15 +55,15 @@ func TestCoreBackgroundHeartbeat(t *testing.T) {
 	require.NoError(t, err)
 	first := l.RecordVersionNumber()
 	require.Eventually(t, func() bool {
-		rvn, _ := testsRowRVN(t, db, testsQuote(table), "job")
+		rvn, _ := rowRVN(t, db, table, "job")
 		return rvn != first && rvn == l.RecordVersionNumber()
-	}, testsBound, 20*time.Millisecond, "the heartbeat bumps the row's RVN and the lock follows")
+	}, waitBound, 20*time.Millisecond, "the heartbeat bumps the row's RVN and the lock follows")
 
 	// A heartbeat that finds the row taken over ends the lock.
-	testsStealRow(t, db, testsQuote(table), "job")
+	stealRow(t, db, table, "job")
 	select {
 	case <-l.Done():
-	case <-time.After(testsBound):
+	case <-time.After(waitBound):
 		t.Fatal("the background heartbeat did not notice the loss")
 	}
 	assert.ErrorIs(t, l.Err(), pglock.ErrLockAlreadyReleased)
@@ -81,24 +81,24 @@ func TestBatchHeartbeatAppliesRowsAfterCommit(t *testing.T) {
 	l, err := c.Acquire("n")
 	require.NoError(t, err)
 	seq, fn := table+"_once", table+"_fail_once"
-	testsExec(t, db, `CREATE SEQUENCE `+testsQuote(seq))
-	testsExec(t, db, `CREATE FUNCTION `+testsQuote(fn)+`() RETURNS trigger LANGUAGE plpgsql AS $$
+	mustExec(t, db, `CREATE SEQUENCE `+quote(seq))
+	mustExec(t, db, `CREATE FUNCTION `+quote(fn)+`() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
 	IF nextval('`+seq+`') = 1 THEN
 		RAISE EXCEPTION 'injected at commit' USING ERRCODE = '40001';
 	END IF;
 	RETURN NULL;
 END $$`)
-	defer testsExec(t, db, `DROP FUNCTION `+testsQuote(fn)+`() CASCADE`)
-	defer testsExec(t, db, `DROP SEQUENCE `+testsQuote(seq))
-	testsExec(t, db, `CREATE CONSTRAINT TRIGGER fail_once AFTER UPDATE ON `+testsQuote(table)+`
-	DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION `+testsQuote(fn)+`()`)
+	defer mustExec(t, db, `DROP FUNCTION `+quote(fn)+`() CASCADE`)
+	defer mustExec(t, db, `DROP SEQUENCE `+quote(seq))
+	mustExec(t, db, `CREATE CONSTRAINT TRIGGER fail_once AFTER UPDATE ON `+quote(table)+`
+	DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION `+quote(fn)+`()`)
 	require.Eventually(t, func() bool {
 		var n int64
-		require.NoError(t, db.QueryRow(`SELECT last_value FROM `+testsQuote(seq)).Scan(&n))
+		require.NoError(t, db.QueryRow(`SELECT last_value FROM `+quote(seq)).Scan(&n))
 		return n >= 3 || l.IsReleased()
-	}, testsBound, time.Millisecond, "heartbeats go on past the failed commit")
-	rvn, valid := testsRowRVN(t, db, testsQuote(table), "n")
+	}, waitBound, time.Millisecond, "heartbeats go on past the failed commit")
+	rvn, valid := rowRVN(t, db, table, "n")
 	assert.True(t, valid)
 	assert.NoError(t, l.Err(), "the lock was lost while its row held RVN %d", rvn)
 	assert.Equal(t, rvn, l.RecordVersionNumber(), "the lock knows its row's RVN")

@@ -14,50 +14,50 @@ import (
 	"cirello.io/pglock"
 )
 
-// testsLines records log lines from any of the logger interfaces.
-type testsLines struct {
+// lineRecorder records log lines from any of the logger interfaces.
+type lineRecorder struct {
 	mu    sync.Mutex
 	lines []string
 }
 
-func (r *testsLines) add(s string) {
+func (r *lineRecorder) add(s string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.lines = append(r.lines, s)
 }
 
-func (r *testsLines) all() string {
+func (r *lineRecorder) all() string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return strings.Join(r.lines, "\n")
 }
 
-// Println makes testsLines a pglock.Logger.
-func (r *testsLines) Println(v ...any) { r.add(fmt.Sprintln(v...)) }
+// Println makes lineRecorder a pglock.Logger.
+func (r *lineRecorder) Println(v ...any) { r.add(fmt.Sprintln(v...)) }
 
-// testsLevelLogger is a printf-style pglock.LevelLogger.
-type testsLevelLogger struct{ testsLines }
+// levelRecorder is a printf-style pglock.LevelLogger.
+type levelRecorder struct{ lineRecorder }
 
-func (r *testsLevelLogger) Debug(msg string, args ...any) {
+func (r *levelRecorder) Debug(msg string, args ...any) {
 	r.add("DEBUG " + fmt.Sprintf(msg, args...))
 }
-func (r *testsLevelLogger) Error(msg string, args ...any) {
+func (r *levelRecorder) Error(msg string, args ...any) {
 	r.add("ERROR " + fmt.Sprintf(msg, args...))
 }
 
-// testsSlogHandler records slog records.
-type testsSlogHandler struct{ lines *testsLines }
+// recordHandler records slog records.
+type recordHandler struct{ lines *lineRecorder }
 
-func (h testsSlogHandler) Enabled(context.Context, slog.Level) bool { return true }
-func (h testsSlogHandler) Handle(_ context.Context, r slog.Record) error {
+func (h recordHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h recordHandler) Handle(_ context.Context, r slog.Record) error {
 	var b strings.Builder
 	b.WriteString(r.Level.String() + " " + r.Message)
 	r.Attrs(func(a slog.Attr) bool { fmt.Fprintf(&b, " %s=%v", a.Key, a.Value); return true })
 	h.lines.add(b.String())
 	return nil
 }
-func (h testsSlogHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
-func (h testsSlogHandler) WithGroup(string) slog.Handler      { return h }
+func (h recordHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h recordHandler) WithGroup(string) slog.Handler      { return h }
 
 func TestCoreLoggers(t *testing.T) {
 	t.Parallel()
@@ -71,7 +71,7 @@ func TestCoreLoggers(t *testing.T) {
 	}
 
 	t.Run("WithLogger", func(t *testing.T) {
-		var rec testsLines
+		var rec lineRecorder
 		exercise(t, pglock.WithLogger(&rec))
 		assert.Contains(t, rec.all(), "lock acquired")
 		assert.Contains(t, rec.all(), "lock released")
@@ -79,22 +79,22 @@ func TestCoreLoggers(t *testing.T) {
 		assert.NotContains(t, rec.all(), "secret-data", "lock data is never logged")
 	})
 	t.Run("WithLevelLogger printf-style", func(t *testing.T) {
-		var rec testsLevelLogger
+		var rec levelRecorder
 		exercise(t, pglock.WithLevelLogger(&rec))
 		assert.Contains(t, rec.all(), "DEBUG lock acquired")
 		assert.NotContains(t, rec.all(), "%!", "no format verbs left unfilled")
 		assert.NotContains(t, rec.all(), "secret-data")
 	})
 	t.Run("WithLevelLogger *slog.Logger", func(t *testing.T) {
-		var rec testsLines
-		exercise(t, pglock.WithLevelLogger(slog.New(testsSlogHandler{&rec})))
+		var rec lineRecorder
+		exercise(t, pglock.WithLevelLogger(slog.New(recordHandler{&rec})))
 		assert.Contains(t, rec.all(), "DEBUG lock acquired")
 		assert.Contains(t, rec.all(), "lock=job", "structured attributes")
 		assert.NotContains(t, rec.all(), "secret-data")
 	})
 	t.Run("WithSlog", func(t *testing.T) {
-		var rec testsLines
-		exercise(t, pglock.WithSlog(slog.New(testsSlogHandler{&rec})))
+		var rec lineRecorder
+		exercise(t, pglock.WithSlog(slog.New(recordHandler{&rec})))
 		assert.Contains(t, rec.all(), "DEBUG lock released")
 		assert.Contains(t, rec.all(), "owner=logged")
 		assert.NotContains(t, rec.all(), "secret-data")

@@ -10,7 +10,7 @@ import (
 	"github.com/lib/pq"
 )
 
-// testsOrigClient plays a client of the original cirello.io/pglock with raw
+// origClient plays a client of the original cirello.io/pglock with raw
 // SQL of its algorithm, so that rolling upgrades can be tested without
 // importing the original module (its module path is this one's).
 //   - acquire: nextval, then in a SERIALIZABLE transaction an upsert that
@@ -19,14 +19,14 @@ import (
 //     carries the new RVN. A waiter sleeps one lease between tries.
 //   - heartbeat: UPDATE to a fresh RVN WHERE name and RVN match.
 //   - release: DELETE WHERE name and RVN match (or RVN set NULL to keep).
-type testsOrigClient struct {
+type origClient struct {
 	db    *sql.DB
 	table string // spliced raw into the SQL, as the original did
 	owner string
 	lease time.Duration
 }
 
-func (o *testsOrigClient) nextRVN(ctx context.Context) (int64, error) {
+func (o *origClient) nextRVN(ctx context.Context) (int64, error) {
 	var rvn int64
 	err := o.db.QueryRowContext(ctx, `SELECT nextval('`+o.table+`_rvn')`).Scan(&rvn)
 	return rvn, err
@@ -34,7 +34,7 @@ func (o *testsOrigClient) nextRVN(ctx context.Context) (int64, error) {
 
 // tryAcquire is the original's storeAcquire, retried on serialization
 // failures. seen is the RVN the previous try saw (0 at first).
-func (o *testsOrigClient) tryAcquire(ctx context.Context, name string, seen int64, data []byte) (acquired bool, actual int64, err error) {
+func (o *origClient) tryAcquire(ctx context.Context, name string, seen int64, data []byte) (acquired bool, actual int64, err error) {
 	for {
 		acquired, actual, err = o.storeAcquire(ctx, name, seen, data)
 		var pqErr *pq.Error
@@ -45,7 +45,7 @@ func (o *testsOrigClient) tryAcquire(ctx context.Context, name string, seen int6
 	}
 }
 
-func (o *testsOrigClient) storeAcquire(ctx context.Context, name string, seen int64, data []byte) (bool, int64, error) {
+func (o *origClient) storeAcquire(ctx context.Context, name string, seen int64, data []byte) (bool, int64, error) {
 	rvn, err := o.nextRVN(ctx)
 	if err != nil {
 		return false, 0, err
@@ -88,7 +88,7 @@ func (o *testsOrigClient) storeAcquire(ctx context.Context, name string, seen in
 
 // acquire waits as the original did: try, sleep a lease, try again with the
 // RVN seen.
-func (o *testsOrigClient) acquire(ctx context.Context, name string) (int64, error) {
+func (o *origClient) acquire(ctx context.Context, name string) (int64, error) {
 	var seen int64
 	for {
 		acquired, actual, err := o.tryAcquire(ctx, name, seen, nil)
@@ -109,7 +109,7 @@ func (o *testsOrigClient) acquire(ctx context.Context, name string) (int64, erro
 
 // heartbeat is the original's storeHeartbeat: ok is false when the row no
 // longer carries rvn (the lock was lost).
-func (o *testsOrigClient) heartbeat(ctx context.Context, name string, rvn int64) (newRVN int64, ok bool, err error) {
+func (o *origClient) heartbeat(ctx context.Context, name string, rvn int64) (newRVN int64, ok bool, err error) {
 	newRVN, err = o.nextRVN(ctx)
 	if err != nil {
 		return 0, false, err
@@ -124,7 +124,7 @@ func (o *testsOrigClient) heartbeat(ctx context.Context, name string, rvn int64)
 
 // heartbeatEvery runs heartbeat at freq until ctx ends or the lock is lost;
 // it returns the last RVN and whether the lock was still held.
-func (o *testsOrigClient) heartbeatEvery(ctx context.Context, name string, rvn int64, freq time.Duration) (int64, bool) {
+func (o *origClient) heartbeatEvery(ctx context.Context, name string, rvn int64, freq time.Duration) (int64, bool) {
 	t := time.NewTicker(freq)
 	defer t.Stop()
 	for {
@@ -146,7 +146,7 @@ func (o *testsOrigClient) heartbeatEvery(ctx context.Context, name string, rvn i
 
 // release is the original's storeRelease: ok is false when the lock was
 // already lost.
-func (o *testsOrigClient) release(ctx context.Context, name string, rvn int64, keep bool) (ok bool, err error) {
+func (o *origClient) release(ctx context.Context, name string, rvn int64, keep bool) (ok bool, err error) {
 	query := `DELETE FROM ` + o.table + ` WHERE name = $1 AND record_version_number = $2`
 	if keep {
 		query = `UPDATE ` + o.table + ` SET record_version_number = NULL WHERE name = $1 AND record_version_number = $2`
@@ -159,14 +159,14 @@ func (o *testsOrigClient) release(ctx context.Context, name string, rvn int64, k
 	return n == 1, err
 }
 
-// testsOriginalTable creates a fresh table and its sequence exactly as the
+// originalTable creates a fresh table and its sequence exactly as the
 // original library's CreateTable does, dropped when t ends, and returns the
 // table's name.
-func testsOriginalTable(t *testing.T, db *sql.DB) string {
+func originalTable(t *testing.T, db *sql.DB) string {
 	t.Helper()
 	table := "orig_" + randomHex(6)
-	testsExec(t, db, `CREATE TABLE `+table+` (name CHARACTER VARYING(255) PRIMARY KEY, record_version_number BIGINT, data BYTEA, owner CHARACTER VARYING(255))`)
-	testsExec(t, db, `CREATE SEQUENCE `+table+`_rvn CYCLE OWNED BY `+table+`.record_version_number`)
+	mustExec(t, db, `CREATE TABLE `+table+` (name CHARACTER VARYING(255) PRIMARY KEY, record_version_number BIGINT, data BYTEA, owner CHARACTER VARYING(255))`)
+	mustExec(t, db, `CREATE SEQUENCE `+table+`_rvn CYCLE OWNED BY `+table+`.record_version_number`)
 	t.Cleanup(func() { _, _ = db.Exec(`DROP TABLE IF EXISTS ` + table) })
 	return table
 }

@@ -17,7 +17,7 @@ import (
 func TestCoreOriginalTable(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
-	table := testsOriginalTable(t, db)
+	table := originalTable(t, db)
 	const lease = time.Second
 	opts := []pglock.ClientOption{pglock.WithCustomTable(table), pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(100 * time.Millisecond)}
 	c, err := pglock.New(db, append(opts, pglock.WithOwner("new-client"))...)
@@ -35,7 +35,7 @@ func TestCoreOriginalTable(t *testing.T) {
 	require.NoError(t, err)
 	rvn := l.RecordVersionNumber()
 	require.NoError(t, c.SendHeartbeat(bg, l))
-	require.Eventually(t, func() bool { return l.RecordVersionNumber() > rvn+1 }, testsBound, 10*time.Millisecond, "background heartbeat")
+	require.Eventually(t, func() bool { return l.RecordVersionNumber() > rvn+1 }, waitBound, 10*time.Millisecond, "background heartbeat")
 	got, err := other.Get("job")
 	require.NoError(t, err)
 	assert.Equal(t, "new-client", got.Owner())
@@ -57,7 +57,7 @@ func TestCoreOriginalTable(t *testing.T) {
 
 	waited := make(chan *pglock.Lock, 1)
 	go func() {
-		l, err := other.AcquireContext(testsCtx(t), "job")
+		l, err := other.AcquireContext(testCtx(t), "job")
 		assert.NoError(t, err)
 		waited <- l
 	}()
@@ -90,8 +90,8 @@ func TestCoreOriginalTable(t *testing.T) {
 	require.NoError(t, err)
 
 	// Rows written by original clients: held, kept, and abandoned.
-	testsExec(t, db, `INSERT INTO `+table+` VALUES ('orig-kept', NULL, 'old data', 'pglock-1')`)
-	testsExec(t, db, `INSERT INTO `+table+` VALUES ('orig-crashed', nextval('`+table+`_rvn'), NULL, 'pglock-2')`)
+	mustExec(t, db, `INSERT INTO `+table+` VALUES ('orig-kept', NULL, 'old data', 'pglock-1')`)
+	mustExec(t, db, `INSERT INTO `+table+` VALUES ('orig-crashed', nextval('`+table+`_rvn'), NULL, 'pglock-2')`)
 	all, err := c.GetAllLocks()
 	require.NoError(t, err)
 	require.Len(t, all, 2)
@@ -101,7 +101,7 @@ func TestCoreOriginalTable(t *testing.T) {
 	assert.Equal(t, "old data", string(l.Data()))
 	require.NoError(t, l.Close())
 	start := time.Now()
-	l, err = silent.AcquireContext(testsCtx(t), "orig-crashed")
+	l, err = silent.AcquireContext(testCtx(t), "orig-crashed")
 	require.NoError(t, err, "an abandoned row is taken over after a lease")
 	assert.GreaterOrEqual(t, time.Since(start), lease)
 	<-l.Done() // no heartbeat: lost a lease later
@@ -111,11 +111,11 @@ func TestCoreOriginalTable(t *testing.T) {
 	// SendHeartbeat and Release of a lock lost on this table.
 	l, err = silent.Acquire("lost")
 	require.NoError(t, err)
-	testsStealRow(t, db, table, "lost")
+	stealRow(t, db, table, "lost")
 	require.ErrorIs(t, silent.SendHeartbeat(bg, l), pglock.ErrLockAlreadyReleased)
 	require.ErrorIs(t, silent.Release(l), pglock.ErrLockAlreadyReleased)
 
 	require.NoError(t, c.DropTable())
-	assert.False(t, testsTableExists(t, db, "", table, "r"))
-	assert.False(t, testsTableExists(t, db, "", table+"_rvn", "S"))
+	assert.False(t, tableExists(t, db, "", table, "r"))
+	assert.False(t, tableExists(t, db, "", table+"_rvn", "S"))
 }

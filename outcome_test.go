@@ -2,10 +2,8 @@ package pglock_test
 
 import (
 	"database/sql/driver"
-	"net"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -19,9 +17,6 @@ import (
 // statement that really runs (or really does not): a network cut exactly
 // between the server's commit and the client reading the reply, or exactly
 // before a statement leaves, cannot be provoked on demand by a real fault.
-
-// errReset stands for a connection reset under a statement.
-var errReset = &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}
 
 // doneClock records when a lock's Done closed.
 type doneClock struct {
@@ -87,7 +82,7 @@ func (f *fault) wait(t *testing.T) {
 	t.Helper()
 	select {
 	case <-f.fired:
-	case <-time.After(testsBound):
+	case <-time.After(waitBound):
 		t.Fatalf("no statement containing %q was sent", f.substr)
 	}
 }
@@ -106,9 +101,9 @@ func matchOnce(substr string, err error) func(string, []driver.NamedValue) error
 func TestReadBackDatesLeaseFromEarliestHeartbeat(t *testing.T) {
 	t.Parallel()
 	const lease = 2 * time.Second
-	table, plain := perfTable(t)
-	db, cnt := perfCountedDB(t)
-	holder := perfClient(t, db, table, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(0))
+	table, plain := newTable(t)
+	db, cnt := countedDB(t)
+	holder := unsafeClient(t, db, table, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(0))
 	waiter := sameTable(t, plain, table, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(0))
 	l, err := holder.Acquire("n")
 	require.NoError(t, err)
@@ -121,7 +116,7 @@ func TestReadBackDatesLeaseFromEarliestHeartbeat(t *testing.T) {
 	cnt.SetFailAfter(nil)
 	cnt.SetFailBefore(nil)
 
-	got := perfAcquireAsync(testsCtx(t), waiter, "n")
+	got := acquireAsync(testCtx(t), waiter, "n")
 	time.Sleep(600 * time.Millisecond)
 	cnt.SetFailBefore(matchOnce("UPDATE", errReset))
 	require.Error(t, holder.SendHeartbeat(bg, l), "U2 fails before reaching the server")
@@ -130,7 +125,7 @@ func TestReadBackDatesLeaseFromEarliestHeartbeat(t *testing.T) {
 	r := <-got
 	require.NoError(t, r.err)
 	defer func() { _ = waiter.Release(r.l) }()
-	gaveUp := held.closedAt(testsBound)
+	gaveUp := held.closedAt(waitBound)
 	overlap := gaveUp.Sub(r.at)
 	t.Logf("waiter acquired %v after U1; holder gave up %v after U1; overlap %v",
 		r.at.Sub(u1), gaveUp.Sub(u1), overlap)
@@ -143,15 +138,15 @@ func TestReadBackDatesLeaseFromEarliestHeartbeat(t *testing.T) {
 func TestReleaseOfUnknownOutcomeEndsLock(t *testing.T) {
 	t.Parallel()
 	const lease = 5 * time.Second
-	table, plain := perfTable(t)
-	db, cnt := perfCountedDB(t)
-	holder := perfClient(t, db, table, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(time.Second))
+	table, plain := newTable(t)
+	db, cnt := countedDB(t)
+	holder := unsafeClient(t, db, table, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(time.Second))
 	waiter := sameTable(t, plain, table, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(time.Second))
 	l, err := holder.Acquire("n")
 	require.NoError(t, err)
 	held := watchDone(t, l)
-	got := perfAcquireAsync(testsCtx(t), waiter, "n")
-	require.Eventually(t, func() bool { return waiter.Stats().Listening }, testsBound, time.Millisecond)
+	got := acquireAsync(testCtx(t), waiter, "n")
+	require.Eventually(t, func() bool { return waiter.Stats().Listening }, waitBound, time.Millisecond)
 
 	cnt.SetFailAfter(matchOnce("DELETE", errReset))
 	rerr := holder.Release(l)
@@ -174,10 +169,10 @@ func TestReleaseOfUnknownOutcomeEndsLock(t *testing.T) {
 // leadership lost.
 func TestProclaimAfterUnknownHeartbeat(t *testing.T) {
 	t.Parallel()
-	table, _ := perfTable(t)
-	db, cnt := perfCountedDB(t)
-	c := perfClient(t, db, table, pglock.WithLeaseDuration(10*time.Second), pglock.WithHeartbeatFrequency(0))
-	lead, err := c.NewElection("e").Campaign(testsCtx(t), []byte("v1"))
+	table, _ := newTable(t)
+	db, cnt := countedDB(t)
+	c := unsafeClient(t, db, table, pglock.WithLeaseDuration(10*time.Second), pglock.WithHeartbeatFrequency(0))
+	lead, err := c.NewElection("e").Campaign(testCtx(t), []byte("v1"))
 	require.NoError(t, err)
 	cnt.SetFailAfter(matchOnce("UPDATE", errReset))
 	cnt.SetFailBefore(matchOnce("owner FROM", errReset))
@@ -198,16 +193,16 @@ func TestProclaimAfterUnknownHeartbeat(t *testing.T) {
 func TestResettleReadsBackInOneStatement(t *testing.T) {
 	t.Parallel()
 	const locks = 20
-	table, _ := perfTable(t)
-	db, cnt := perfCountedDB(t)
-	c := perfClient(t, db, table, pglock.WithLeaseDuration(10*time.Second), pglock.WithHeartbeatFrequency(200*time.Millisecond))
+	table, _ := newTable(t)
+	db, cnt := countedDB(t)
+	c := unsafeClient(t, db, table, pglock.WithLeaseDuration(10*time.Second), pglock.WithHeartbeatFrequency(200*time.Millisecond))
 	held := make([]*pglock.Lock, locks)
 	for i := range held {
 		l, err := c.Acquire(string(rune('a' + i)))
 		require.NoError(t, err)
 		held[i] = l
 	}
-	var rec perfRecorder
+	var rec recorder
 	cnt.SetObserver(rec.observe)
 	// One batch commits but its reply and its read-back are lost: every
 	// lock is unsettled, its known RVN behind the row's.
@@ -218,7 +213,7 @@ func TestResettleReadsBackInOneStatement(t *testing.T) {
 	cnt.SetFailAfter(nil)
 	cnt.SetFailBefore(nil)
 	beats := c.Stats().Heartbeats
-	require.Eventually(t, func() bool { return c.Stats().Heartbeats >= beats+2*locks }, testsBound, time.Millisecond)
+	require.Eventually(t, func() bool { return c.Stats().Heartbeats >= beats+2*locks }, waitBound, time.Millisecond)
 	cnt.SetObserver(nil)
 	readBacks := 0
 	for _, e := range rec.take() {
@@ -240,13 +235,13 @@ func TestResettleReadsBackInOneStatement(t *testing.T) {
 // heartbeat that committed before such an error must not cost the lock.
 func TestHeartbeatNotRetriedSilentlyOnBadConn(t *testing.T) {
 	t.Parallel()
-	table, _ := perfTable(t)
-	db, cnt := perfCountedDB(t)
-	c := perfClient(t, db, table, pglock.WithLeaseDuration(10*time.Second), pglock.WithHeartbeatFrequency(100*time.Millisecond))
+	table, _ := newTable(t)
+	db, cnt := countedDB(t)
+	c := unsafeClient(t, db, table, pglock.WithLeaseDuration(10*time.Second), pglock.WithHeartbeatFrequency(100*time.Millisecond))
 	l, err := c.Acquire("n")
 	require.NoError(t, err)
 	cnt.SetFailAfter(matchOnce("unnest", driver.ErrBadConn))
-	require.Eventually(t, func() bool { return c.Stats().Heartbeats >= 5 || l.IsReleased() }, testsBound, time.Millisecond)
+	require.Eventually(t, func() bool { return c.Stats().Heartbeats >= 5 || l.IsReleased() }, waitBound, time.Millisecond)
 	cnt.SetFailAfter(nil)
 	assert.NoError(t, l.Err(), "the lock was lost to a heartbeat of its own")
 	_ = c.Release(l)

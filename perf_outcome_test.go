@@ -44,14 +44,14 @@ func TestPerfUnknownHeartbeatOutcome(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			table, plain := perfTable(t)
-			db, cnt := perfCountedDB(t)
+			table, plain := newTable(t)
+			db, cnt := countedDB(t)
 			const lease = 5 * time.Second
 			freq := time.Duration(0)
 			if tc.bg {
 				freq = 200 * time.Millisecond
 			}
-			c := perfClient(t, db, table, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(freq))
+			c := unsafeClient(t, db, table, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(freq))
 			l, err := c.Acquire("unknown")
 			require.NoError(t, err)
 			before := l.RecordVersionNumber()
@@ -101,9 +101,9 @@ func TestPerfUnknownHeartbeatOutcome(t *testing.T) {
 // keep waiting, not fail or think it holds the lock.
 func TestPerfAcquireRowInsertedConcurrently(t *testing.T) {
 	t.Parallel()
-	table, plain := perfTable(t)
-	db, cnt := perfCountedDB(t)
-	c := perfClient(t, db, table, pglock.WithLeaseDuration(time.Minute), pglock.WithHeartbeatFrequency(0))
+	table, plain := newTable(t)
+	db, cnt := countedDB(t)
+	c := unsafeClient(t, db, table, pglock.WithLeaseDuration(time.Minute), pglock.WithHeartbeatFrequency(0))
 	q := pq.QuoteIdentifier(table)
 	seq := pq.QuoteLiteral(pq.QuoteIdentifier(table + "_rvn"))
 
@@ -113,14 +113,14 @@ func TestPerfAcquireRowInsertedConcurrently(t *testing.T) {
 		var rvn int64
 		require.NoError(t, tx.QueryRow(`INSERT INTO `+q+` (name, record_version_number, owner) VALUES ('race', nextval(`+seq+`::regclass), 'other') RETURNING record_version_number`).Scan(&rvn))
 
-		var rec perfRecorder
+		var rec recorder
 		cnt.SetObserver(rec.observe)
 		ctx, cancel := context.WithTimeout(bg, 20*time.Second)
 		var opts []pglock.LockOption
 		if failIfLocked {
 			opts = append(opts, pglock.FailIfLocked())
 		}
-		got := perfAcquireAsync(ctx, c, "race", opts...)
+		got := acquireAsync(ctx, c, "race", opts...)
 		// Wait until the acquire statement blocks on the uncommitted row.
 		require.Eventually(t, func() bool {
 			var n int

@@ -14,13 +14,13 @@ import (
 	"cirello.io/pglock"
 )
 
-// perfHeartbeatBatchSQL returns the text of the background heartbeat
+// heartbeatBatchSQL returns the text of the background heartbeat
 // statement of a client on table, as the client sends it.
-func perfHeartbeatBatchSQL(t *testing.T, table string) string {
+func heartbeatBatchSQL(t *testing.T, table string) string {
 	t.Helper()
-	db, cnt := perfCountedDB(t)
-	c := perfClient(t, db, table, pglock.WithLeaseDuration(5*time.Second), pglock.WithHeartbeatFrequency(50*time.Millisecond))
-	var rec perfRecorder
+	db, cnt := countedDB(t)
+	c := unsafeClient(t, db, table, pglock.WithLeaseDuration(5*time.Second), pglock.WithHeartbeatFrequency(50*time.Millisecond))
+	var rec recorder
 	cnt.SetObserver(rec.observe)
 	l, err := c.Acquire("perf-plan-probe")
 	require.NoError(t, err)
@@ -42,8 +42,8 @@ func perfHeartbeatBatchSQL(t *testing.T, table string) string {
 // not scan the whole table.
 func TestPerfHeartbeatBatchPlan(t *testing.T) {
 	t.Parallel()
-	table, db := perfTable(t)
-	query := perfHeartbeatBatchSQL(t, table)
+	table, db := newTable(t)
+	query := heartbeatBatchSQL(t, table)
 	_, err := db.Exec(`INSERT INTO ` + pq.QuoteIdentifier(table) + ` (name, record_version_number, owner)
 		SELECT 'n' || i, i, 'o' FROM generate_series(1, 10000) AS i`)
 	require.NoError(t, err)
@@ -57,15 +57,15 @@ func TestPerfHeartbeatBatchPlan(t *testing.T) {
 			_, err := db.Exec(`ANALYZE ` + pq.QuoteIdentifier(table))
 			require.NoError(t, err)
 		}
-		text := perfExplain(t, db, query, names, rvns, pq.QuoteIdentifier(table+"_rvn"))
+		text := explain(t, db, query, names, rvns, pq.QuoteIdentifier(table+"_rvn"))
 		require.NotContains(t, text, "Seq Scan", "analyzed=%v\n%s", analyzed, text)
 		require.Contains(t, text, "Index Scan using "+table+"_pkey", "analyzed=%v\n%s", analyzed, text)
 	}
 }
 
-// perfExplain returns the plan PostgreSQL chooses for query, one line per
+// explain returns the plan PostgreSQL chooses for query, one line per
 // plan node, with the long array of names cut short.
-func perfExplain(t *testing.T, db *sql.DB, query string, args ...any) string {
+func explain(t *testing.T, db *sql.DB, query string, args ...any) string {
 	t.Helper()
 	rows, err := db.QueryContext(context.Background(), `EXPLAIN `+query, args...)
 	require.NoError(t, err)

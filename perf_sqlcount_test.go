@@ -63,7 +63,7 @@ func TestPerfCountingDriver(t *testing.T) {
 			cnt.SetFailAfter(nil)
 			require.NoError(t, db.QueryRow(`SELECT k FROM `+table+` WHERE k = 3`).Scan(&k))
 
-			var rec perfRecorder
+			var rec recorder
 			cnt.SetObserver(rec.observe)
 			require.NoError(t, db.QueryRow(`SELECT k FROM `+table+` WHERE k = $1`, 2).Scan(&k))
 			cnt.SetObserver(nil)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,10 +20,10 @@ import (
 // SendHeartbeat and a release each cost exactly one.
 func TestPerfOneStatementPerOperation(t *testing.T) {
 	t.Parallel()
-	table, _ := perfTable(t)
-	db, cnt := perfCountedDB(t)
+	table, _ := newTable(t)
+	db, cnt := countedDB(t)
 	const freq = 200 * time.Millisecond
-	c := perfClient(t, db, table, pglock.WithLeaseDuration(10*time.Second), pglock.WithHeartbeatFrequency(freq))
+	c := unsafeClient(t, db, table, pglock.WithLeaseDuration(10*time.Second), pglock.WithHeartbeatFrequency(freq))
 
 	// Acquire, uncontended: a fresh row.
 	hctx, stopHeartbeat := context.WithCancel(bg)
@@ -53,7 +54,7 @@ func TestPerfOneStatementPerOperation(t *testing.T) {
 	require.EqualValues(t, 1, cnt.Statements(), "SendHeartbeat")
 
 	// A contended FailIfLocked attempt.
-	other := perfClient(t, db, table, pglock.WithHeartbeatFrequency(0))
+	other := unsafeClient(t, db, table, pglock.WithHeartbeatFrequency(0))
 	cnt.Reset()
 	_, err = other.Acquire("one", pglock.FailIfLocked())
 	require.ErrorIs(t, err, pglock.ErrNotAcquired)
@@ -64,7 +65,7 @@ func TestPerfOneStatementPerOperation(t *testing.T) {
 	require.EqualValues(t, 1, cnt.Statements(), "release")
 
 	// KeepOnRelease: acquire over a kept row and release keeping it.
-	nohb := perfClient(t, db, table, pglock.WithHeartbeatFrequency(0))
+	nohb := unsafeClient(t, db, table, pglock.WithHeartbeatFrequency(0))
 	l, err = nohb.Acquire("kept", pglock.KeepOnRelease(), pglock.WithData([]byte("d")))
 	require.NoError(t, err)
 	require.NoError(t, nohb.Release(l))
@@ -90,19 +91,19 @@ func TestPerfHeartbeat10kLocks(t *testing.T) {
 		freq  = 500 * time.Millisecond
 		lease = 5 * time.Second
 	)
-	table, _ := perfTable(t)
-	db, cnt := perfCountedDB(t)
+	table, _ := newTable(t)
+	db, cnt := countedDB(t)
 	// Leave connections free for the heartbeat: with the pool exhausted by
 	// acquirers it would queue for a connection behind them.
 	db.SetMaxOpenConns(16)
 	db.SetMaxIdleConns(16)
-	c := perfClient(t, db, table, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(freq))
+	c := unsafeClient(t, db, table, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(freq))
 
 	hctx, stopHeartbeats := context.WithCancel(bg)
 	defer stopHeartbeats()
 	locks := make([]*pglock.Lock, n)
 	start := time.Now()
-	require.NoError(t, perfParallel(n, 4, func(i int) error {
+	require.NoError(t, runParallel(n, 4, func(i int) error {
 		l, err := c.Acquire(fmt.Sprintf("lock-%05d", i), pglock.WithCustomHeartbeatContext(hctx))
 		locks[i] = l
 		return err
@@ -117,7 +118,7 @@ func TestPerfHeartbeat10kLocks(t *testing.T) {
 	}
 	require.Empty(t, reasons, "locks lost while acquiring")
 
-	var rec perfRecorder
+	var rec recorder
 	cnt.SetObserver(rec.observe)
 	cnt.Reset()
 	time.Sleep(2 * lease)
@@ -146,7 +147,7 @@ func TestPerfHeartbeat10kLocks(t *testing.T) {
 			refreshed += len(e.Rows)
 			for _, row := range e.Rows {
 				if _, ok := row[2].(int64); ok { // a new RVN: refreshed
-					beats[perfString(row[0])]++
+					beats[textValue(row[0])]++
 				}
 			}
 		}
@@ -196,4 +197,47 @@ func TestPerfHeartbeat10kLocks(t *testing.T) {
 	t.Logf("checked in %v", time.Since(start))
 	// The locks are left to expire: releasing 10,000 of them one by one
 	// would double the test's time, and the table is dropped anyway.
+}
+
+// runParallel runs f(0..n-1) on at most limit goroutines and returns the
+// first error. It returns once every call has returned.
+func runParallel(n, limit int, f func(i int) error) error {
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+	)
+	next := make(chan int)
+	for range limit {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if err := f(i); err != nil {
+					mu.Lock()
+					if first == nil {
+						first = err
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return first
+}
+
+// textValue reads a text value as the driver returned it.
+func textValue(v any) string {
+	switch v := v.(type) {
+	case string:
+		return v
+	case []byte:
+		return string(v)
+	}
+	return ""
 }

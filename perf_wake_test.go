@@ -15,23 +15,6 @@ import (
 	"cirello.io/pglock/internal/sqlcount"
 )
 
-// perfAcquireAsync runs AcquireContext on its own goroutine and hands back
-// the result once; the test owns the goroutine and waits for it.
-func perfAcquireAsync(ctx context.Context, c *pglock.Client, name string, opts ...pglock.LockOption) <-chan perfAcquired {
-	out := make(chan perfAcquired, 1)
-	go func() {
-		l, err := c.AcquireContext(ctx, name, opts...)
-		out <- perfAcquired{l, err, time.Now()}
-	}()
-	return out
-}
-
-type perfAcquired struct {
-	l   *pglock.Lock
-	err error
-	at  time.Time
-}
-
 // TestPerfReleaseWakesWaiter: with a one-minute lease, a waiter blocked in
 // Acquire gets the lock soon after the release, well within a ctx deadline
 // of a few seconds: through LISTEN when the *sql.DB has a connection string,
@@ -48,21 +31,21 @@ func TestPerfReleaseWakesWaiter(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			table, hdb := perfTable(t)
+			table, hdb := newTable(t)
 			holder := sameTable(t, hdb, table, pglock.WithLeaseDuration(time.Minute), pglock.WithHeartbeatFrequency(0))
 			wdb, _, err := tc.open(srv.DSN())
 			require.NoError(t, err)
 			defer wdb.Close()
-			waiter := perfClient(t, wdb, table, pglock.WithLeaseDuration(time.Minute), pglock.WithHeartbeatFrequency(0))
+			waiter := unsafeClient(t, wdb, table, pglock.WithLeaseDuration(time.Minute), pglock.WithHeartbeatFrequency(0))
 
 			l, err := holder.Acquire("job")
 			require.NoError(t, err)
 			ctx, cancel := context.WithTimeout(bg, 5*time.Second)
 			defer cancel()
-			got := perfAcquireAsync(ctx, waiter, "job")
+			got := acquireAsync(ctx, waiter, "job")
 			require.Eventually(t, func() bool { return waiter.Stats().Waits == 1 }, 5*time.Second, time.Millisecond)
 			if tc.listen {
-				perfWaitListening(t, hdb, table)
+				waitListening(t, hdb, table)
 			}
 			released := time.Now()
 			require.NoError(t, holder.Release(l))
@@ -74,10 +57,10 @@ func TestPerfReleaseWakesWaiter(t *testing.T) {
 	}
 }
 
-// perfWaitListening waits until some session LISTENs on the release channel
+// waitListening waits until some session LISTENs on the release channel
 // of table (in the public schema). The channel name is the client's:
 // "pglock_" and 12 bytes of the SHA-256 of schema, NUL, table name.
-func perfWaitListening(t *testing.T, db *sql.DB, table string) {
+func waitListening(t *testing.T, db *sql.DB, table string) {
 	t.Helper()
 	sum := sha256.Sum256([]byte("\x00" + table))
 	channel := "pglock_" + hex.EncodeToString(sum[:12])
@@ -96,7 +79,7 @@ func perfWaitListening(t *testing.T, db *sql.DB, table string) {
 func TestPerfStaleTakenOnlyAfterLease(t *testing.T) {
 	t.Parallel()
 	const lease = time.Second
-	table, db := perfTable(t)
+	table, db := newTable(t)
 	holder := sameTable(t, db, table, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(0))
 	waiter := sameTable(t, db, table, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(0))
 
@@ -105,7 +88,7 @@ func TestPerfStaleTakenOnlyAfterLease(t *testing.T) {
 	ctx, cancel := context.WithTimeout(bg, 20*time.Second)
 	defer cancel()
 	start := time.Now() // before the waiter's first attempt: it cannot see the RVN earlier
-	got := perfAcquireAsync(ctx, waiter, "stale")
+	got := acquireAsync(ctx, waiter, "stale")
 	// The holder heartbeats for 1.2 leases. On a loaded machine a beat may
 	// come later than a lease after the previous one: the lock is then
 	// legitimately lost, and that is checked too.
@@ -137,7 +120,7 @@ func TestPerfStaleTakenOnlyAfterLease(t *testing.T) {
 func TestPerfFailIfLockedTakesWatchedStaleLock(t *testing.T) {
 	t.Parallel()
 	const lease = 1500 * time.Millisecond
-	table, db := perfTable(t)
+	table, db := newTable(t)
 	holder := sameTable(t, db, table, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(0))
 	watcher := sameTable(t, db, table, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(0))
 	stranger := sameTable(t, db, table, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(0))
@@ -173,7 +156,7 @@ func TestPerfFailIfLockedTakesWatchedStaleLock(t *testing.T) {
 func TestPerfOldClientInterop(t *testing.T) {
 	t.Parallel()
 	const lease = time.Second
-	table, db := perfTable(t)
+	table, db := newTable(t)
 	q := pq.QuoteIdentifier(table)
 	seq := pq.QuoteLiteral(pq.QuoteIdentifier(table + "_rvn"))
 	nextval := func() int64 {
@@ -206,7 +189,7 @@ func TestPerfOldClientInterop(t *testing.T) {
 		require.True(t, oldAcquire("old-holds", rvn, 0))
 		ctx, cancel := context.WithTimeout(bg, 10*time.Second)
 		defer cancel()
-		got := perfAcquireAsync(ctx, waiter, "old-holds")
+		got := acquireAsync(ctx, waiter, "old-holds")
 		deadline := time.Now().Add(2 * lease)
 		lastBeat := time.Now()
 		for time.Now().Before(deadline) { // heartbeats for two leases

@@ -90,7 +90,7 @@ func TestCoreReleaseLostLock(t *testing.T) {
 		}
 		l, err := c.Acquire("job", opts...)
 		require.NoError(t, err)
-		testsStealRow(t, db, testsQuote(table), "job")
+		stealRow(t, db, table, "job")
 		assert.False(t, l.IsReleased(), "not noticed yet")
 		err = c.Release(l)
 		require.ErrorIs(t, err, pglock.ErrLockAlreadyReleased, "keep=%v", keep)
@@ -99,7 +99,7 @@ func TestCoreReleaseLostLock(t *testing.T) {
 		got, err := c.Get("job")
 		require.NoError(t, err)
 		assert.Equal(t, "thief", got.Owner(), "the release left the new holder's row alone")
-		testsExec(t, db, `DELETE FROM `+testsQuote(table))
+		mustExec(t, db, `DELETE FROM `+quote(table))
 	}
 }
 
@@ -146,7 +146,7 @@ func TestNoGoroutineOutlivesLock(t *testing.T) {
 	}
 	got := make(chan *pglock.Lock)
 	go func() {
-		l, err := other.AcquireContext(testsCtx(t), "a")
+		l, err := other.AcquireContext(testCtx(t), "a")
 		assert.NoError(t, err)
 		got <- l
 	}()
@@ -163,7 +163,7 @@ func TestNoGoroutineOutlivesLock(t *testing.T) {
 	require.NoError(t, l.Close())
 	lost, err := c.Acquire("f")
 	require.NoError(t, err)
-	testsStealRow(t, db, testsQuote(table), "f")
+	stealRow(t, db, table, "f")
 	<-lost.Done()
 	require.ErrorIs(t, lost.Close(), pglock.ErrLockAlreadyReleased)
 }
@@ -180,7 +180,7 @@ func TestReleaseAfterLeaseExpired(t *testing.T) {
 	require.NoError(t, err)
 	select {
 	case <-l.Done():
-	case <-time.After(testsBound):
+	case <-time.After(waitBound):
 		t.Fatal("lease never ran out")
 	}
 	require.ErrorIs(t, l.Err(), pglock.ErrLockAlreadyReleased, "the holder was told it lost the lock")

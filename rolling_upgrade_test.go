@@ -13,21 +13,21 @@ import (
 )
 
 // TestRollingUpgrade: clients of the original library (played with raw SQL
-// of its algorithm, see testsOrigClient) and of this one share the
+// of its algorithm, see origClient) and of this one share the
 // original's table and never hold one name at once, whichever holds and
 // whichever waits, and whichever goes silent.
 func TestRollingUpgrade(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
-	table := testsOriginalTable(t, db)
+	table := originalTable(t, db)
 	const (
 		lease = 2 * time.Second
 		freq  = 250 * time.Millisecond
 	)
 	ours, err := pglock.New(db, pglock.WithCustomTable(table), pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(freq))
 	require.NoError(t, err)
-	orig := &testsOrigClient{db: db, table: table, owner: "pglock-42", lease: lease}
-	ctx := testsCtx(t)
+	orig := &origClient{db: db, table: table, owner: "pglock-42", lease: lease}
+	ctx := testCtx(t)
 
 	// inside counts holders of the name, as each holder sees itself.
 	var inside atomic.Int64

@@ -19,7 +19,7 @@ func TestSafetyGuardBusyHolder(t *testing.T) {
 	t.Parallel()
 	const lease, freq = 2 * time.Second, 200 * time.Millisecond
 	db := openDB(t)
-	ledger := safetyLedger(t, db)
+	ledger := newLedger(t, db)
 	c, _ := newClientTable(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(freq))
 	l, err := c.Acquire("busy")
 	require.NoError(t, err)

@@ -16,10 +16,10 @@ func TestSafetyDoneClosedOnRelease(t *testing.T) {
 	c, _ := newClientTable(t, db, pglock.WithLeaseDuration(5*time.Second), pglock.WithHeartbeatFrequency(time.Second))
 	l, err := c.Acquire("done-release")
 	require.NoError(t, err)
-	require.False(t, safetyClosed(l.Done()), "Done closed while held")
+	require.False(t, isClosed(l.Done()), "Done closed while held")
 	require.NoError(t, l.Err())
 	require.NoError(t, c.Release(l))
-	require.True(t, safetyClosed(l.Done()), "Done not closed by Release")
+	require.True(t, isClosed(l.Done()), "Done not closed by Release")
 	require.ErrorIs(t, l.Err(), pglock.ErrLockAlreadyReleased)
 	require.True(t, l.IsReleased())
 }
@@ -34,8 +34,8 @@ func TestSafetyDoneOnSteal(t *testing.T) {
 	c, table := newClientTable(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(freq))
 	l, err := c.Acquire("done-steal")
 	require.NoError(t, err)
-	safetySteal(t, db, table, "done-steal")
-	took := safetyWait(t, l.Done(), lease/2, "Done after a steal")
+	stealRow(t, db, table, "done-steal")
+	took := waitClosed(t, l.Done(), lease/2, "Done after a steal")
 	t.Logf("Done closed %v after the steal (heartbeat every %v)", took, freq)
 	require.ErrorIs(t, l.Err(), pglock.ErrLockAlreadyReleased)
 	require.ErrorIs(t, c.Release(l), pglock.ErrLockAlreadyReleased)
@@ -54,7 +54,7 @@ func TestSafetyDoneOnSilence(t *testing.T) {
 	require.NoError(t, err)
 	stopHeartbeat()
 	stopped := time.Now()
-	safetyWait(t, l.Done(), 30*lease, "Done after heartbeats stopped")
+	waitClosed(t, l.Done(), 30*lease, "Done after heartbeats stopped")
 	took := time.Since(stopped)
 	t.Logf("Done closed %v after heartbeats stopped (lease %v)", took, lease)
 	// The last heartbeat began about one interval before the stop, or
@@ -101,7 +101,7 @@ func TestSafetyDoCancelledOnLoss(t *testing.T) {
 		})
 	}()
 	l := <-running
-	safetySteal(t, db, table, "do-loss")
+	stealRow(t, db, table, "do-loss")
 	select {
 	case err := <-errc:
 		require.ErrorIs(t, err, context.Canceled, "Do returned %v", err)

@@ -10,23 +10,6 @@ import (
 	"cirello.io/pglock"
 )
 
-// safetyLedger makes a table for guarded writes, dropped when t ends.
-func safetyLedger(t *testing.T, db *sql.DB) string {
-	t.Helper()
-	name := "ledger_" + tableName(t)
-	_, err := db.Exec(`CREATE TABLE ` + name + ` (id BIGSERIAL PRIMARY KEY, who TEXT NOT NULL)`)
-	require.NoError(t, err)
-	t.Cleanup(func() { _, _ = db.Exec(`DROP TABLE ` + name) })
-	return name
-}
-
-func safetyCount(t *testing.T, db *sql.DB, ledger, who string) int {
-	t.Helper()
-	var n int
-	require.NoError(t, db.QueryRow(`SELECT count(*) FROM `+ledger+` WHERE who = $1`, who).Scan(&n))
-	return n
-}
-
 // TestSafetyGuardHoldsOffTakeover: while a guarded transaction is open,
 // nobody takes the lock over, even after the holder's heartbeats stopped
 // landing for more than a lease; the waiter gets the lock only once the
@@ -35,7 +18,7 @@ func TestSafetyGuardHoldsOffTakeover(t *testing.T) {
 	t.Parallel()
 	const lease, freq = 2 * time.Second, 200 * time.Millisecond
 	db := openDB(t)
-	ledger := safetyLedger(t, db)
+	ledger := newLedger(t, db)
 	c, table := newClientTable(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(freq))
 	waiter := sameTable(t, db, table, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(freq))
 
@@ -69,7 +52,7 @@ func TestSafetyGuardHoldsOffTakeover(t *testing.T) {
 
 	// The heartbeat skips the guarded row, so after a lease the holder
 	// counts the lock lost, and the waiter may try to take it over.
-	safetyWait(t, l.Done(), 30*lease, "Done while guarded for longer than a lease")
+	waitClosed(t, l.Done(), 30*lease, "Done while guarded for longer than a lease")
 	select {
 	case r := <-got:
 		t.Fatalf("waiter acquired the lock while a guarded transaction was open (rvn %d)", r.l.RecordVersionNumber())
@@ -86,7 +69,7 @@ func TestSafetyGuardHoldsOffTakeover(t *testing.T) {
 	require.NotNil(t, r.l)
 	require.True(t, r.at.After(committed), "waiter acquired before the guarded transaction ended")
 	t.Logf("waiter acquired %v after the guarded transaction committed", r.at.Sub(committed))
-	require.Equal(t, 1, safetyCount(t, db, ledger, "holder"))
+	require.Equal(t, 1, ledgerCount(t, db, ledger, "holder"))
 	require.NoError(t, waiter.Release(r.l))
 }
 
@@ -96,7 +79,7 @@ func TestSafetyGuardHoldsOffTakeover(t *testing.T) {
 func TestSafetyGuardRefusesAfterSteal(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
-	ledger := safetyLedger(t, db)
+	ledger := newLedger(t, db)
 	// No background heartbeat: only Guard can notice the steal.
 	c, table := newClientTable(t, db, pglock.WithLeaseDuration(time.Minute), pglock.WithHeartbeatFrequency(0))
 	l, err := c.Acquire("stolen")
@@ -109,7 +92,7 @@ func TestSafetyGuardRefusesAfterSteal(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, tx.Commit())
 
-	safetySteal(t, db, table, "stolen")
+	stealRow(t, db, table, "stolen")
 	require.NoError(t, l.Err(), "the lock cannot know of the steal yet")
 
 	tx, err = db.Begin()
@@ -121,9 +104,9 @@ func TestSafetyGuardRefusesAfterSteal(t *testing.T) {
 	var other *pglock.OtherError
 	require.ErrorAs(t, err, &other, "want an OtherError, got %T", err)
 	require.NoError(t, tx.Rollback())
-	require.True(t, safetyClosed(l.Done()), "Guard's discovery closes Done")
-	require.Equal(t, 1, safetyCount(t, db, ledger, "before"))
-	require.Equal(t, 0, safetyCount(t, db, ledger, "after"), "a write after the steal was committed")
+	require.True(t, isClosed(l.Done()), "Guard's discovery closes Done")
+	require.Equal(t, 1, ledgerCount(t, db, ledger, "before"))
+	require.Equal(t, 0, ledgerCount(t, db, ledger, "after"), "a write after the steal was committed")
 
 	// Later calls are refused at once.
 	tx, err = db.Begin()

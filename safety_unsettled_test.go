@@ -10,10 +10,10 @@ import (
 	"cirello.io/pglock"
 )
 
-// safetyLandedUnseen does what a heartbeat of l does when its commit
+// landUnseen does what a heartbeat of l does when its commit
 // succeeds but its answer is lost, and its read back fails: the row gets a
 // new RVN (same owner) that the lock does not know.
-func safetyLandedUnseen(t *testing.T, db *sql.DB, table string, l *pglock.Lock) int64 {
+func landUnseen(t *testing.T, db *sql.DB, table string, l *pglock.Lock) int64 {
 	t.Helper()
 	start := time.Now()
 	var rvn int64
@@ -31,11 +31,11 @@ func TestSafetyUnsettledHeartbeat(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
 	c, table := newClientTable(t, db, pglock.WithLeaseDuration(time.Minute), pglock.WithHeartbeatFrequency(0))
-	ledger := safetyLedger(t, db)
+	ledger := newLedger(t, db)
 
 	l, err := c.Acquire("send")
 	require.NoError(t, err)
-	rvn := safetyLandedUnseen(t, db, table, l)
+	rvn := landUnseen(t, db, table, l)
 	require.NoError(t, c.SendHeartbeat(bg, l))
 	require.Equal(t, rvn, l.RecordVersionNumber())
 	require.NoError(t, c.SendHeartbeat(bg, l))
@@ -43,7 +43,7 @@ func TestSafetyUnsettledHeartbeat(t *testing.T) {
 
 	l2, err := c.Acquire("guard")
 	require.NoError(t, err)
-	safetyLandedUnseen(t, db, table, l2)
+	landUnseen(t, db, table, l2)
 	tx, err := db.Begin()
 	require.NoError(t, err)
 	require.NoError(t, l2.Guard(bg, tx))
@@ -53,7 +53,7 @@ func TestSafetyUnsettledHeartbeat(t *testing.T) {
 
 	l3, err := c.Acquire("release")
 	require.NoError(t, err)
-	safetyLandedUnseen(t, db, table, l3)
+	landUnseen(t, db, table, l3)
 	require.NoError(t, c.Release(l3))
 	_, err = c.Get("release")
 	require.ErrorIs(t, err, pglock.ErrLockNotFound)
@@ -62,9 +62,9 @@ func TestSafetyUnsettledHeartbeat(t *testing.T) {
 	l4, err := c.Acquire("stolen")
 	require.NoError(t, err)
 	pglock.MarkUnsettled(l4, time.Now())
-	safetySteal(t, db, table, "stolen")
+	stealRow(t, db, table, "stolen")
 	require.ErrorIs(t, c.SendHeartbeat(bg, l4), pglock.ErrLockAlreadyReleased)
-	require.True(t, safetyClosed(l4.Done()))
+	require.True(t, isClosed(l4.Done()))
 
 	require.NoError(t, c.Release(l))
 	require.NoError(t, c.Release(l2))

@@ -11,10 +11,10 @@ import (
 	"cirello.io/pglock"
 )
 
-// testsTableRoundTrip runs every table operation on a client configured with
+// tableRoundTrip runs every table operation on a client configured with
 // name, checking that the table PostgreSQL sees is schema.rel and that the
 // name never changes the SQL sent.
-func testsTableRoundTrip(t *testing.T, db *sql.DB, name, schema, rel string) {
+func tableRoundTrip(t *testing.T, db *sql.DB, name, schema, rel string) {
 	t.Helper()
 	c, err := pglock.New(db, pglock.WithCustomTable(name), pglock.WithHeartbeatFrequency(0))
 	require.NoError(t, err, "%q", name)
@@ -25,8 +25,8 @@ func testsTableRoundTrip(t *testing.T, db *sql.DB, name, schema, rel string) {
 			_ = c.DropTable()
 		}
 	}()
-	require.True(t, testsTableExists(t, db, schema, rel, "r"), "table %q.%q for %q", schema, rel, name)
-	require.True(t, testsTableExists(t, db, schema, rel+"_rvn", "S"), "sequence %q.%q_rvn for %q", schema, rel, name)
+	require.True(t, tableExists(t, db, schema, rel, "r"), "table %q.%q for %q", schema, rel, name)
+	require.True(t, tableExists(t, db, schema, rel+"_rvn", "S"), "sequence %q.%q_rvn for %q", schema, rel, name)
 	require.NoError(t, c.TryCreateTable())
 
 	l, err := c.Acquire("k", pglock.WithData([]byte("v")))
@@ -44,17 +44,17 @@ func testsTableRoundTrip(t *testing.T, db *sql.DB, name, schema, rel string) {
 
 	require.NoError(t, c.DropTable())
 	dropped = true
-	assert.False(t, testsTableExists(t, db, schema, rel, "r"), "%q dropped", name)
-	assert.False(t, testsTableExists(t, db, schema, rel+"_rvn", "S"), "%q sequence dropped", name)
+	assert.False(t, tableExists(t, db, schema, rel, "r"), "%q dropped", name)
+	assert.False(t, tableExists(t, db, schema, rel+"_rvn", "S"), "%q sequence dropped", name)
 }
 
 func TestTableNameInjection(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
 	victim := "victim_" + randomHex(6)
-	testsExec(t, db, `CREATE TABLE `+victim+` (id int)`)
-	defer testsExec(t, db, `DROP TABLE `+victim)
-	testsExec(t, db, `INSERT INTO `+victim+` VALUES (42)`)
+	mustExec(t, db, `CREATE TABLE `+victim+` (id int)`)
+	defer mustExec(t, db, `DROP TABLE `+victim)
+	mustExec(t, db, `INSERT INTO `+victim+` VALUES (42)`)
 
 	for _, name := range []string{
 		"IF EXISTS x; DROP TABLE " + victim,
@@ -63,8 +63,8 @@ func TestTableNameInjection(t *testing.T) {
 		`x" ; DROP TABLE ` + victim + `; --`,
 	} {
 		t.Run(name, func(t *testing.T) {
-			testsTableRoundTrip(t, db, name, "", name)
-			assert.True(t, testsTableExists(t, db, "", victim, "r"), "%q dropped the victim", name)
+			tableRoundTrip(t, db, name, "", name)
+			assert.True(t, tableExists(t, db, "", victim, "r"), "%q dropped the victim", name)
 		})
 	}
 	var n int
@@ -85,7 +85,7 @@ func TestTableNameQuotesAndDots(t *testing.T) {
 		{`ünïcödé_` + r, `ünïcödé_` + r},
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) { testsTableRoundTrip(t, db, tc.name, "", tc.rel) })
+		t.Run(tc.name, func(t *testing.T) { tableRoundTrip(t, db, tc.name, "", tc.rel) })
 	}
 }
 
@@ -94,7 +94,7 @@ func TestTableNameFoldsToLowerCase(t *testing.T) {
 	db := openDB(t)
 	upper := "LOCKS_UPPER_" + strings.ToUpper(randomHex(4))
 	lower := strings.ToLower(upper)
-	testsTableRoundTrip(t, db, upper, "", lower)
+	tableRoundTrip(t, db, upper, "", lower)
 
 	// Unquoted, the name means the same table to the client and to raw SQL.
 	c, err := pglock.New(db, pglock.WithCustomTable(upper), pglock.WithHeartbeatFrequency(0))
@@ -116,11 +116,11 @@ func TestTableNameSchemaQualified(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
 	schema := "myschema_" + randomHex(4)
-	testsExec(t, db, `CREATE SCHEMA `+schema)
-	defer testsExec(t, db, `DROP SCHEMA `+schema+` CASCADE`)
-	testsTableRoundTrip(t, db, schema+".locks", schema, "locks")
-	testsTableRoundTrip(t, db, `"`+schema+`"."Locks"`, schema, "Locks")
-	testsTableRoundTrip(t, db, strings.ToUpper(schema)+".LOCKS", schema, "locks")
+	mustExec(t, db, `CREATE SCHEMA `+schema)
+	defer mustExec(t, db, `DROP SCHEMA `+schema+` CASCADE`)
+	tableRoundTrip(t, db, schema+".locks", schema, "locks")
+	tableRoundTrip(t, db, `"`+schema+`"."Locks"`, schema, "Locks")
+	tableRoundTrip(t, db, strings.ToUpper(schema)+".LOCKS", schema, "locks")
 }
 
 // TestTableNameSystemPrefix: a name starting with pg_ works like any other
@@ -131,14 +131,14 @@ func TestTableNameSystemPrefix(t *testing.T) {
 	t.Parallel()
 	schema := "sysprefix_" + randomHex(4)
 	admin := openDB(t)
-	testsExec(t, admin, `CREATE SCHEMA `+schema)
-	defer testsExec(t, admin, `DROP SCHEMA `+schema+` CASCADE`)
+	mustExec(t, admin, `CREATE SCHEMA `+schema)
+	defer mustExec(t, admin, `DROP SCHEMA `+schema+` CASCADE`)
 	// Sessions that create in the test's own schema, with pg_catalog
 	// searched first as PostgreSQL does when search_path does not list it.
-	db := openDSN(t, testsDSNWith(srv.DSN(), map[string]string{"search_path": schema}))
+	db := openDSN(t, dsnWith(srv.DSN(), map[string]string{"search_path": schema}))
 
 	t.Run("an unqualified pg_ name of no system relation works", func(t *testing.T) {
-		testsTableRoundTrip(t, db, "pg_mylocks", schema, "pg_mylocks")
+		tableRoundTrip(t, db, "pg_mylocks", schema, "pg_mylocks")
 	})
 	t.Run("a name that resolves to a system catalog is refused", func(t *testing.T) {
 		for _, name := range []string{"pg_locks", "pg_class", "PG_CLASS", "information_schema.tables"} {
@@ -158,11 +158,11 @@ func TestTableNameSystemPrefix(t *testing.T) {
 			require.ErrorIs(t, c.DropTable(), pglock.ErrInvalidTableName, "%q", name)
 			assert.Contains(t, c.CreateTable().Error(), "system relation", "%q: the error says why", name)
 		}
-		assert.False(t, testsTableExists(t, admin, schema, "pg_locks", "r"), "nothing was created")
+		assert.False(t, tableExists(t, admin, schema, "pg_locks", "r"), "nothing was created")
 	})
 	t.Run("the same name works where search_path puts pg_catalog later", func(t *testing.T) {
-		later := openDSN(t, testsDSNWith(srv.DSN(), map[string]string{"search_path": schema + ",pg_catalog"}))
-		testsTableRoundTrip(t, later, "pg_locks", schema, "pg_locks")
+		later := openDSN(t, dsnWith(srv.DSN(), map[string]string{"search_path": schema + ",pg_catalog"}))
+		tableRoundTrip(t, later, "pg_locks", schema, "pg_locks")
 	})
 	t.Run("pg_ schemas are refused by New", func(t *testing.T) {
 		for _, name := range []string{"pg_catalog.locks", "pg_temp.locks", "pg_toast.locks", `"pg_catalog"."x"`} {
@@ -178,7 +178,7 @@ func TestTableNameSystemPrefix(t *testing.T) {
 // the next character.
 func TestTableNameWithoutStandardConformingStrings(t *testing.T) {
 	t.Parallel()
-	db := openDSN(t, testsDSNWith(srv.DSN(), map[string]string{"standard_conforming_strings": "off"}))
+	db := openDSN(t, dsnWith(srv.DSN(), map[string]string{"standard_conforming_strings": "off"}))
 	name := `scs\'x_` + randomHex(3)
-	testsTableRoundTrip(t, db, name, "", name)
+	tableRoundTrip(t, db, name, "", name)
 }

@@ -22,8 +22,8 @@ func TestTryCreateTableWithoutOwnedBy(t *testing.T) {
 	r := randomHex(4)
 	owner, app, password := "tests_owner_"+r, "tests_app_"+r, "pw_"+r
 	table := tableName(t)
-	testsExec(t, admin, `CREATE ROLE `+owner)
-	testsExec(t, admin, `CREATE ROLE `+app+` LOGIN PASSWORD '`+password+`'`)
+	mustExec(t, admin, `CREATE ROLE `+owner)
+	mustExec(t, admin, `CREATE ROLE `+app+` LOGIN PASSWORD '`+password+`'`)
 	t.Cleanup(func() {
 		for _, q := range []string{
 			`DROP TABLE IF EXISTS ` + table,
@@ -36,17 +36,17 @@ func TestTryCreateTableWithoutOwnedBy(t *testing.T) {
 			assert.NoError(t, err, q)
 		}
 	})
-	testsExec(t, admin, `CREATE TABLE `+table+` (
+	mustExec(t, admin, `CREATE TABLE `+table+` (
 	name CHARACTER VARYING(255) PRIMARY KEY,
 	record_version_number BIGINT,
 	data BYTEA,
 	owner CHARACTER VARYING(255)
 )`)
-	testsExec(t, admin, `ALTER TABLE `+table+` OWNER TO `+owner)
-	testsExec(t, admin, `GRANT SELECT, INSERT, UPDATE, DELETE ON `+table+` TO `+app)
-	testsExec(t, admin, `GRANT USAGE, CREATE ON SCHEMA public TO `+app)
+	mustExec(t, admin, `ALTER TABLE `+table+` OWNER TO `+owner)
+	mustExec(t, admin, `GRANT SELECT, INSERT, UPDATE, DELETE ON `+table+` TO `+app)
+	mustExec(t, admin, `GRANT USAGE, CREATE ON SCHEMA public TO `+app)
 
-	db := openDSN(t, testsDSNAsUser(srv.DSN(), app, password))
+	db := openDSN(t, dsnAsUser(srv.DSN(), app, password))
 	// The precondition: OWNED BY cannot be used by this role.
 	_, err := db.Exec(`CREATE SEQUENCE ` + table + `_probe CYCLE OWNED BY ` + table + `.record_version_number`)
 	require.Error(t, err)
@@ -60,7 +60,7 @@ func TestTryCreateTableWithoutOwnedBy(t *testing.T) {
 	require.NoError(t, c.TryCreateTable())
 	require.NoError(t, c.TryCreateTable(), "and again, now that the sequence exists")
 	require.Error(t, c.CreateTable(), "CreateTable still fails on existing objects")
-	assert.True(t, testsTableExists(t, admin, "", table+"_rvn", "S"))
+	assert.True(t, tableExists(t, admin, "", table+"_rvn", "S"))
 	var owned int
 	require.NoError(t, admin.QueryRow(`SELECT count(*) FROM pg_depend WHERE objid = $1::regclass AND deptype = 'a'`, table+"_rvn").Scan(&owned))
 	assert.Zero(t, owned, "the sequence was made without OWNED BY")

@@ -20,10 +20,10 @@ func TestCoreCreateTable(t *testing.T) {
 	require.NoError(t, err)
 
 	require.NoError(t, c.CreateTable())
-	assert.True(t, testsTableExists(t, db, "", table, "r"), "table")
-	assert.True(t, testsTableExists(t, db, "", table+"_rvn", "S"), "sequence")
+	assert.True(t, tableExists(t, db, "", table, "r"), "table")
+	assert.True(t, tableExists(t, db, "", table+"_rvn", "S"), "sequence")
 	var cycles bool
-	require.NoError(t, db.QueryRow(`SELECT seqcycle FROM pg_sequence WHERE seqrelid = $1::regclass`, testsQuote(table+"_rvn")).Scan(&cycles))
+	require.NoError(t, db.QueryRow(`SELECT seqcycle FROM pg_sequence WHERE seqrelid = $1::regclass`, quote(table+"_rvn")).Scan(&cycles))
 	assert.True(t, cycles, "the sequence must CYCLE")
 
 	err = c.CreateTable()
@@ -39,8 +39,8 @@ func TestCoreCreateTable(t *testing.T) {
 	require.NoError(t, l.Close())
 
 	require.NoError(t, c.DropTable())
-	assert.False(t, testsTableExists(t, db, "", table, "r"), "table dropped")
-	assert.False(t, testsTableExists(t, db, "", table+"_rvn", "S"), "sequence dropped with it")
+	assert.False(t, tableExists(t, db, "", table, "r"), "table dropped")
+	assert.False(t, tableExists(t, db, "", table+"_rvn", "S"), "sequence dropped with it")
 	require.Error(t, c.DropTable(), "DropTable of a missing table fails")
 }
 
@@ -70,8 +70,8 @@ func TestCoreTryCreateTableConcurrent(t *testing.T) {
 	}
 	c := sameTable(t, db, table)
 	defer func() { require.NoError(t, c.DropTable()) }()
-	assert.True(t, testsTableExists(t, db, "", table, "r"))
-	assert.True(t, testsTableExists(t, db, "", table+"_rvn", "S"))
+	assert.True(t, tableExists(t, db, "", table, "r"))
+	assert.True(t, tableExists(t, db, "", table+"_rvn", "S"))
 	l, err := c.Acquire("a")
 	require.NoError(t, err)
 	require.NoError(t, l.Close())
@@ -81,7 +81,7 @@ func TestTryCreateTableCreatesMissingSequence(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
 	c, table := newClientTable(t, db, pglock.WithHeartbeatFrequency(0))
-	testsExec(t, db, `DROP SEQUENCE `+testsQuote(table+"_rvn"))
+	mustExec(t, db, `DROP SEQUENCE `+quote(table+"_rvn"))
 	_, err := c.Acquire("a")
 	require.Error(t, err, "no sequence, no lock")
 	require.NoError(t, c.TryCreateTable())
@@ -98,6 +98,6 @@ func TestCreateTableLeavesRoomForHOT(t *testing.T) {
 	_, table := newClientTable(t, db)
 	var opts []string
 	require.NoError(t, db.QueryRow(`SELECT coalesce(reloptions, '{}') FROM pg_class WHERE oid = $1::regclass`,
-		testsQuote(table)).Scan(pq.Array(&opts)))
+		quote(table)).Scan(pq.Array(&opts)))
 	assert.Contains(t, opts, fmt.Sprintf("fillfactor=%d", pglock.LockTableFillfactor))
 }

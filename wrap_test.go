@@ -18,8 +18,8 @@ func TestSequenceWrap(t *testing.T) {
 	db := openDB(t)
 	c, table := newClientTable(t, db, pglock.WithLeaseDuration(time.Minute), pglock.WithHeartbeatFrequency(0))
 	other := sameTable(t, db, table, pglock.WithLeaseDuration(time.Minute), pglock.WithHeartbeatFrequency(0))
-	seq := testsQuote(table + "_rvn")
-	testsExec(t, db, `ALTER SEQUENCE `+seq+` RESTART WITH 9223372036854775806`)
+	seq := quote(table + "_rvn")
+	mustExec(t, db, `ALTER SEQUENCE `+seq+` RESTART WITH 9223372036854775806`)
 
 	l, err := c.Acquire("a")
 	require.NoError(t, err)
@@ -28,7 +28,7 @@ func TestSequenceWrap(t *testing.T) {
 	assert.Equal(t, int64(math.MaxInt64), l.RecordVersionNumber())
 	require.NoError(t, c.SendHeartbeat(bg, l), "the heartbeat that wraps")
 	assert.Equal(t, int64(1), l.RecordVersionNumber(), "wrapped to MINVALUE")
-	rvn, _ := testsRowRVN(t, db, testsQuote(table), "a")
+	rvn, _ := rowRVN(t, db, table, "a")
 	assert.Equal(t, int64(1), rvn)
 
 	_, err = other.Acquire("a", pglock.FailIfLocked())
@@ -41,7 +41,7 @@ func TestSequenceWrap(t *testing.T) {
 
 	// Acquire at the very top, then the background heartbeat across the
 	// wrap.
-	testsExec(t, db, `ALTER SEQUENCE `+seq+` RESTART WITH 9223372036854775807`)
+	mustExec(t, db, `ALTER SEQUENCE `+seq+` RESTART WITH 9223372036854775807`)
 	hb, err := pglock.New(db, pglock.WithCustomTable(table), pglock.WithLeaseDuration(5*time.Second), pglock.WithHeartbeatFrequency(50*time.Millisecond))
 	require.NoError(t, err)
 	l, err = hb.Acquire("c")
@@ -50,9 +50,9 @@ func TestSequenceWrap(t *testing.T) {
 	require.Eventually(t, func() bool {
 		r := l.RecordVersionNumber()
 		return l.IsReleased() || (r > 0 && r < 1000)
-	}, testsBound, 10*time.Millisecond)
+	}, waitBound, 10*time.Millisecond)
 	require.False(t, l.IsReleased(), "the lock survives the wrap")
-	rvn, _ = testsRowRVN(t, db, testsQuote(table), "c")
+	rvn, _ = rowRVN(t, db, table, "c")
 	assert.Less(t, rvn, int64(1000))
 	_, err = other.Acquire("c", pglock.FailIfLocked())
 	assert.ErrorIs(t, err, pglock.ErrNotAcquired)
