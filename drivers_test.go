@@ -21,8 +21,8 @@ var shortLease = []pglock.ClientOption{
 	pglock.WithHeartbeatFrequency(100 * time.Millisecond),
 }
 
-// TestDrivers runs the core scenarios under both drivers.
-func TestDrivers(t *testing.T) {
+// TestScenariosUnderEachDriver runs the core scenarios under both drivers.
+func TestScenariosUnderEachDriver(t *testing.T) {
 	t.Parallel()
 	scenarios := []struct {
 		name string
@@ -314,32 +314,4 @@ func scenarioContention(t *testing.T, db *sql.DB) {
 	}
 	require.Positive(t, total.Waits, "%d goroutines on one lock: some waited", clients*perClient)
 	t.Logf("waits %d, handoffs after a notification %d", total.Waits, total.Handoffs)
-}
-
-// TestPGXBoundedPoolPolls checks that a pool with a connection limit, made
-// from a connector, never gives a connection to LISTEN (it could be the one
-// the waiters need): waiters poll, and still acquire.
-func TestPGXBoundedPoolPolls(t *testing.T) {
-	t.Parallel()
-	db := openDriver(t, pgxConnector)
-	db.SetMaxOpenConns(2)
-	c1, table := newClientTable(t, db, shortLease...)
-	c2, err := pglock.New(db, append([]pglock.ClientOption{pglock.WithCustomTable(table)}, shortLease...)...)
-	require.NoError(t, err)
-	l1, err := c1.Acquire("a")
-	require.NoError(t, err)
-	got := make(chan error, 1)
-	go func() {
-		l2, err := c2.Acquire("a")
-		if err == nil {
-			err = l2.Close()
-		}
-		got <- err
-	}()
-	require.Eventually(t, func() bool { return c2.Stats().Waits == 1 }, 10*time.Second, 5*time.Millisecond)
-	require.NoError(t, l1.Close())
-	require.NoError(t, <-got)
-	s := c2.Stats()
-	require.False(t, s.Listening)
-	require.Zero(t, s.ListenerConnects)
 }

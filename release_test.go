@@ -13,7 +13,7 @@ import (
 	"cirello.io/pglock"
 )
 
-func TestCoreReleaseConcurrent(t *testing.T) {
+func TestReleaseConcurrentSucceedsOnce(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
 	c, table := newClientTable(t, db, pglock.WithLeaseDuration(5*time.Second), pglock.WithHeartbeatFrequency(50*time.Millisecond))
@@ -58,7 +58,7 @@ func TestCoreReleaseConcurrent(t *testing.T) {
 	}
 }
 
-func TestCoreReleaseNilLock(t *testing.T) {
+func TestReleaseOfNilOrZeroLockFails(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
 	c := newClient(t, db)
@@ -77,7 +77,7 @@ func TestCoreReleaseNilLock(t *testing.T) {
 	})
 }
 
-func TestCoreReleaseLostLock(t *testing.T) {
+func TestReleaseOfLostLockLeavesNewHolderRow(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
 	// A long lease and no heartbeat: the lock cannot notice the loss by
@@ -103,7 +103,7 @@ func TestCoreReleaseLostLock(t *testing.T) {
 	}
 }
 
-func TestCoreCallsOnReleasedLock(t *testing.T) {
+func TestCallsOnReleasedLockFail(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
 	c := newClient(t, db, pglock.WithLeaseDuration(5*time.Second), pglock.WithHeartbeatFrequency(time.Second))

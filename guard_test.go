@@ -1,7 +1,9 @@
 package pglock_test
 
 import (
+	"context"
 	"database/sql"
+	"sync"
 	"testing"
 	"time"
 
@@ -10,11 +12,11 @@ import (
 	"cirello.io/pglock"
 )
 
-// TestSafetyGuardHoldsOffTakeover: while a guarded transaction is open,
+// TestGuardHoldsOffTakeover: while a guarded transaction is open,
 // nobody takes the lock over, even after the holder's heartbeats stopped
 // landing for more than a lease; the waiter gets the lock only once the
 // transaction has ended, and the transaction's writes commit.
-func TestSafetyGuardHoldsOffTakeover(t *testing.T) {
+func TestGuardHoldsOffTakeover(t *testing.T) {
 	t.Parallel()
 	const lease, freq = 2 * time.Second, 200 * time.Millisecond
 	db := openDB(t)
@@ -73,10 +75,10 @@ func TestSafetyGuardHoldsOffTakeover(t *testing.T) {
 	require.NoError(t, waiter.Release(r.l))
 }
 
-// TestSafetyGuardRefusesAfterSteal: Guard checks the row in the database,
+// TestGuardRefusesAfterTakeover: Guard checks the row in the database,
 // not only the lock's own state: a lock stolen a moment ago, before any
 // heartbeat could notice, is refused, and the caller's writes roll back.
-func TestSafetyGuardRefusesAfterSteal(t *testing.T) {
+func TestGuardRefusesAfterTakeover(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
 	ledger := newLedger(t, db)
@@ -115,7 +117,7 @@ func TestSafetyGuardRefusesAfterSteal(t *testing.T) {
 	require.NoError(t, tx.Rollback())
 }
 
-func TestSafetyGuardReleasedOrNotHeld(t *testing.T) {
+func TestGuardRefusesUnheldLock(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
 	c, _ := newClientTable(t, db, pglock.WithLeaseDuration(5*time.Second), pglock.WithHeartbeatFrequency(time.Second))
@@ -142,11 +144,11 @@ func TestSafetyGuardReleasedOrNotHeld(t *testing.T) {
 	require.NoError(t, c.Release(held))
 }
 
-// TestSafetyGuardRepeatableRead: in a REPEATABLE READ transaction whose
+// TestGuardRefusesStaleSnapshot: in a REPEATABLE READ transaction whose
 // snapshot predates the lock's last heartbeat, Guard cannot tell whether
 // the lock is held; it refuses without ending the lock. Called first in a
 // fresh transaction it works.
-func TestSafetyGuardRepeatableRead(t *testing.T) {
+func TestGuardRefusesStaleSnapshot(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
 	c, _ := newClientTable(t, db, pglock.WithLeaseDuration(time.Minute), pglock.WithHeartbeatFrequency(0))
@@ -167,5 +169,59 @@ func TestSafetyGuardRepeatableRead(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, l.Guard(bg, tx))
 	require.NoError(t, tx.Commit())
+	require.NoError(t, c.Release(l))
+}
+
+// TestGuardBusyHolderKeepsLock: a holder that always has a guarded
+// transaction open (several goroutines writing back to back) keeps its
+// lock: the heartbeat, which skips a guarded row, waits for the row when
+// skipping would let the lease run out.
+func TestGuardBusyHolderKeepsLock(t *testing.T) {
+	t.Parallel()
+	const lease, freq = 2 * time.Second, 200 * time.Millisecond
+	db := openDB(t)
+	ledger := newLedger(t, db)
+	c, _ := newClientTable(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(freq))
+	l, err := c.Acquire("busy")
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(bg, 2*lease)
+	defer cancel()
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		writes int
+	)
+	for range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				tx, err := db.BeginTx(ctx, nil)
+				if err != nil {
+					continue
+				}
+				if err := l.Guard(ctx, tx); err != nil {
+					_ = tx.Rollback()
+					if l.Err() != nil {
+						return
+					}
+					continue
+				}
+				_, err = tx.ExecContext(ctx, `INSERT INTO `+ledger+` (who) VALUES ('busy')`)
+				time.Sleep(30 * time.Millisecond)
+				if err == nil && tx.Commit() == nil {
+					mu.Lock()
+					writes++
+					mu.Unlock()
+				} else {
+					_ = tx.Rollback()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("%d guarded writes in %v; heartbeats %d", writes, 2*lease, c.Stats().Heartbeats)
+	require.NoError(t, l.Err(), "a busy holder lost its lock")
+	require.Positive(t, writes)
 	require.NoError(t, c.Release(l))
 }
