@@ -18,12 +18,6 @@ import (
 	"cirello.io/pglock"
 )
 
-func TestCoreConstants(t *testing.T) {
-	assert.Equal(t, "locks", pglock.DefaultTableName)
-	assert.Equal(t, 20*time.Second, pglock.DefaultLeaseDuration)
-	assert.Equal(t, 5*time.Second, pglock.DefaultHeartbeatFrequency)
-}
-
 func TestNewRefusesNilDB(t *testing.T) {
 	t.Parallel()
 	c, err := pglock.New(nil)
