@@ -234,7 +234,8 @@ func TestDoHoldsLockWhileFRuns(t *testing.T) {
 }
 
 // TestDoCancelsCtxOnLoss: the ctx handed to f is cancelled when the lock is
-// lost, however it is lost.
+// lost, however it is lost, and as soon as a heartbeat finds the row taken
+// over, long before the lease would end.
 func TestDoCancelsCtxOnLoss(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
@@ -300,34 +301,30 @@ func TestDoCancelsCtxOnLoss(t *testing.T) {
 		require.ErrorIs(t, err, sentinel)
 		require.ErrorIs(t, err, context.Canceled)
 	})
-}
 
-// TestDoCancelledOnLossLongBeforeLeaseEnds: Do cancels f's context when the
-// lock is lost.
-func TestDoCancelledOnLossLongBeforeLeaseEnds(t *testing.T) {
-	t.Parallel()
-	const lease, freq = 20 * time.Second, 200 * time.Millisecond
-	db := openDB(t)
-	c, table := newClientTable(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(freq))
-	running := make(chan *pglock.Lock)
-	errc := make(chan error, 1)
-	go func() {
-		errc <- c.Do(bg, "do-loss", func(ctx context.Context, l *pglock.Lock) error {
-			running <- l
-			<-ctx.Done()
-			return ctx.Err()
-		})
-	}()
-	l := <-running
-	stealRow(t, db, table, "do-loss")
-	select {
-	case err := <-errc:
-		require.ErrorIs(t, err, context.Canceled, "Do returned %v", err)
-	case <-time.After(lease / 2):
-		t.Fatal("f's context was not cancelled after the lock was lost")
-	}
-	require.True(t, l.IsReleased())
-	require.ErrorIs(t, l.Err(), pglock.ErrLockAlreadyReleased)
+	t.Run("taken over, noticed long before the lease ends", func(t *testing.T) {
+		const lease, freq = 20 * time.Second, 200 * time.Millisecond
+		c, table := newClientTable(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(freq))
+		running := make(chan *pglock.Lock)
+		errc := make(chan error, 1)
+		go func() {
+			errc <- c.Do(bg, "do-loss", func(ctx context.Context, l *pglock.Lock) error {
+				running <- l
+				<-ctx.Done()
+				return ctx.Err()
+			})
+		}()
+		l := <-running
+		stealRow(t, db, table, "do-loss")
+		select {
+		case err := <-errc:
+			require.ErrorIs(t, err, context.Canceled, "Do returned %v", err)
+		case <-time.After(lease / 2):
+			t.Fatal("f's context was not cancelled after the lock was lost")
+		}
+		require.True(t, l.IsReleased())
+		require.ErrorIs(t, l.Err(), pglock.ErrLockAlreadyReleased)
+	})
 }
 
 // TestDoOutlastingLeaseWithHeartbeatsOff: with heartbeats off, an f that
