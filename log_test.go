@@ -3,7 +3,6 @@ package pglock_test
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -44,15 +43,20 @@ func (b *syncBuffer) String() string {
 	return b.b.String()
 }
 
+// logOwner owns the lock the logged scenario takes first, so that tests can
+// find its records by owner.
+const logOwner = "logged"
+
 // logScenario drives every logged event through two clients made with
-// opts: acquire with data, heartbeats, a wait and a handoff, a missing lock
-// on Get, reads, a stale takeover, and a loss by lease expiry.
+// opts, the first owned by logOwner: acquire with data, heartbeats, a wait
+// and a handoff, a missing lock on Get, reads, a stale takeover, and a loss
+// by lease expiry.
 func logScenario(t *testing.T, opts ...pglock.ClientOption) {
 	t.Helper()
 	db := openDB(t)
 	main := append([]pglock.ClientOption{pglock.WithLeaseDuration(3 * time.Second),
 		pglock.WithHeartbeatFrequency(100 * time.Millisecond)}, opts...)
-	a, table := newClientTable(t, db, main...)
+	a, table := newClientTable(t, db, append([]pglock.ClientOption{pglock.WithOwner(logOwner)}, main...)...)
 	b, err := pglock.New(db, append([]pglock.ClientOption{pglock.WithCustomTable(table)}, main...)...)
 	require.NoError(t, err)
 
@@ -139,7 +143,30 @@ func jsonRecords(t *testing.T, out string) []map[string]any {
 // one, as wrappers often do.
 type embeddedSlog struct{ *slog.Logger }
 
-func TestStructuredLogging(t *testing.T) {
+// printfLogger is a pre-slog LevelLogger: printf-style, as the original
+// library's users wrote them.
+type printfLogger struct {
+	mu            sync.Mutex
+	debug, errors []string
+}
+
+func (l *printfLogger) Debug(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.debug = append(l.debug, fmt.Sprintf(format, args...))
+}
+
+func (l *printfLogger) Error(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.errors = append(l.errors, fmt.Sprintf(format, args...))
+}
+
+// TestLoggers runs the logged scenario through every way of giving the
+// client a logger, and checks what each receives: every event, with its
+// attributes, at its level, printf-style loggers with their arguments
+// formatted, and never the lock's data in any encoding.
+func TestLoggers(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name string
@@ -181,35 +208,18 @@ func TestStructuredLogging(t *testing.T) {
 			}
 			require.Equal(t, "WARN", byMsg["lock lost"][0]["level"])
 			require.Equal(t, "DEBUG", byMsg["lock acquired"][0]["level"])
+			require.Equal(t, "DEBUG", byMsg["lock released"][0]["level"])
+			// The scenario's first lock is "a", taken and then released by
+			// logOwner: the attributes carry both.
+			require.Equal(t, "a", byMsg["lock acquired"][0]["lock"], "structured attributes")
+			require.Equal(t, logOwner, byMsg["lock acquired"][0]["owner"])
+			require.Equal(t, logOwner, byMsg["lock released"][0]["owner"])
 			waited, ok := byMsg["waited for lock"][0]["waited"].(float64) // JSON durations are nanoseconds
 			require.True(t, ok)
 			require.Positive(t, waited)
 		})
 	}
-}
-
-// printfLogger is a pre-slog LevelLogger: printf-style, as the original
-// library's users wrote them.
-type printfLogger struct {
-	mu            sync.Mutex
-	debug, errors []string
-}
-
-func (l *printfLogger) Debug(format string, args ...any) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.debug = append(l.debug, fmt.Sprintf(format, args...))
-}
-
-func (l *printfLogger) Error(format string, args ...any) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.errors = append(l.errors, fmt.Sprintf(format, args...))
-}
-
-func TestLegacyLoggers(t *testing.T) {
-	t.Parallel()
-	t.Run("LevelLogger", func(t *testing.T) {
+	t.Run("LevelLogger printf-style", func(t *testing.T) {
 		t.Parallel()
 		var l printfLogger
 		logScenario(t, pglock.WithLevelLogger(&l))
@@ -217,7 +227,7 @@ func TestLegacyLoggers(t *testing.T) {
 		defer l.mu.Unlock()
 		require.Empty(t, l.errors, "a routine scenario, a missing lock on Get included, logs no error")
 		all := strings.Join(l.debug, "\n")
-		require.Contains(t, all, "lock acquired lock=a owner=")
+		require.Contains(t, all, "lock acquired lock=a owner="+logOwner, "logged at Debug")
 		require.Contains(t, all, "lock lost lock=s")
 		require.NotContains(t, all, "%!", "printf-style arguments are formatted")
 		require.NotContains(t, all, "BADKEY")
@@ -228,9 +238,27 @@ func TestLegacyLoggers(t *testing.T) {
 		var buf syncBuffer
 		logScenario(t, pglock.WithLogger(log.New(&buf, "", 0)))
 		out := buf.String()
-		require.Contains(t, out, "lock acquired lock=a owner=")
+		require.Contains(t, out, "lock acquired lock=a owner="+logOwner)
 		require.Contains(t, out, "waited for lock lock=a")
+		require.Contains(t, out, "lock released lock=a owner="+logOwner)
 		requireNoPayload(t, out)
+	})
+	t.Run("nil loggers are ignored", func(t *testing.T) {
+		t.Parallel()
+		db := openDB(t)
+		exercise := func(t *testing.T, opt pglock.ClientOption) {
+			t.Helper()
+			c := newClient(t, db, opt, pglock.WithOwner("logged"))
+			l, err := c.Acquire("job", pglock.WithData([]byte("secret-data")))
+			require.NoError(t, err)
+			require.NoError(t, l.Close())
+		}
+		assert.NotPanics(t, func() {
+			exercise(t, pglock.WithLevelLogger(nil))
+			exercise(t, pglock.WithLogger(nil))
+			exercise(t, pglock.WithLevelLogger((*slog.Logger)(nil)))
+			exercise(t, pglock.WithSlog(nil))
+		})
 	})
 }
 
@@ -253,99 +281,4 @@ func TestQuietByDefault(t *testing.T) {
 	logScenario(t)
 	require.Empty(t, slogBuf.String())
 	require.Empty(t, logBuf.String())
-}
-
-// lineRecorder records log lines from any of the logger interfaces.
-type lineRecorder struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (r *lineRecorder) add(s string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.lines = append(r.lines, s)
-}
-
-func (r *lineRecorder) all() string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return strings.Join(r.lines, "\n")
-}
-
-// Println makes lineRecorder a pglock.Logger.
-func (r *lineRecorder) Println(v ...any) { r.add(fmt.Sprintln(v...)) }
-
-// levelRecorder is a printf-style pglock.LevelLogger.
-type levelRecorder struct{ lineRecorder }
-
-func (r *levelRecorder) Debug(msg string, args ...any) {
-	r.add("DEBUG " + fmt.Sprintf(msg, args...))
-}
-func (r *levelRecorder) Error(msg string, args ...any) {
-	r.add("ERROR " + fmt.Sprintf(msg, args...))
-}
-
-// recordHandler records slog records.
-type recordHandler struct{ lines *lineRecorder }
-
-func (h recordHandler) Enabled(context.Context, slog.Level) bool { return true }
-func (h recordHandler) Handle(_ context.Context, r slog.Record) error {
-	var b strings.Builder
-	b.WriteString(r.Level.String() + " " + r.Message)
-	r.Attrs(func(a slog.Attr) bool { fmt.Fprintf(&b, " %s=%v", a.Key, a.Value); return true })
-	h.lines.add(b.String())
-	return nil
-}
-func (h recordHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
-func (h recordHandler) WithGroup(string) slog.Handler      { return h }
-
-func TestCoreLoggers(t *testing.T) {
-	t.Parallel()
-	db := openDB(t)
-	exercise := func(t *testing.T, opt pglock.ClientOption) {
-		t.Helper()
-		c := newClient(t, db, opt, pglock.WithOwner("logged"))
-		l, err := c.Acquire("job", pglock.WithData([]byte("secret-data")))
-		require.NoError(t, err)
-		require.NoError(t, l.Close())
-	}
-
-	t.Run("WithLogger", func(t *testing.T) {
-		var rec lineRecorder
-		exercise(t, pglock.WithLogger(&rec))
-		assert.Contains(t, rec.all(), "lock acquired")
-		assert.Contains(t, rec.all(), "lock released")
-		assert.Contains(t, rec.all(), "logged")
-		assert.NotContains(t, rec.all(), "secret-data", "lock data is never logged")
-	})
-	t.Run("WithLevelLogger printf-style", func(t *testing.T) {
-		var rec levelRecorder
-		exercise(t, pglock.WithLevelLogger(&rec))
-		assert.Contains(t, rec.all(), "DEBUG lock acquired")
-		assert.NotContains(t, rec.all(), "%!", "no format verbs left unfilled")
-		assert.NotContains(t, rec.all(), "secret-data")
-	})
-	t.Run("WithLevelLogger *slog.Logger", func(t *testing.T) {
-		var rec lineRecorder
-		exercise(t, pglock.WithLevelLogger(slog.New(recordHandler{&rec})))
-		assert.Contains(t, rec.all(), "DEBUG lock acquired")
-		assert.Contains(t, rec.all(), "lock=job", "structured attributes")
-		assert.NotContains(t, rec.all(), "secret-data")
-	})
-	t.Run("WithSlog", func(t *testing.T) {
-		var rec lineRecorder
-		exercise(t, pglock.WithSlog(slog.New(recordHandler{&rec})))
-		assert.Contains(t, rec.all(), "DEBUG lock released")
-		assert.Contains(t, rec.all(), "owner=logged")
-		assert.NotContains(t, rec.all(), "secret-data")
-	})
-	t.Run("nil loggers are ignored", func(t *testing.T) {
-		assert.NotPanics(t, func() {
-			exercise(t, pglock.WithLevelLogger(nil))
-			exercise(t, pglock.WithLogger(nil))
-			exercise(t, pglock.WithLevelLogger((*slog.Logger)(nil)))
-			exercise(t, pglock.WithSlog(nil))
-		})
-	})
 }
