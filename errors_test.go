@@ -28,31 +28,6 @@ func TestErrorKindsFromRealFaults(t *testing.T) {
 		assert.Error(t, notExist.Unwrap())
 	})
 
-	t.Run("UnavailableError: closed port", func(t *testing.T) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		addr := ln.Addr().String()
-		require.NoError(t, ln.Close())
-		db := openDSN(t, "postgres://postgres@"+addr+"/postgres?sslmode=disable&connect_timeout=5")
-		c, err := pglock.New(db, pglock.WithCustomTable(tableName(t)))
-		require.NoError(t, err, "New does not connect")
-		for name, call := range map[string]func() error{
-			"Acquire":        func() error { _, err := c.Acquire("x"); return err },
-			"Get":            func() error { _, err := c.Get("x"); return err },
-			"GetAllLocks":    func() error { _, err := c.GetAllLocks(); return err },
-			"CreateTable":    c.CreateTable,
-			"TryCreateTable": c.TryCreateTable,
-			"DropTable":      c.DropTable,
-			"Do": func() error {
-				return c.Do(bg, "x", func(context.Context, *pglock.Lock) error { return nil })
-			},
-		} {
-			err := call()
-			var unavailable *pglock.UnavailableError
-			assert.ErrorAs(t, err, &unavailable, "%s: %v", name, err)
-		}
-	})
-
 	t.Run("UnavailableError: backend terminated mid-statement", func(t *testing.T) {
 		db, app := openApp(t)
 		c, table := newClientTable(t, db, pglock.WithLeaseDuration(time.Minute), pglock.WithHeartbeatFrequency(0))
@@ -251,7 +226,8 @@ func classifyTerminatedBackend(t *testing.T, db *sql.DB) {
 	t.Logf("terminated backend: %v", err)
 }
 
-// classifyClosedPort points a client at a port nobody listens on.
+// classifyClosedPort points a client at a port nobody listens on: New does
+// not connect, and every call that does fails with UnavailableError.
 func classifyClosedPort(t *testing.T, driverName string) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -261,13 +237,25 @@ func classifyClosedPort(t *testing.T, driverName string) {
 	db, err := sql.Open(driverName, dsn)
 	require.NoError(t, err)
 	defer db.Close()
-	c, err := pglock.New(db)
-	require.NoError(t, err)
+	c, err := pglock.New(db, pglock.WithCustomTable(tableName(t)))
+	require.NoError(t, err, "New does not connect")
 	_, err = c.Get("x")
 	require.Error(t, err)
 	var unavailable *pglock.UnavailableError
 	require.ErrorAs(t, err, &unavailable, "%T: %v", err, err)
 	require.Contains(t, err.Error(), "refused")
-	_, err = c.Acquire("x")
-	require.ErrorAs(t, err, &unavailable, "%T: %v", err, err)
+	for name, call := range map[string]func() error{
+		"Acquire":        func() error { _, err := c.Acquire("x"); return err },
+		"Get":            func() error { _, err := c.Get("x"); return err },
+		"GetAllLocks":    func() error { _, err := c.GetAllLocks(); return err },
+		"CreateTable":    c.CreateTable,
+		"TryCreateTable": c.TryCreateTable,
+		"DropTable":      c.DropTable,
+		"Do": func() error {
+			return c.Do(bg, "x", func(context.Context, *pglock.Lock) error { return nil })
+		},
+	} {
+		err := call()
+		assert.ErrorAs(t, err, &unavailable, "%s: %T: %v", name, err, err)
+	}
 }
