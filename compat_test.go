@@ -250,43 +250,27 @@ func TestRollingUpgradeNeverTwoHolders(t *testing.T) {
 
 // TestOriginalClientWithoutNotifications: clients of the original library
 // never notify and time out waits by sleeping a lease. Emulated with their
-// raw SQL on the same table: a waiter of this library picks up their release
-// by polling, never takes their lock while they heartbeat, and they never
-// take ours while we heartbeat.
+// raw SQL (origClient) on the same table: a waiter of this library picks up
+// their release by polling, never takes their lock while they heartbeat, and
+// they never take ours while we heartbeat.
 func TestOriginalClientWithoutNotifications(t *testing.T) {
 	t.Parallel()
 	const lease = time.Second
 	table, db := newTable(t)
 	q := pq.QuoteIdentifier(table)
-	seq := pq.QuoteLiteral(pq.QuoteIdentifier(table + "_rvn"))
-	nextval := func() int64 {
-		var v int64
-		require.NoError(t, db.QueryRow(`SELECT nextval(`+seq+`::regclass)`).Scan(&v))
-		return v
-	}
-	// The original library's statements.
-	oldAcquire := func(name string, rvn, expected int64) bool {
-		res, err := db.Exec(`INSERT INTO `+q+` (name, record_version_number, data, owner) VALUES ($1, $2, NULL, 'old')
-			ON CONFLICT (name) DO UPDATE SET record_version_number = $2, owner = 'old'
-			WHERE `+q+`.record_version_number IS NULL OR `+q+`.record_version_number = $3`, name, rvn, expected)
+	orig := &origClient{db: db, table: table, owner: "old", lease: lease}
+	// oldAcquire is one try of the original's acquire over the RVN it saw.
+	oldAcquire := func(name string, seen int64) bool {
+		acquired, _, err := orig.tryAcquire(bg, name, seen, nil)
 		require.NoError(t, err)
-		n, err := res.RowsAffected()
-		require.NoError(t, err)
-		return n == 1
-	}
-	oldHeartbeat := func(name string, rvn int64) (int64, bool) {
-		next := nextval()
-		res, err := db.Exec(`UPDATE `+q+` SET record_version_number = $3 WHERE name = $1 AND record_version_number = $2`, name, rvn, next)
-		require.NoError(t, err)
-		n, err := res.RowsAffected()
-		require.NoError(t, err)
-		return next, n == 1
+		return acquired
 	}
 
 	t.Run("old holder, new waiter", func(t *testing.T) {
 		waiter := sameTable(t, db, table, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(0))
-		rvn := nextval()
-		require.True(t, oldAcquire("old-holds", rvn, 0))
+		acquired, rvn, err := orig.tryAcquire(bg, "old-holds", 0, nil)
+		require.NoError(t, err)
+		require.True(t, acquired)
 		ctx, cancel := context.WithTimeout(bg, 10*time.Second)
 		defer cancel()
 		got := acquireAsync(ctx, waiter, "old-holds")
@@ -303,7 +287,8 @@ func TestOriginalClientWithoutNotifications(t *testing.T) {
 			default:
 			}
 			beat := time.Now()
-			next, ok := oldHeartbeat("old-holds", rvn)
+			next, ok, err := orig.heartbeat(bg, "old-holds", rvn)
+			require.NoError(t, err)
 			if !ok { // taken over: only legitimate after a lease of silence
 				r := <-got
 				require.NoError(t, r.err)
@@ -314,7 +299,7 @@ func TestOriginalClientWithoutNotifications(t *testing.T) {
 		}
 		notes := waiter.Stats().Notifications
 		released := time.Now()
-		_, err := db.Exec(`DELETE FROM `+q+` WHERE name = $1 AND record_version_number = $2`, "old-holds", rvn) // no NOTIFY
+		_, err = orig.release(bg, "old-holds", rvn, false) // no NOTIFY
 		require.NoError(t, err)
 		r := <-got
 		require.NoError(t, r.err)
@@ -332,7 +317,7 @@ func TestOriginalClientWithoutNotifications(t *testing.T) {
 			var seen int64
 			require.NoError(t, db.QueryRow(`SELECT record_version_number FROM `+q+` WHERE name = $1`, "new-holds").Scan(&seen))
 			time.Sleep(lease)
-			if oldAcquire("new-holds", nextval(), seen) {
+			if oldAcquire("new-holds", seen) {
 				// Only legitimate when no heartbeat landed for a lease (a
 				// loaded machine); the holder must then know it lost it.
 				require.True(t, l.IsReleased(), "old client took a live lock")
@@ -340,7 +325,7 @@ func TestOriginalClientWithoutNotifications(t *testing.T) {
 			}
 		}
 		require.NoError(t, holder.Release(l))
-		require.True(t, oldAcquire("new-holds", nextval(), 0))
+		require.True(t, oldAcquire("new-holds", 0))
 	})
 }
 
