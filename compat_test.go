@@ -28,8 +28,7 @@ func TestOriginalTableWorksWithEveryOperation(t *testing.T) {
 	require.NoError(t, err)
 	other, err := pglock.New(db, opts...)
 	require.NoError(t, err)
-	silent, err := pglock.New(db, pglock.WithCustomTable(table), pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(0))
-	require.NoError(t, err)
+	silent := sameTable(t, db, table, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(0))
 
 	require.NoError(t, c.TryCreateTable(), "TryCreateTable leaves the original's table alone")
 	require.Error(t, c.CreateTable(), "CreateTable refuses the existing table")
@@ -136,8 +135,7 @@ func TestRollingUpgradeNeverTwoHolders(t *testing.T) {
 		lease = 2 * time.Second
 		freq  = 250 * time.Millisecond
 	)
-	ours, err := pglock.New(db, pglock.WithCustomTable(table), pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(freq))
-	require.NoError(t, err)
+	ours := sameTable(t, db, table, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(freq))
 	orig := &origClient{db: db, table: table, owner: "pglock-42", lease: lease}
 	ctx := testCtx(t)
 

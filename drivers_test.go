@@ -72,8 +72,7 @@ func scenarioAcquireRelease(t *testing.T, db *sql.DB) {
 
 func scenarioFailIfLocked(t *testing.T, db *sql.DB) {
 	c1, table := newClientTable(t, db, shortLease...)
-	c2, err := pglock.New(db, append([]pglock.ClientOption{pglock.WithCustomTable(table)}, shortLease...)...)
-	require.NoError(t, err)
+	c2 := sameTable(t, db, table, shortLease...)
 	l1, err := c1.Acquire("a")
 	require.NoError(t, err)
 	defer l1.Close()
@@ -144,9 +143,7 @@ func scenarioGetAllLocks(t *testing.T, db *sql.DB) {
 // than the test's bound, and the waiter's client counts the notification.
 func scenarioReleaseWakesWaiter(t *testing.T, db *sql.DB) {
 	c1, table := newClientTable(t, db, pglock.WithLeaseDuration(time.Minute), pglock.WithHeartbeatFrequency(time.Second))
-	c2, err := pglock.New(db, pglock.WithCustomTable(table), pglock.WithLeaseDuration(time.Minute),
-		pglock.WithHeartbeatFrequency(time.Second))
-	require.NoError(t, err)
+	c2 := sameTable(t, db, table, pglock.WithLeaseDuration(time.Minute), pglock.WithHeartbeatFrequency(time.Second))
 	held, err := c1.Acquire("held")
 	require.NoError(t, err)
 	l1, err := c1.Acquire("a")
@@ -245,9 +242,7 @@ func scenarioContention(t *testing.T, db *sql.DB) {
 	for i := range clients {
 		c := c0
 		if i > 0 {
-			var err error
-			c, err = pglock.New(db, append([]pglock.ClientOption{pglock.WithCustomTable(table)}, shortLease...)...)
-			require.NoError(t, err)
+			c = sameTable(t, db, table, shortLease...)
 		}
 		all = append(all, c)
 		for range perClient {

@@ -75,14 +75,7 @@ func validLockName(s string) bool {
 // table for a fuzz target.
 func fuzzClient(f *testing.F) *pglock.Client {
 	f.Helper()
-	db, err := sql.Open("postgres", srv.DSN())
-	require.NoError(f, err)
-	f.Cleanup(func() { _ = db.Close() })
-	c, err := pglock.New(db, pglock.WithCustomTable(tableName(f)), pglock.WithHeartbeatFrequency(0), pglock.WithLeaseDuration(time.Minute))
-	require.NoError(f, err)
-	require.NoError(f, c.CreateTable())
-	f.Cleanup(func() { _ = c.DropTable() })
-	return c
+	return newClient(f, openDB(f), pglock.WithHeartbeatFrequency(0), pglock.WithLeaseDuration(time.Minute))
 }
 
 // FuzzLockName: any lock name is either refused with ErrInvalidName, exactly

@@ -57,8 +57,7 @@ func logScenario(t *testing.T, opts ...pglock.ClientOption) {
 	main := append([]pglock.ClientOption{pglock.WithLeaseDuration(3 * time.Second),
 		pglock.WithHeartbeatFrequency(100 * time.Millisecond)}, opts...)
 	a, table := newClientTable(t, db, append([]pglock.ClientOption{pglock.WithOwner(logOwner)}, main...)...)
-	b, err := pglock.New(db, append([]pglock.ClientOption{pglock.WithCustomTable(table)}, main...)...)
-	require.NoError(t, err)
+	b := sameTable(t, db, table, main...)
 
 	la, err := a.Acquire("a", pglock.WithData(logMarker), pglock.KeepOnRelease())
 	require.NoError(t, err)
@@ -88,8 +87,7 @@ func logScenario(t *testing.T, opts ...pglock.ClientOption) {
 	stale := append([]pglock.ClientOption{pglock.WithLeaseDuration(500 * time.Millisecond),
 		pglock.WithHeartbeatFrequency(0)}, opts...)
 	s1, table2 := newClientTable(t, db, stale...)
-	s2, err := pglock.New(db, append([]pglock.ClientOption{pglock.WithCustomTable(table2)}, stale...)...)
-	require.NoError(t, err)
+	s2 := sameTable(t, db, table2, stale...)
 	l1, err := s1.Acquire("s", pglock.WithData(logMarker))
 	require.NoError(t, err)
 	l2, err := s2.Acquire("s")

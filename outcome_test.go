@@ -4,10 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
-	"net"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -110,9 +108,7 @@ func matchOnce(substr string, err error) func(string, []driver.NamedValue) error
 // original library's issue 175).
 func TestUnknownHeartbeatOutcomeKeepsLock(t *testing.T) {
 	t.Parallel()
-	reset := func(context.CancelFunc) error {
-		return &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}
-	}
+	reset := func(context.CancelFunc) error { return errReset }
 	cancelled := func(cancel context.CancelFunc) error { cancel(); return context.Canceled }
 	for _, tc := range []struct {
 		name   string

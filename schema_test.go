@@ -203,8 +203,7 @@ func TestSequenceWrapKeepsLocksHeld(t *testing.T) {
 	// Acquire at the very top, then the background heartbeat across the
 	// wrap.
 	mustExec(t, db, `ALTER SEQUENCE `+seq+` RESTART WITH 9223372036854775807`)
-	hb, err := pglock.New(db, pglock.WithCustomTable(table), pglock.WithLeaseDuration(5*time.Second), pglock.WithHeartbeatFrequency(50*time.Millisecond))
-	require.NoError(t, err)
+	hb := sameTable(t, db, table, pglock.WithLeaseDuration(5*time.Second), pglock.WithHeartbeatFrequency(50*time.Millisecond))
 	l, err = hb.Acquire("c")
 	require.NoError(t, err)
 	assert.Equal(t, int64(math.MaxInt64), l.RecordVersionNumber())

@@ -17,8 +17,7 @@ func TestStatsCounts(t *testing.T) {
 	db := openDB(t)
 	opts := []pglock.ClientOption{pglock.WithLeaseDuration(6 * time.Second), pglock.WithHeartbeatFrequency(500 * time.Millisecond)}
 	c1, table := newClientTable(t, db, opts...)
-	c2, err := pglock.New(db, append([]pglock.ClientOption{pglock.WithCustomTable(table)}, opts...)...)
-	require.NoError(t, err)
+	c2 := sameTable(t, db, table, opts...)
 	require.Equal(t, pglock.Stats{}, c1.Stats(), "a new client has done nothing")
 
 	l1, err := c1.Acquire("a")
