@@ -152,7 +152,7 @@ func FuzzTableName(f *testing.F) {
 	}
 	buf := make([]byte, 6)
 	_, _ = rand.Read(buf)
-	dbName := "safety_fuzz_" + hex.EncodeToString(buf)
+	dbName := "fuzz_" + hex.EncodeToString(buf)
 	dsn, err := srv.CreateDatabase(dbName)
 	require.NoError(f, err)
 	db, err := sql.Open("postgres", dsn)

@@ -115,7 +115,7 @@ func heartbeatBatchSQL(t *testing.T, table string) string {
 	c := unsafeClient(t, db, table, pglock.WithLeaseDuration(5*time.Second), pglock.WithHeartbeatFrequency(50*time.Millisecond))
 	var rec recorder
 	cnt.SetObserver(rec.observe)
-	l, err := c.Acquire("perf-plan-probe")
+	l, err := c.Acquire("plan-probe")
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return c.Stats().Heartbeats >= 1 }, 10*time.Second, time.Millisecond)
 	require.NoError(t, c.Release(l))
