@@ -20,6 +20,8 @@ import (
 // statement that really runs (or really does not): a network cut exactly
 // between the server's commit and the client reading the reply, or exactly
 // before a statement leaves, cannot be provoked on demand by a real fault.
+// The unsettled-heartbeat tests go one step further and reproduce the state
+// such a fault leaves (MarkUnsettled) after moving the row themselves.
 
 // doneClock records when a lock's Done closed.
 type doneClock struct {
