@@ -14,13 +14,6 @@ import (
 	"cirello.io/pglock"
 )
 
-// shortLease is a lease short enough for tests that wait for losses, with
-// heartbeats frequent enough to keep held locks alive under load.
-var shortLease = []pglock.ClientOption{
-	pglock.WithLeaseDuration(3 * time.Second),
-	pglock.WithHeartbeatFrequency(100 * time.Millisecond),
-}
-
 // TestScenariosUnderEachDriver runs the core scenarios under both drivers.
 func TestScenariosUnderEachDriver(t *testing.T) {
 	t.Parallel()

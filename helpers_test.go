@@ -134,6 +134,13 @@ func openDriver(t testing.TB, driverName string) *sql.DB {
 	return db
 }
 
+// shortLease is a lease short enough for tests that wait for losses, with
+// heartbeats frequent enough to keep held locks alive under load.
+var shortLease = []pglock.ClientOption{
+	pglock.WithLeaseDuration(3 * time.Second),
+	pglock.WithHeartbeatFrequency(100 * time.Millisecond),
+}
+
 // tableName returns a fresh table name for one test.
 func tableName(t testing.TB) string {
 	t.Helper()
