@@ -9,67 +9,32 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/stdlib" // also registers the "pgx" database/sql driver
 	"github.com/stretchr/testify/require"
 
 	"cirello.io/pglock"
 )
 
-// ecoDrivers are the database/sql drivers the core scenarios run under:
-// lib/pq and pgx v5's stdlib, opened with sql.Open.
-var ecoDrivers = []string{"postgres", "pgx"}
-
-// ecoPGXConnector names a pool made by pgx's stdlib.OpenDB from a parsed
-// config, the other common way to use pgx through database/sql.
-const ecoPGXConnector = "pgx-OpenDB"
-
-// ecoOpen opens a pool on the test server with the named driver, or with
-// stdlib.OpenDB for ecoPGXConnector, closed when t ends.
-func ecoOpen(t *testing.T, driverName string) *sql.DB {
-	t.Helper()
-	var db *sql.DB
-	if driverName == ecoPGXConnector {
-		cfg, err := pgx.ParseConfig(srv.DSN())
-		require.NoError(t, err)
-		db = stdlib.OpenDB(*cfg)
-	} else {
-		var err error
-		db, err = sql.Open(driverName, srv.DSN())
-		require.NoError(t, err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	return db
-}
-
-// ecoShortLease is a lease short enough for tests that wait for losses, with
-// heartbeats frequent enough to keep held locks alive under load.
-var ecoShortLease = []pglock.ClientOption{
-	pglock.WithLeaseDuration(3 * time.Second),
-	pglock.WithHeartbeatFrequency(100 * time.Millisecond),
-}
-
-// TestDrivers runs the core scenarios under both drivers.
-func TestDrivers(t *testing.T) {
+// TestScenariosUnderEachDriver runs the core scenarios under both drivers.
+func TestScenariosUnderEachDriver(t *testing.T) {
 	t.Parallel()
 	scenarios := []struct {
 		name string
 		run  func(t *testing.T, db *sql.DB)
 	}{
-		{"AcquireRelease", ecoAcquireRelease},
-		{"FailIfLocked", ecoFailIfLocked},
-		{"KeepOnReleaseData", ecoKeepOnReleaseData},
-		{"Heartbeat", ecoHeartbeat},
-		{"GetAllLocks", ecoGetAllLocks},
-		{"ReleaseWakesWaiter", ecoReleaseWakesWaiter},
-		{"StolenLock", ecoStolenLock},
-		{"GuardInTx", ecoGuardInTx},
-		{"Contention", ecoContention},
+		{"AcquireRelease", scenarioAcquireRelease},
+		{"FailIfLocked", scenarioFailIfLocked},
+		{"KeepOnReleaseData", scenarioKeepOnReleaseData},
+		{"Heartbeat", scenarioHeartbeat},
+		{"GetAllLocks", scenarioGetAllLocks},
+		{"ReleaseWakesWaiter", scenarioReleaseWakesWaiter},
+		{"StolenLock", scenarioStolenLock},
+		{"GuardInTx", scenarioGuardInTx},
+		{"Contention", scenarioContention},
 	}
-	for _, driverName := range append(ecoDrivers, ecoPGXConnector) {
+	for _, driverName := range append(driverNames, pgxConnector) {
 		t.Run(driverName, func(t *testing.T) {
 			t.Parallel()
-			db := ecoOpen(t, driverName)
+			db := openDriver(t, driverName)
 			for _, s := range scenarios {
 				t.Run(s.name, func(t *testing.T) {
 					t.Parallel()
@@ -80,8 +45,8 @@ func TestDrivers(t *testing.T) {
 	}
 }
 
-func ecoAcquireRelease(t *testing.T, db *sql.DB) {
-	c := newClient(t, db, ecoShortLease...)
+func scenarioAcquireRelease(t *testing.T, db *sql.DB) {
+	c := newClient(t, db, shortLease...)
 	l, err := c.Acquire("a")
 	require.NoError(t, err)
 	require.False(t, l.IsReleased())
@@ -98,10 +63,9 @@ func ecoAcquireRelease(t *testing.T, db *sql.DB) {
 	require.ErrorIs(t, c.Release(l), pglock.ErrLockAlreadyReleased)
 }
 
-func ecoFailIfLocked(t *testing.T, db *sql.DB) {
-	c1, table := newClientTable(t, db, ecoShortLease...)
-	c2, err := pglock.New(db, append([]pglock.ClientOption{pglock.WithCustomTable(table)}, ecoShortLease...)...)
-	require.NoError(t, err)
+func scenarioFailIfLocked(t *testing.T, db *sql.DB) {
+	c1, table := newClientTable(t, db, shortLease...)
+	c2 := sameTable(t, db, table, shortLease...)
 	l1, err := c1.Acquire("a")
 	require.NoError(t, err)
 	defer l1.Close()
@@ -111,8 +75,8 @@ func ecoFailIfLocked(t *testing.T, db *sql.DB) {
 	require.True(t, l2.IsReleased())
 }
 
-func ecoKeepOnReleaseData(t *testing.T, db *sql.DB) {
-	c := newClient(t, db, ecoShortLease...)
+func scenarioKeepOnReleaseData(t *testing.T, db *sql.DB) {
+	c := newClient(t, db, shortLease...)
 	l, err := c.Acquire("a", pglock.WithData([]byte("first")), pglock.KeepOnRelease())
 	require.NoError(t, err)
 	require.NoError(t, l.Close())
@@ -133,8 +97,8 @@ func ecoKeepOnReleaseData(t *testing.T, db *sql.DB) {
 	require.ErrorIs(t, err, pglock.ErrLockNotFound, "released without KeepOnRelease: the row is gone")
 }
 
-func ecoHeartbeat(t *testing.T, db *sql.DB) {
-	c := newClient(t, db, ecoShortLease...)
+func scenarioHeartbeat(t *testing.T, db *sql.DB) {
+	c := newClient(t, db, shortLease...)
 	l, err := c.Acquire("a")
 	require.NoError(t, err)
 	defer l.Close()
@@ -150,8 +114,8 @@ func ecoHeartbeat(t *testing.T, db *sql.DB) {
 	require.False(t, l.IsReleased())
 }
 
-func ecoGetAllLocks(t *testing.T, db *sql.DB) {
-	c := newClient(t, db, ecoShortLease...)
+func scenarioGetAllLocks(t *testing.T, db *sql.DB) {
+	c := newClient(t, db, shortLease...)
 	for _, name := range []string{"b", "a"} {
 		l, err := c.Acquire(name, pglock.WithData([]byte("data-"+name)))
 		require.NoError(t, err)
@@ -167,14 +131,12 @@ func ecoGetAllLocks(t *testing.T, db *sql.DB) {
 	}
 }
 
-// ecoReleaseWakesWaiter checks that a release reaches a waiter of another
+// scenarioReleaseWakesWaiter checks that a release reaches a waiter of another
 // client through LISTEN/NOTIFY under either driver: the lease is far longer
 // than the test's bound, and the waiter's client counts the notification.
-func ecoReleaseWakesWaiter(t *testing.T, db *sql.DB) {
+func scenarioReleaseWakesWaiter(t *testing.T, db *sql.DB) {
 	c1, table := newClientTable(t, db, pglock.WithLeaseDuration(time.Minute), pglock.WithHeartbeatFrequency(time.Second))
-	c2, err := pglock.New(db, pglock.WithCustomTable(table), pglock.WithLeaseDuration(time.Minute),
-		pglock.WithHeartbeatFrequency(time.Second))
-	require.NoError(t, err)
+	c2 := sameTable(t, db, table, pglock.WithLeaseDuration(time.Minute), pglock.WithHeartbeatFrequency(time.Second))
 	held, err := c1.Acquire("held")
 	require.NoError(t, err)
 	l1, err := c1.Acquire("a")
@@ -216,14 +178,12 @@ func ecoReleaseWakesWaiter(t *testing.T, db *sql.DB) {
 	require.NoError(t, held.Close())
 }
 
-func ecoStolenLock(t *testing.T, db *sql.DB) {
-	c, table := newClientTable(t, db, ecoShortLease...)
+func scenarioStolenLock(t *testing.T, db *sql.DB) {
+	c, table := newClientTable(t, db, shortLease...)
 	l, err := c.Acquire("a")
 	require.NoError(t, err)
 	// Someone else takes the row over: its RVN changes under us.
-	_, err = db.Exec(fmt.Sprintf(`UPDATE %q SET record_version_number = record_version_number + 1000000, owner = 'thief' WHERE name = 'a'`,
-		table))
-	require.NoError(t, err)
+	stealRow(t, db, table, "a")
 	select {
 	case <-l.Done():
 	case <-time.After(20 * time.Second):
@@ -236,8 +196,8 @@ func ecoStolenLock(t *testing.T, db *sql.DB) {
 	require.Equal(t, "thief", got.Owner(), "losing a lock must not touch the thief's row")
 }
 
-func ecoGuardInTx(t *testing.T, db *sql.DB) {
-	c, table := newClientTable(t, db, ecoShortLease...)
+func scenarioGuardInTx(t *testing.T, db *sql.DB) {
+	c, table := newClientTable(t, db, shortLease...)
 	_, err := db.Exec(fmt.Sprintf(`CREATE TABLE %q (v int)`, table+"_guarded"))
 	require.NoError(t, err)
 	t.Cleanup(func() { _, _ = db.Exec(fmt.Sprintf(`DROP TABLE %q`, table+"_guarded")) })
@@ -253,8 +213,7 @@ func ecoGuardInTx(t *testing.T, db *sql.DB) {
 
 	// A thief (another owner) takes the row over. With the same owner, a
 	// heartbeat whose outcome was unknown would rightly adopt the new RVN.
-	_, err = db.Exec(fmt.Sprintf(`UPDATE %q SET record_version_number = record_version_number + 1000000, owner = 'thief' WHERE name = 'a'`, table))
-	require.NoError(t, err)
+	stealRow(t, db, table, "a")
 	tx, err = db.BeginTx(bg, nil)
 	require.NoError(t, err)
 	defer tx.Rollback() //nolint:errcheck // rolled back on purpose; the error says nothing here
@@ -262,11 +221,11 @@ func ecoGuardInTx(t *testing.T, db *sql.DB) {
 	require.True(t, l.IsReleased())
 }
 
-// ecoContention has 20 goroutines over 4 clients take one lock in turn and
+// scenarioContention has 20 goroutines over 4 clients take one lock in turn and
 // checks that no two ever hold it at once.
-func ecoContention(t *testing.T, db *sql.DB) {
+func scenarioContention(t *testing.T, db *sql.DB) {
 	const clients, perClient, rounds = 4, 5, 2
-	c0, table := newClientTable(t, db, ecoShortLease...)
+	c0, table := newClientTable(t, db, shortLease...)
 	var (
 		inside, entries atomic.Int64
 		wg              sync.WaitGroup
@@ -276,9 +235,7 @@ func ecoContention(t *testing.T, db *sql.DB) {
 	for i := range clients {
 		c := c0
 		if i > 0 {
-			var err error
-			c, err = pglock.New(db, append([]pglock.ClientOption{pglock.WithCustomTable(table)}, ecoShortLease...)...)
-			require.NoError(t, err)
+			c = sameTable(t, db, table, shortLease...)
 		}
 		all = append(all, c)
 		for range perClient {
@@ -345,32 +302,4 @@ func ecoContention(t *testing.T, db *sql.DB) {
 	}
 	require.Positive(t, total.Waits, "%d goroutines on one lock: some waited", clients*perClient)
 	t.Logf("waits %d, handoffs after a notification %d", total.Waits, total.Handoffs)
-}
-
-// TestPGXBoundedPoolPolls checks that a pool with a connection limit, made
-// from a connector, never gives a connection to LISTEN (it could be the one
-// the waiters need): waiters poll, and still acquire.
-func TestPGXBoundedPoolPolls(t *testing.T) {
-	t.Parallel()
-	db := ecoOpen(t, ecoPGXConnector)
-	db.SetMaxOpenConns(2)
-	c1, table := newClientTable(t, db, ecoShortLease...)
-	c2, err := pglock.New(db, append([]pglock.ClientOption{pglock.WithCustomTable(table)}, ecoShortLease...)...)
-	require.NoError(t, err)
-	l1, err := c1.Acquire("a")
-	require.NoError(t, err)
-	got := make(chan error, 1)
-	go func() {
-		l2, err := c2.Acquire("a")
-		if err == nil {
-			err = l2.Close()
-		}
-		got <- err
-	}()
-	require.Eventually(t, func() bool { return c2.Stats().Waits == 1 }, 10*time.Second, 5*time.Millisecond)
-	require.NoError(t, l1.Close())
-	require.NoError(t, <-got)
-	s := c2.Stats()
-	require.False(t, s.Listening)
-	require.Zero(t, s.ListenerConnects)
 }

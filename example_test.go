@@ -14,7 +14,7 @@ import (
 )
 
 // The examples run against the test database: exampleDSN and
-// exampleTable (main_test.go) stand for your connection string and table
+// exampleTable (helpers_test.go) stand for your connection string and table
 // name, and exampleClient stands for what ExampleNew shows (a pool, a
 // client, its table). Each example drops its table at the end.
 

@@ -52,7 +52,7 @@ func TestExclusionUnderFaultSchedules(t *testing.T) {
 	n := envInt(t, "PGLOCK_SCHEDULES", 2000)
 	base := uint64(envInt(t, "PGLOCK_SCHEDULE_SEED", int(time.Now().UnixNano()%1e9)))
 	const workers = 8
-	table, _ := perfTable(t)
+	table, _ := newTable(t)
 	var (
 		next    atomic.Int64
 		mu      sync.Mutex
@@ -136,7 +136,7 @@ func newScheduleWorker(t *testing.T, table string) *scheduleWorker {
 	w := &scheduleWorker{t: t, table: table, clock: pglock.NewManualClock(time.Unix(1_000_000, 0))}
 	for i := range scheduleClients {
 		var d schedDB
-		d.db, d.cnt = perfCountedDB(t)
+		d.db, d.cnt = countedDB(t)
 		d.cnt.SetRecycle(true)
 		c, err := pglock.NewSimulated(d.db, w.clock, pglock.WithCustomTable(table),
 			pglock.WithLeaseDuration(scheduleLease), pglock.WithHeartbeatFrequency(scheduleLease/4),
@@ -539,7 +539,7 @@ func (s *schedule) finish() {
 // so it has given the lock up by the time the other client takes it over.
 func TestReadBackDatingOnManualClock(t *testing.T) {
 	t.Parallel()
-	table, _ := perfTable(t)
+	table, _ := newTable(t)
 	w := newScheduleWorker(t, table)
 	defer w.close()
 	a, b := w.clients[0], w.clients[1]

@@ -109,3 +109,16 @@ func LeaseOf(l *Lock) (rvn int64, since time.Time) {
 	held, _ := l.state()
 	return held.rvn, held.at
 }
+
+// ClassifyError exposes typeError to the external tests that check errors of
+// both drivers are classified alike, from real server and network faults
+// provoked outside the client's own statements.
+var ClassifyError = typeError
+
+// MarkUnsettled puts l in the state a heartbeat begun at start leaves when
+// its statement committed but its answer was lost (the connection broke
+// after the commit) and reading the row back failed too. That fault cannot be
+// provoked on purpose with a real server (the window is microseconds wide),
+// so tests reproduce its state: they move the row as the heartbeat would
+// have, then call this.
+func MarkUnsettled(l *Lock, start time.Time) { l.markUnsettled(start) }

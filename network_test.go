@@ -89,17 +89,17 @@ func netClient(t *testing.T, db *sql.DB, table string, opts ...pglock.ClientOpti
 func waitBeats(t *testing.T, c *pglock.Client, n int64) {
 	t.Helper()
 	want := c.Stats().Heartbeats + n
-	require.Eventually(t, func() bool { return c.Stats().Heartbeats >= want }, testsBound, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return c.Stats().Heartbeats >= want }, waitBound, 10*time.Millisecond)
 }
 
-// contender tries to take names with FailIfLocked every interval until
+// startRival starts a contender that tries to take names with FailIfLocked every interval until
 // stop is closed, and counts what it took.
 type contender struct {
 	taken atomic.Int64
 	done  chan struct{}
 }
 
-func contend(c *pglock.Client, names []string, interval time.Duration, stop <-chan struct{}) *contender {
+func startRival(c *pglock.Client, names []string, interval time.Duration, stop <-chan struct{}) *contender {
 	k := &contender{done: make(chan struct{})}
 	go func() {
 		defer close(k.done)
@@ -142,7 +142,7 @@ func TestDeadConnectionsAreNotADeadDatabase(t *testing.T) {
 			}
 			waitBeats(t, holder, 4) // the holder's own connections are open
 			stop := make(chan struct{})
-			k := contend(rival, names, 100*time.Millisecond, stop)
+			k := startRival(rival, names, 100*time.Millisecond, stop)
 			flows := p.Blackhole()
 			time.Sleep(2 * netLease)
 			close(stop)
@@ -187,9 +187,9 @@ func TestFullPartition(t *testing.T) {
 			c := netClient(t, db, table)
 			l, err := c.Acquire("held")
 			require.NoError(t, err)
-			lead, err := c.NewElection("leader").Campaign(testsCtx(t), []byte("me"))
+			lead, err := c.NewElection("leader").Campaign(testCtx(t), []byte("me"))
 			require.NoError(t, err)
-			tx, err := db.BeginTx(testsCtx(t), nil)
+			tx, err := db.BeginTx(testCtx(t), nil)
 			require.NoError(t, err)
 			waitBeats(t, c, 2)
 			_, err = p.Partition()
@@ -258,7 +258,7 @@ func netRecovers(t *testing.T, c *pglock.Client, db *sql.DB) {
 	l, err := c.AcquireContext(ctx, "after")
 	require.NoError(t, err, "the client works again once the network heals")
 	require.NoError(t, c.Release(l))
-	require.Eventually(t, func() bool { return db.Stats().InUse == 0 }, testsBound, 10*time.Millisecond,
+	require.Eventually(t, func() bool { return db.Stats().InUse == 0 }, waitBound, 10*time.Millisecond,
 		"connections still in use: %+v", db.Stats())
 }
 
@@ -297,7 +297,7 @@ func TestStalledConnectionsNeverBlockACaller(t *testing.T) {
 			require.NoError(t, err)
 			tx, err := admin.Begin()
 			require.NoError(t, err)
-			_, err = tx.Exec(`LOCK TABLE ` + testsQuote(table) + ` IN ACCESS EXCLUSIVE MODE`)
+			_, err = tx.Exec(`LOCK TABLE ` + quote(table) + ` IN ACCESS EXCLUSIVE MODE`)
 			require.NoError(t, err)
 			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 			defer cancel()
@@ -328,9 +328,9 @@ func TestBusyPoolKeepsLocks(t *testing.T) {
 		opts []pglock.ClientOption
 	}{
 		"postgres/sql.Open":                 {func(t *testing.T) *sql.DB { return openDSN(t, srv.DSN()) }, nil},
-		"pgx/sql.Open":                      {func(t *testing.T) *sql.DB { return ecoOpen(t, "pgx") }, nil},
+		"pgx/sql.Open":                      {func(t *testing.T) *sql.DB { return openDriver(t, "pgx") }, nil},
 		"postgres/connector+WithSessionDSN": {openConnector, session},
-		"pgx/stdlib.OpenDB+WithSessionDSN":  {func(t *testing.T) *sql.DB { return ecoOpen(t, ecoPGXConnector) }, session},
+		"pgx/stdlib.OpenDB+WithSessionDSN":  {func(t *testing.T) *sql.DB { return openDriver(t, pgxConnector) }, session},
 	}
 	for name, o := range opens {
 		t.Run(name, func(t *testing.T) {
@@ -350,7 +350,7 @@ func TestBusyPoolKeepsLocks(t *testing.T) {
 			}
 			busy := occupyPool(t, db, poolSize, netLease*3/2)
 			stop := make(chan struct{})
-			k := contend(rival, names, 100*time.Millisecond, stop)
+			k := startRival(rival, names, 100*time.Millisecond, stop)
 			time.Sleep(netLease * 3 / 2)
 			close(stop)
 			<-k.done
@@ -422,7 +422,7 @@ func TestCloseStopsEverything(t *testing.T) {
 		held, err := holder.Acquire("theirs")
 		require.NoError(t, err)
 		waited := acquireAsyncErr(c, "theirs")
-		require.Eventually(t, func() bool { return c.Stats().Waits == 1 }, testsBound, time.Millisecond)
+		require.Eventually(t, func() bool { return c.Stats().Waits == 1 }, waitBound, time.Millisecond)
 		observed := c.NewElection("mine").Observe(context.Background())
 		<-observed
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -460,7 +460,7 @@ func TestCloseStopsEverything(t *testing.T) {
 			assert.Less(t, took, 1100*time.Millisecond)
 			assert.True(t, l.IsReleased(), "the lock ended all the same")
 			require.NoError(t, p.Heal())
-			ctx, cancel = context.WithTimeout(context.Background(), testsBound)
+			ctx, cancel = context.WithTimeout(context.Background(), waitBound)
 			defer cancel()
 			assert.NoError(t, c.Close(ctx), "once healed, Close joins what was left")
 		})
@@ -499,7 +499,7 @@ func TestLatency(t *testing.T) {
 			require.NoError(t, err)
 			b, err := holder.Acquire("b")
 			require.NoError(t, err)
-			got := perfAcquireAsync(testsCtx(t), waiter, "a")
+			got := acquireAsync(testCtx(t), waiter, "a")
 			time.Sleep(2 * lease)
 			require.NoError(t, a.Err(), "a held for two leases")
 			require.NoError(t, b.Err(), "b held for two leases")

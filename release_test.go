@@ -13,7 +13,7 @@ import (
 	"cirello.io/pglock"
 )
 
-func TestCoreReleaseConcurrent(t *testing.T) {
+func TestReleaseConcurrentSucceedsOnce(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
 	c, table := newClientTable(t, db, pglock.WithLeaseDuration(5*time.Second), pglock.WithHeartbeatFrequency(50*time.Millisecond))
@@ -58,7 +58,7 @@ func TestCoreReleaseConcurrent(t *testing.T) {
 	}
 }
 
-func TestCoreReleaseNilLock(t *testing.T) {
+func TestReleaseOfNilOrZeroLockFails(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
 	c := newClient(t, db)
@@ -77,7 +77,7 @@ func TestCoreReleaseNilLock(t *testing.T) {
 	})
 }
 
-func TestCoreReleaseLostLock(t *testing.T) {
+func TestReleaseOfLostLockLeavesNewHolderRow(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
 	// A long lease and no heartbeat: the lock cannot notice the loss by
@@ -90,7 +90,7 @@ func TestCoreReleaseLostLock(t *testing.T) {
 		}
 		l, err := c.Acquire("job", opts...)
 		require.NoError(t, err)
-		testsStealRow(t, db, testsQuote(table), "job")
+		stealRow(t, db, table, "job")
 		assert.False(t, l.IsReleased(), "not noticed yet")
 		err = c.Release(l)
 		require.ErrorIs(t, err, pglock.ErrLockAlreadyReleased, "keep=%v", keep)
@@ -99,11 +99,11 @@ func TestCoreReleaseLostLock(t *testing.T) {
 		got, err := c.Get("job")
 		require.NoError(t, err)
 		assert.Equal(t, "thief", got.Owner(), "the release left the new holder's row alone")
-		testsExec(t, db, `DELETE FROM `+testsQuote(table))
+		mustExec(t, db, `DELETE FROM `+quote(table))
 	}
 }
 
-func TestCoreCallsOnReleasedLock(t *testing.T) {
+func TestCallsOnReleasedLockFail(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
 	c := newClient(t, db, pglock.WithLeaseDuration(5*time.Second), pglock.WithHeartbeatFrequency(time.Second))
@@ -146,7 +146,7 @@ func TestNoGoroutineOutlivesLock(t *testing.T) {
 	}
 	got := make(chan *pglock.Lock)
 	go func() {
-		l, err := other.AcquireContext(testsCtx(t), "a")
+		l, err := other.AcquireContext(testCtx(t), "a")
 		assert.NoError(t, err)
 		got <- l
 	}()
@@ -163,16 +163,17 @@ func TestNoGoroutineOutlivesLock(t *testing.T) {
 	require.NoError(t, l.Close())
 	lost, err := c.Acquire("f")
 	require.NoError(t, err)
-	testsStealRow(t, db, testsQuote(table), "f")
+	stealRow(t, db, table, "f")
 	<-lost.Done()
 	require.ErrorIs(t, lost.Close(), pglock.ErrLockAlreadyReleased)
 }
 
-// TestReleaseAfterLeaseExpired: a lock whose lease ran out without a
-// heartbeat is lost (Done closed). Release still cleans its row up when nobody
-// took it over, but reports the loss, so Do does not claim f ran under the
-// lock.
-func TestReleaseAfterLeaseExpired(t *testing.T) {
+// TestReleaseAfterLapseCleansRowCountedOnce: a lock whose lease ran out
+// without a heartbeat is lost (Done closed). Release still cleans its row up
+// when nobody took it over, but reports the loss, so Do does not claim f ran
+// under the lock. The lock is counted once: lost when it lapsed, not
+// released too, and Held stays consistent.
+func TestReleaseAfterLapseCleansRowCountedOnce(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
 	c := newClient(t, db, pglock.WithLeaseDuration(300*time.Millisecond), pglock.WithHeartbeatFrequency(0))
@@ -180,31 +181,18 @@ func TestReleaseAfterLeaseExpired(t *testing.T) {
 	require.NoError(t, err)
 	select {
 	case <-l.Done():
-	case <-time.After(testsBound):
+	case <-time.After(waitBound):
 		t.Fatal("lease never ran out")
 	}
 	require.ErrorIs(t, l.Err(), pglock.ErrLockAlreadyReleased, "the holder was told it lost the lock")
 	// As in the original, Release succeeds while the row still carries the
 	// lock's RVN: nobody took it over, and the stale row is cleaned up.
-	require.NoError(t, c.Release(l))
-	_, err = c.Get("job")
-	require.ErrorIs(t, err, pglock.ErrLockNotFound, "the stale row was cleaned up")
-	require.ErrorIs(t, c.Release(l), pglock.ErrLockAlreadyReleased)
-}
-
-// TestReleaseAfterLapseCountedOnce: a lock whose lease lapsed (heartbeats
-// off), released cleanly because nobody took its row, is counted once: lost
-// when it lapsed, not released too. Held stays consistent.
-func TestReleaseAfterLapseCountedOnce(t *testing.T) {
-	t.Parallel()
-	db := openDB(t)
-	c := newClient(t, db, pglock.WithLeaseDuration(300*time.Millisecond), pglock.WithHeartbeatFrequency(0))
-	l, err := c.Acquire("job")
-	require.NoError(t, err)
-	<-l.Done()
 	require.NoError(t, c.Release(l), "nobody took the row: the release succeeds, as documented")
 	s := c.Stats()
 	t.Logf("acquired %d released %d lost %d held %d", s.Acquired, s.Released, s.Lost, s.Held())
 	assert.EqualValues(t, 0, s.Held())
 	assert.EqualValues(t, 1, s.Lost)
+	_, err = c.Get("job")
+	require.ErrorIs(t, err, pglock.ErrLockNotFound, "the stale row was cleaned up")
+	require.ErrorIs(t, c.Release(l), pglock.ErrLockAlreadyReleased)
 }

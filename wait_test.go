@@ -74,3 +74,37 @@ func TestWatchedNamesBeyondCapacity(t *testing.T) { //nolint:paralleltest // shr
 	}
 	assert.Len(t, taken, names, "every dead lock taken over within 20 leases")
 }
+
+// TestFailIfLockedTakesWatchedStaleLock: FailIfLocked takes a lock whose
+// RVN this client has already seen unchanged for a whole lease, and only
+// then.
+func TestFailIfLockedTakesWatchedStaleLock(t *testing.T) {
+	t.Parallel()
+	const lease = 1500 * time.Millisecond
+	table, db := newTable(t)
+	holder := sameTable(t, db, table, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(0))
+	watcher := sameTable(t, db, table, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(0))
+	stranger := sameTable(t, db, table, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(0))
+
+	l, err := holder.Acquire("flk")
+	require.NoError(t, err)
+	_, err = watcher.Acquire("flk", pglock.FailIfLocked())
+	require.ErrorIs(t, err, pglock.ErrNotAcquired)
+
+	// A heartbeat restarts the watch: a lease after the first sighting the
+	// RVN is new, so the watcher must not take it.
+	time.Sleep(lease / 2)
+	require.NoError(t, holder.SendHeartbeat(bg, l))
+	time.Sleep(lease / 2)
+	_, err = watcher.Acquire("flk", pglock.FailIfLocked())
+	require.ErrorIs(t, err, pglock.ErrNotAcquired, "the RVN changed within the lease")
+
+	time.Sleep(lease + lease/5)
+	_, err = stranger.Acquire("flk", pglock.FailIfLocked())
+	require.ErrorIs(t, err, pglock.ErrNotAcquired, "a client that never watched it must not take it")
+	taken, err := watcher.Acquire("flk", pglock.FailIfLocked())
+	require.NoError(t, err, "watched unchanged for a lease")
+	require.EqualValues(t, 1, watcher.Stats().Steals)
+	<-l.Done()
+	require.NoError(t, watcher.Release(taken))
+}

@@ -181,8 +181,8 @@ func TestChaos(t *testing.T) {
 	// depends on where in its loop a SIGSTOP catches a holder (a holder
 	// paused between tenures, or on its last write, wakes up with nothing
 	// left to write), which the test does not control. Guard's refusal of a
-	// stale write is asserted deterministically by
-	// TestSafetyGuardRefusesAfterSteal; here the proof is the ledger check.
+	// stale write is asserted deterministically by the root package's
+	// TestGuardRefusesAfterTakeover; here the proof is the ledger check.
 	// Writes the workers saw commit are in the ledger (a commit whose
 	// outcome was unknown may be there too, uncounted by its worker).
 	require.GreaterOrEqual(t, check.rows, sum.Writes)

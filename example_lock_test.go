@@ -19,10 +19,10 @@ func ExampleLock_Guard_fencing() {
 	ctx := context.Background()
 	c, db, cleanup := exampleClient()
 	defer cleanup()
-	if _, err := db.Exec(`CREATE TABLE example_safety_ledger (entry TEXT)`); err != nil {
+	if _, err := db.Exec(`CREATE TABLE example_ledger (entry TEXT)`); err != nil {
 		log.Fatal(err)
 	}
-	defer db.Exec(`DROP TABLE example_safety_ledger`)
+	defer db.Exec(`DROP TABLE example_ledger`)
 
 	l, err := c.AcquireContext(ctx, "ledger")
 	if err != nil {
@@ -38,7 +38,7 @@ func ExampleLock_Guard_fencing() {
 		if err := l.Guard(ctx, tx); err != nil {
 			return err // the lock is gone: nothing is written
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO example_safety_ledger VALUES ($1)`, entry); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO example_ledger VALUES ($1)`, entry); err != nil {
 			return err
 		}
 		return tx.Commit()
@@ -50,7 +50,7 @@ func ExampleLock_Guard_fencing() {
 	err = write("second")
 	fmt.Println("after release refused:", errors.Is(err, pglock.ErrLockAlreadyReleased))
 	var n int
-	if err := db.QueryRow(`SELECT count(*) FROM example_safety_ledger`).Scan(&n); err != nil {
+	if err := db.QueryRow(`SELECT count(*) FROM example_ledger`).Scan(&n); err != nil {
 		log.Fatal(err)
 	}
 	fmt.Println("entries:", n)

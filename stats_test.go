@@ -2,7 +2,6 @@ package pglock_test
 
 import (
 	"context"
-	"fmt"
 	"testing"
 	"time"
 
@@ -18,8 +17,7 @@ func TestStatsCounts(t *testing.T) {
 	db := openDB(t)
 	opts := []pglock.ClientOption{pglock.WithLeaseDuration(6 * time.Second), pglock.WithHeartbeatFrequency(500 * time.Millisecond)}
 	c1, table := newClientTable(t, db, opts...)
-	c2, err := pglock.New(db, append([]pglock.ClientOption{pglock.WithCustomTable(table)}, opts...)...)
-	require.NoError(t, err)
+	c2 := sameTable(t, db, table, opts...)
 	require.Equal(t, pglock.Stats{}, c1.Stats(), "a new client has done nothing")
 
 	l1, err := c1.Acquire("a")
@@ -72,8 +70,7 @@ func TestStatsCounts(t *testing.T) {
 	require.Equal(t, int64(1), c2.Stats().Held())
 
 	// A thief takes the row: the next heartbeat finds it lost.
-	_, err = db.Exec(fmt.Sprintf(`UPDATE %q SET record_version_number = record_version_number + 1000000, owner = 'thief' WHERE name = 'a'`, table))
-	require.NoError(t, err)
+	stealRow(t, db, table, "a")
 	<-l2.Done()
 	s2 = c2.Stats()
 	require.Equal(t, int64(1), s2.Lost)

@@ -15,52 +15,57 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"cirello.io/pglock"
 )
 
-// ecoMarker is the data payload the logging tests store: it must never
+// logMarker is the data payload the logging tests store: it must never
 // appear in any log output, in any encoding.
-var ecoMarker = []byte("SECRET-PAYLOAD-7f3a9c")
+var logMarker = []byte("SECRET-PAYLOAD-7f3a9c")
 
-// ecoSyncBuffer is a bytes.Buffer safe for concurrent writers.
-type ecoSyncBuffer struct {
+// syncBuffer is a bytes.Buffer safe for concurrent writers.
+type syncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (b *ecoSyncBuffer) Write(p []byte) (int, error) {
+func (b *syncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.Write(p)
 }
 
-func (b *ecoSyncBuffer) String() string {
+func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
 }
 
-// ecoLogScenario drives every logged event through two clients made with
-// opts: acquire with data, heartbeats, a wait and a handoff, a missing lock
-// on Get, reads, a stale takeover, and a loss by lease expiry.
-func ecoLogScenario(t *testing.T, opts ...pglock.ClientOption) {
+// logOwner owns the lock the logged scenario takes first, so that tests can
+// find its records by owner.
+const logOwner = "logged"
+
+// logScenario drives every logged event through two clients made with
+// opts, the first owned by logOwner: acquire with data, heartbeats, a wait
+// and a handoff, a missing lock on Get, reads, a stale takeover, and a loss
+// by lease expiry.
+func logScenario(t *testing.T, opts ...pglock.ClientOption) {
 	t.Helper()
 	db := openDB(t)
 	main := append([]pglock.ClientOption{pglock.WithLeaseDuration(3 * time.Second),
 		pglock.WithHeartbeatFrequency(100 * time.Millisecond)}, opts...)
-	a, table := newClientTable(t, db, main...)
-	b, err := pglock.New(db, append([]pglock.ClientOption{pglock.WithCustomTable(table)}, main...)...)
-	require.NoError(t, err)
+	a, table := newClientTable(t, db, append([]pglock.ClientOption{pglock.WithOwner(logOwner)}, main...)...)
+	b := sameTable(t, db, table, main...)
 
-	la, err := a.Acquire("a", pglock.WithData(ecoMarker), pglock.KeepOnRelease())
+	la, err := a.Acquire("a", pglock.WithData(logMarker), pglock.KeepOnRelease())
 	require.NoError(t, err)
 	first := la.RecordVersionNumber()
 	require.Eventually(t, func() bool { return la.RecordVersionNumber() != first }, 10*time.Second, 10*time.Millisecond)
 	got := make(chan error, 1)
 	go func() {
-		lb, err := b.Acquire("a", pglock.WithData(ecoMarker), pglock.ReplaceData(), pglock.KeepOnRelease())
+		lb, err := b.Acquire("a", pglock.WithData(logMarker), pglock.ReplaceData(), pglock.KeepOnRelease())
 		if err == nil {
 			err = lb.Close()
 		}
@@ -75,16 +80,15 @@ func ecoLogScenario(t *testing.T, opts ...pglock.ClientOption) {
 	require.NoError(t, err)
 	data, err := a.GetData("a")
 	require.NoError(t, err)
-	require.Equal(t, ecoMarker, data)
+	require.Equal(t, logMarker, data)
 
 	// A holder without heartbeats goes silent for a lease: a waiter takes
 	// the lock over, and the holder counts it lost.
 	stale := append([]pglock.ClientOption{pglock.WithLeaseDuration(500 * time.Millisecond),
 		pglock.WithHeartbeatFrequency(0)}, opts...)
 	s1, table2 := newClientTable(t, db, stale...)
-	s2, err := pglock.New(db, append([]pglock.ClientOption{pglock.WithCustomTable(table2)}, stale...)...)
-	require.NoError(t, err)
-	l1, err := s1.Acquire("s", pglock.WithData(ecoMarker))
+	s2 := sameTable(t, db, table2, stale...)
+	l1, err := s1.Acquire("s", pglock.WithData(logMarker))
 	require.NoError(t, err)
 	l2, err := s2.Acquire("s")
 	require.NoError(t, err)
@@ -94,23 +98,23 @@ func ecoLogScenario(t *testing.T, opts ...pglock.ClientOption) {
 	require.Equal(t, int64(1), s2.Stats().Steals)
 }
 
-// ecoRequireNoPayload fails when out holds the marker in any encoding a
+// requireNoPayload fails when out holds the marker in any encoding a
 // logger could have used for a []byte.
-func ecoRequireNoPayload(t *testing.T, out string) {
+func requireNoPayload(t *testing.T, out string) {
 	t.Helper()
 	for _, enc := range []string{
-		string(ecoMarker),
-		base64.StdEncoding.EncodeToString(ecoMarker),
-		hex.EncodeToString(ecoMarker),
-		ecoDecimal(ecoMarker), // how %v prints a []byte
+		string(logMarker),
+		base64.StdEncoding.EncodeToString(logMarker),
+		hex.EncodeToString(logMarker),
+		decimalBytes(logMarker), // how %v prints a []byte
 
 	} {
 		require.NotContains(t, out, enc, "the data payload was logged")
 	}
 }
 
-// ecoDecimal writes b as fmt's %v does, without the brackets.
-func ecoDecimal(b []byte) string {
+// decimalBytes writes b as fmt's %v does, without the brackets.
+func decimalBytes(b []byte) string {
 	parts := make([]string, len(b))
 	for i, c := range b {
 		parts[i] = strconv.Itoa(int(c))
@@ -118,8 +122,8 @@ func ecoDecimal(b []byte) string {
 	return strings.Join(parts, " ")
 }
 
-// ecoRecords parses JSON log lines.
-func ecoRecords(t *testing.T, out string) []map[string]any {
+// jsonRecords parses JSON log lines.
+func jsonRecords(t *testing.T, out string) []map[string]any {
 	t.Helper()
 	var recs []map[string]any
 	sc := bufio.NewScanner(strings.NewReader(out))
@@ -133,11 +137,34 @@ func ecoRecords(t *testing.T, out string) []map[string]any {
 	return recs
 }
 
-// ecoEmbeddedSlog is a LevelLogger that is not a *slog.Logger but embeds
+// embeddedSlog is a LevelLogger that is not a *slog.Logger but embeds
 // one, as wrappers often do.
-type ecoEmbeddedSlog struct{ *slog.Logger }
+type embeddedSlog struct{ *slog.Logger }
 
-func TestStructuredLogging(t *testing.T) {
+// printfLogger is a pre-slog LevelLogger: printf-style, as the original
+// library's users wrote them.
+type printfLogger struct {
+	mu            sync.Mutex
+	debug, errors []string
+}
+
+func (l *printfLogger) Debug(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.debug = append(l.debug, fmt.Sprintf(format, args...))
+}
+
+func (l *printfLogger) Error(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.errors = append(l.errors, fmt.Sprintf(format, args...))
+}
+
+// TestLoggers runs the logged scenario through every way of giving the
+// client a logger, and checks what each receives: every event, with its
+// attributes, at its level, printf-style loggers with their arguments
+// formatted, and never the lock's data in any encoding.
+func TestLoggers(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name string
@@ -146,19 +173,19 @@ func TestStructuredLogging(t *testing.T) {
 		{"WithSlog", pglock.WithSlog},
 		{"WithLevelLogger", func(l *slog.Logger) pglock.ClientOption { return pglock.WithLevelLogger(l) }},
 		{"WithLevelLoggerEmbedded", func(l *slog.Logger) pglock.ClientOption {
-			return pglock.WithLevelLogger(ecoEmbeddedSlog{l})
+			return pglock.WithLevelLogger(embeddedSlog{l})
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			var buf ecoSyncBuffer
+			var buf syncBuffer
 			logger := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-			ecoLogScenario(t, tc.opt(logger))
+			logScenario(t, tc.opt(logger))
 			out := buf.String()
 			require.NotContains(t, out, "BADKEY")
-			ecoRequireNoPayload(t, out)
+			requireNoPayload(t, out)
 			byMsg := map[string][]map[string]any{}
-			for _, rec := range ecoRecords(t, out) {
+			for _, rec := range jsonRecords(t, out) {
 				msg, _ := rec["msg"].(string)
 				byMsg[msg] = append(byMsg[msg], rec)
 				require.NotEqual(t, "ERROR", rec["level"], "nothing in this scenario needs an operator: %v", rec)
@@ -179,56 +206,57 @@ func TestStructuredLogging(t *testing.T) {
 			}
 			require.Equal(t, "WARN", byMsg["lock lost"][0]["level"])
 			require.Equal(t, "DEBUG", byMsg["lock acquired"][0]["level"])
+			require.Equal(t, "DEBUG", byMsg["lock released"][0]["level"])
+			// The scenario's first lock is "a", taken and then released by
+			// logOwner: the attributes carry both.
+			require.Equal(t, "a", byMsg["lock acquired"][0]["lock"], "structured attributes")
+			require.Equal(t, logOwner, byMsg["lock acquired"][0]["owner"])
+			require.Equal(t, logOwner, byMsg["lock released"][0]["owner"])
 			waited, ok := byMsg["waited for lock"][0]["waited"].(float64) // JSON durations are nanoseconds
 			require.True(t, ok)
 			require.Positive(t, waited)
 		})
 	}
-}
-
-// ecoPrintfLogger is a pre-slog LevelLogger: printf-style, as the original
-// library's users wrote them.
-type ecoPrintfLogger struct {
-	mu            sync.Mutex
-	debug, errors []string
-}
-
-func (l *ecoPrintfLogger) Debug(format string, args ...any) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.debug = append(l.debug, fmt.Sprintf(format, args...))
-}
-
-func (l *ecoPrintfLogger) Error(format string, args ...any) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.errors = append(l.errors, fmt.Sprintf(format, args...))
-}
-
-func TestLegacyLoggers(t *testing.T) {
-	t.Parallel()
-	t.Run("LevelLogger", func(t *testing.T) {
+	t.Run("LevelLogger printf-style", func(t *testing.T) {
 		t.Parallel()
-		var l ecoPrintfLogger
-		ecoLogScenario(t, pglock.WithLevelLogger(&l))
+		var l printfLogger
+		logScenario(t, pglock.WithLevelLogger(&l))
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		require.Empty(t, l.errors, "a routine scenario, a missing lock on Get included, logs no error")
 		all := strings.Join(l.debug, "\n")
-		require.Contains(t, all, "lock acquired lock=a owner=")
+		require.Contains(t, all, "lock acquired lock=a owner="+logOwner, "logged at Debug")
 		require.Contains(t, all, "lock lost lock=s")
 		require.NotContains(t, all, "%!", "printf-style arguments are formatted")
 		require.NotContains(t, all, "BADKEY")
-		ecoRequireNoPayload(t, all)
+		requireNoPayload(t, all)
 	})
 	t.Run("Logger", func(t *testing.T) {
 		t.Parallel()
-		var buf ecoSyncBuffer
-		ecoLogScenario(t, pglock.WithLogger(log.New(&buf, "", 0)))
+		var buf syncBuffer
+		logScenario(t, pglock.WithLogger(log.New(&buf, "", 0)))
 		out := buf.String()
-		require.Contains(t, out, "lock acquired lock=a owner=")
+		require.Contains(t, out, "lock acquired lock=a owner="+logOwner)
 		require.Contains(t, out, "waited for lock lock=a")
-		ecoRequireNoPayload(t, out)
+		require.Contains(t, out, "lock released lock=a owner="+logOwner)
+		requireNoPayload(t, out)
+	})
+	t.Run("nil loggers are ignored", func(t *testing.T) {
+		t.Parallel()
+		db := openDB(t)
+		exercise := func(t *testing.T, opt pglock.ClientOption) {
+			t.Helper()
+			c := newClient(t, db, opt, pglock.WithOwner("logged"))
+			l, err := c.Acquire("job", pglock.WithData([]byte("secret-data")))
+			require.NoError(t, err)
+			require.NoError(t, l.Close())
+		}
+		assert.NotPanics(t, func() {
+			exercise(t, pglock.WithLevelLogger(nil))
+			exercise(t, pglock.WithLogger(nil))
+			exercise(t, pglock.WithLevelLogger((*slog.Logger)(nil)))
+			exercise(t, pglock.WithSlog(nil))
+		})
 	})
 }
 
@@ -236,7 +264,7 @@ func TestLegacyLoggers(t *testing.T) {
 // that nothing reached the process's default loggers. It swaps them, so it
 // does not run in parallel.
 func TestQuietByDefault(t *testing.T) {
-	var slogBuf, logBuf ecoSyncBuffer
+	var slogBuf, logBuf syncBuffer
 	prevSlog := slog.Default()
 	slog.SetDefault(slog.New(slog.NewTextHandler(&slogBuf, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	prevOut, prevFlags := log.Writer(), log.Flags()
@@ -248,7 +276,7 @@ func TestQuietByDefault(t *testing.T) {
 		log.SetOutput(prevOut)
 		log.SetFlags(prevFlags)
 	})
-	ecoLogScenario(t)
+	logScenario(t)
 	require.Empty(t, slogBuf.String())
 	require.Empty(t, logBuf.String())
 }

@@ -10,41 +10,41 @@ import (
 	"cirello.io/pglock"
 )
 
-func TestSafetyDoneClosedOnRelease(t *testing.T) {
+func TestDoneClosedOnRelease(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
 	c, _ := newClientTable(t, db, pglock.WithLeaseDuration(5*time.Second), pglock.WithHeartbeatFrequency(time.Second))
 	l, err := c.Acquire("done-release")
 	require.NoError(t, err)
-	require.False(t, safetyClosed(l.Done()), "Done closed while held")
+	require.False(t, isClosed(l.Done()), "Done closed while held")
 	require.NoError(t, l.Err())
 	require.NoError(t, c.Release(l))
-	require.True(t, safetyClosed(l.Done()), "Done not closed by Release")
+	require.True(t, isClosed(l.Done()), "Done not closed by Release")
 	require.ErrorIs(t, l.Err(), pglock.ErrLockAlreadyReleased)
 	require.True(t, l.IsReleased())
 }
 
-// TestSafetyDoneOnSteal: once the row is taken over, the next heartbeat
-// notices and Done closes about one heartbeat interval later, long before
-// the lease would run out.
-func TestSafetyDoneOnSteal(t *testing.T) {
+// TestDoneClosedSoonAfterTakeover: once the row is taken over, the next
+// heartbeat notices and Done closes about one heartbeat interval later, long
+// before the lease would run out.
+func TestDoneClosedSoonAfterTakeover(t *testing.T) {
 	t.Parallel()
 	const lease, freq = 20 * time.Second, 200 * time.Millisecond
 	db := openDB(t)
 	c, table := newClientTable(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(freq))
 	l, err := c.Acquire("done-steal")
 	require.NoError(t, err)
-	safetySteal(t, db, table, "done-steal")
-	took := safetyWait(t, l.Done(), lease/2, "Done after a steal")
+	stealRow(t, db, table, "done-steal")
+	took := waitClosed(t, l.Done(), lease/2, "Done after a steal")
 	t.Logf("Done closed %v after the steal (heartbeat every %v)", took, freq)
 	require.ErrorIs(t, l.Err(), pglock.ErrLockAlreadyReleased)
 	require.ErrorIs(t, c.Release(l), pglock.ErrLockAlreadyReleased)
 	require.Equal(t, int64(1), c.Stats().Lost)
 }
 
-// TestSafetyDoneOnSilence: a lock whose heartbeats stop is lost a lease
-// after the last one began, not before.
-func TestSafetyDoneOnSilence(t *testing.T) {
+// TestDoneClosedALeaseAfterHeartbeatsStop: a lock whose heartbeats stop is
+// lost a lease after the last one began, not before.
+func TestDoneClosedALeaseAfterHeartbeatsStop(t *testing.T) {
 	t.Parallel()
 	const lease, freq = 2 * time.Second, 200 * time.Millisecond
 	db := openDB(t)
@@ -54,7 +54,7 @@ func TestSafetyDoneOnSilence(t *testing.T) {
 	require.NoError(t, err)
 	stopHeartbeat()
 	stopped := time.Now()
-	safetyWait(t, l.Done(), 30*lease, "Done after heartbeats stopped")
+	waitClosed(t, l.Done(), 30*lease, "Done after heartbeats stopped")
 	took := time.Since(stopped)
 	t.Logf("Done closed %v after heartbeats stopped (lease %v)", took, lease)
 	// The last heartbeat began about one interval before the stop, or
@@ -64,9 +64,9 @@ func TestSafetyDoneOnSilence(t *testing.T) {
 	require.NoError(t, c.Release(l), "nobody took the row: Release still deletes it")
 }
 
-// TestSafetyDoneNotClosedWhileHeld: a lock held through many heartbeats
+// TestDoneNotClosedWhileHeld: a lock held through many heartbeats
 // and several leases stays held.
-func TestSafetyDoneNotClosedWhileHeld(t *testing.T) {
+func TestDoneNotClosedWhileHeld(t *testing.T) {
 	t.Parallel()
 	const lease, freq = 2 * time.Second, 200 * time.Millisecond
 	db := openDB(t)
@@ -83,31 +83,4 @@ func TestSafetyDoneNotClosedWhileHeld(t *testing.T) {
 	require.NotEqual(t, first, l.RecordVersionNumber(), "no heartbeat landed")
 	require.GreaterOrEqual(t, c.Stats().Heartbeats, int64(5))
 	require.NoError(t, c.Release(l))
-}
-
-// TestSafetyDoCancelledOnLoss: Do cancels f's context when the lock is lost.
-func TestSafetyDoCancelledOnLoss(t *testing.T) {
-	t.Parallel()
-	const lease, freq = 20 * time.Second, 200 * time.Millisecond
-	db := openDB(t)
-	c, table := newClientTable(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(freq))
-	running := make(chan *pglock.Lock)
-	errc := make(chan error, 1)
-	go func() {
-		errc <- c.Do(bg, "do-loss", func(ctx context.Context, l *pglock.Lock) error {
-			running <- l
-			<-ctx.Done()
-			return ctx.Err()
-		})
-	}()
-	l := <-running
-	safetySteal(t, db, table, "do-loss")
-	select {
-	case err := <-errc:
-		require.ErrorIs(t, err, context.Canceled, "Do returned %v", err)
-	case <-time.After(lease / 2):
-		t.Fatal("f's context was not cancelled after the lock was lost")
-	}
-	require.True(t, l.IsReleased())
-	require.ErrorIs(t, l.Err(), pglock.ErrLockAlreadyReleased)
 }

@@ -21,7 +21,7 @@ import (
 
 // Seeds shared by the fuzz targets: empty, boundary lengths, NUL, invalid
 // UTF-8, quotes, SQL, unicode.
-var safetyStringSeeds = []string{
+var fuzzSeeds = []string{
 	"",
 	"a",
 	strings.Repeat("x", 63),
@@ -66,37 +66,30 @@ var safetyStringSeeds = []string{
 	"Locks",
 }
 
-// safetyIsValidName mirrors the documented rule for lock names.
-func safetyIsValidName(s string) bool {
+// validLockName mirrors the documented rule for lock names.
+func validLockName(s string) bool {
 	return s != "" && len(s) <= 255 && utf8.ValidString(s) && !strings.ContainsRune(s, 0)
 }
 
-// safetyFuzzClient makes a client without background heartbeat on a fresh
+// fuzzClient makes a client without background heartbeat on a fresh
 // table for a fuzz target.
-func safetyFuzzClient(f *testing.F) *pglock.Client {
+func fuzzClient(f *testing.F) *pglock.Client {
 	f.Helper()
-	db, err := sql.Open("postgres", srv.DSN())
-	require.NoError(f, err)
-	f.Cleanup(func() { _ = db.Close() })
-	c, err := pglock.New(db, pglock.WithCustomTable(tableName(f)), pglock.WithHeartbeatFrequency(0), pglock.WithLeaseDuration(time.Minute))
-	require.NoError(f, err)
-	require.NoError(f, c.CreateTable())
-	f.Cleanup(func() { _ = c.DropTable() })
-	return c
+	return newClient(f, openDB(f), pglock.WithHeartbeatFrequency(0), pglock.WithLeaseDuration(time.Minute))
 }
 
 // FuzzLockName: any lock name is either refused with ErrInvalidName, exactly
 // when it breaks the documented rule, or acquired, read back and released.
 func FuzzLockName(f *testing.F) {
-	for _, s := range safetyStringSeeds {
+	for _, s := range fuzzSeeds {
 		f.Add(s)
 	}
-	c := safetyFuzzClient(f)
+	c := fuzzClient(f)
 	f.Fuzz(func(t *testing.T, name string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		l, err := c.AcquireContext(ctx, name, pglock.FailIfLocked(), pglock.WithData([]byte("d")))
-		if !safetyIsValidName(name) {
+		if !validLockName(name) {
 			require.ErrorIs(t, err, pglock.ErrInvalidName, "name %q", name)
 			_, err = c.GetContext(ctx, name)
 			require.ErrorIs(t, err, pglock.ErrInvalidName, "Get %q", name)
@@ -118,12 +111,12 @@ func FuzzLockName(f *testing.F) {
 
 // FuzzLockData: any data is stored and read back unchanged.
 func FuzzLockData(f *testing.F) {
-	for _, s := range safetyStringSeeds {
+	for _, s := range fuzzSeeds {
 		f.Add([]byte(s))
 	}
 	f.Add([]byte(nil))
 	f.Add(bytes.Repeat([]byte{0xff, 0x00, '\\', 'x'}, 1<<18)) // 1 MiB
-	c := safetyFuzzClient(f)
+	c := fuzzClient(f)
 	var n atomic.Int64
 	f.Fuzz(func(t *testing.T, data []byte) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -154,12 +147,12 @@ func FuzzLockData(f *testing.F) {
 // DropTable. It runs in a database of its own, so that hostile names cannot
 // touch the tables of other tests.
 func FuzzTableName(f *testing.F) {
-	for _, s := range safetyStringSeeds {
+	for _, s := range fuzzSeeds {
 		f.Add(s)
 	}
 	buf := make([]byte, 6)
 	_, _ = rand.Read(buf)
-	dbName := "safety_fuzz_" + hex.EncodeToString(buf)
+	dbName := "fuzz_" + hex.EncodeToString(buf)
 	dsn, err := srv.CreateDatabase(dbName)
 	require.NoError(f, err)
 	db, err := sql.Open("postgres", dsn)

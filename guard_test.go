@@ -1,7 +1,9 @@
 package pglock_test
 
 import (
+	"context"
 	"database/sql"
+	"sync"
 	"testing"
 	"time"
 
@@ -10,32 +12,15 @@ import (
 	"cirello.io/pglock"
 )
 
-// safetyLedger makes a table for guarded writes, dropped when t ends.
-func safetyLedger(t *testing.T, db *sql.DB) string {
-	t.Helper()
-	name := "ledger_" + tableName(t)
-	_, err := db.Exec(`CREATE TABLE ` + name + ` (id BIGSERIAL PRIMARY KEY, who TEXT NOT NULL)`)
-	require.NoError(t, err)
-	t.Cleanup(func() { _, _ = db.Exec(`DROP TABLE ` + name) })
-	return name
-}
-
-func safetyCount(t *testing.T, db *sql.DB, ledger, who string) int {
-	t.Helper()
-	var n int
-	require.NoError(t, db.QueryRow(`SELECT count(*) FROM `+ledger+` WHERE who = $1`, who).Scan(&n))
-	return n
-}
-
-// TestSafetyGuardHoldsOffTakeover: while a guarded transaction is open,
+// TestGuardHoldsOffTakeover: while a guarded transaction is open,
 // nobody takes the lock over, even after the holder's heartbeats stopped
 // landing for more than a lease; the waiter gets the lock only once the
 // transaction has ended, and the transaction's writes commit.
-func TestSafetyGuardHoldsOffTakeover(t *testing.T) {
+func TestGuardHoldsOffTakeover(t *testing.T) {
 	t.Parallel()
 	const lease, freq = 2 * time.Second, 200 * time.Millisecond
 	db := openDB(t)
-	ledger := safetyLedger(t, db)
+	ledger := newLedger(t, db)
 	c, table := newClientTable(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(freq))
 	waiter := sameTable(t, db, table, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(freq))
 
@@ -69,7 +54,7 @@ func TestSafetyGuardHoldsOffTakeover(t *testing.T) {
 
 	// The heartbeat skips the guarded row, so after a lease the holder
 	// counts the lock lost, and the waiter may try to take it over.
-	safetyWait(t, l.Done(), 30*lease, "Done while guarded for longer than a lease")
+	waitClosed(t, l.Done(), 30*lease, "Done while guarded for longer than a lease")
 	select {
 	case r := <-got:
 		t.Fatalf("waiter acquired the lock while a guarded transaction was open (rvn %d)", r.l.RecordVersionNumber())
@@ -86,17 +71,17 @@ func TestSafetyGuardHoldsOffTakeover(t *testing.T) {
 	require.NotNil(t, r.l)
 	require.True(t, r.at.After(committed), "waiter acquired before the guarded transaction ended")
 	t.Logf("waiter acquired %v after the guarded transaction committed", r.at.Sub(committed))
-	require.Equal(t, 1, safetyCount(t, db, ledger, "holder"))
+	require.Equal(t, 1, ledgerCount(t, db, ledger, "holder"))
 	require.NoError(t, waiter.Release(r.l))
 }
 
-// TestSafetyGuardRefusesAfterSteal: Guard checks the row in the database,
+// TestGuardRefusesAfterTakeover: Guard checks the row in the database,
 // not only the lock's own state: a lock stolen a moment ago, before any
 // heartbeat could notice, is refused, and the caller's writes roll back.
-func TestSafetyGuardRefusesAfterSteal(t *testing.T) {
+func TestGuardRefusesAfterTakeover(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
-	ledger := safetyLedger(t, db)
+	ledger := newLedger(t, db)
 	// No background heartbeat: only Guard can notice the steal.
 	c, table := newClientTable(t, db, pglock.WithLeaseDuration(time.Minute), pglock.WithHeartbeatFrequency(0))
 	l, err := c.Acquire("stolen")
@@ -109,7 +94,7 @@ func TestSafetyGuardRefusesAfterSteal(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, tx.Commit())
 
-	safetySteal(t, db, table, "stolen")
+	stealRow(t, db, table, "stolen")
 	require.NoError(t, l.Err(), "the lock cannot know of the steal yet")
 
 	tx, err = db.Begin()
@@ -121,9 +106,9 @@ func TestSafetyGuardRefusesAfterSteal(t *testing.T) {
 	var other *pglock.OtherError
 	require.ErrorAs(t, err, &other, "want an OtherError, got %T", err)
 	require.NoError(t, tx.Rollback())
-	require.True(t, safetyClosed(l.Done()), "Guard's discovery closes Done")
-	require.Equal(t, 1, safetyCount(t, db, ledger, "before"))
-	require.Equal(t, 0, safetyCount(t, db, ledger, "after"), "a write after the steal was committed")
+	require.True(t, isClosed(l.Done()), "Guard's discovery closes Done")
+	require.Equal(t, 1, ledgerCount(t, db, ledger, "before"))
+	require.Equal(t, 0, ledgerCount(t, db, ledger, "after"), "a write after the steal was committed")
 
 	// Later calls are refused at once.
 	tx, err = db.Begin()
@@ -132,7 +117,7 @@ func TestSafetyGuardRefusesAfterSteal(t *testing.T) {
 	require.NoError(t, tx.Rollback())
 }
 
-func TestSafetyGuardReleasedOrNotHeld(t *testing.T) {
+func TestGuardRefusesUnheldLock(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
 	c, _ := newClientTable(t, db, pglock.WithLeaseDuration(5*time.Second), pglock.WithHeartbeatFrequency(time.Second))
@@ -159,11 +144,11 @@ func TestSafetyGuardReleasedOrNotHeld(t *testing.T) {
 	require.NoError(t, c.Release(held))
 }
 
-// TestSafetyGuardRepeatableRead: in a REPEATABLE READ transaction whose
+// TestGuardRefusesStaleSnapshot: in a REPEATABLE READ transaction whose
 // snapshot predates the lock's last heartbeat, Guard cannot tell whether
 // the lock is held; it refuses without ending the lock. Called first in a
 // fresh transaction it works.
-func TestSafetyGuardRepeatableRead(t *testing.T) {
+func TestGuardRefusesStaleSnapshot(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
 	c, _ := newClientTable(t, db, pglock.WithLeaseDuration(time.Minute), pglock.WithHeartbeatFrequency(0))
@@ -184,5 +169,59 @@ func TestSafetyGuardRepeatableRead(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, l.Guard(bg, tx))
 	require.NoError(t, tx.Commit())
+	require.NoError(t, c.Release(l))
+}
+
+// TestGuardBusyHolderKeepsLock: a holder that always has a guarded
+// transaction open (several goroutines writing back to back) keeps its
+// lock: the heartbeat, which skips a guarded row, waits for the row when
+// skipping would let the lease run out.
+func TestGuardBusyHolderKeepsLock(t *testing.T) {
+	t.Parallel()
+	const lease, freq = 2 * time.Second, 200 * time.Millisecond
+	db := openDB(t)
+	ledger := newLedger(t, db)
+	c, _ := newClientTable(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(freq))
+	l, err := c.Acquire("busy")
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(bg, 2*lease)
+	defer cancel()
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		writes int
+	)
+	for range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				tx, err := db.BeginTx(ctx, nil)
+				if err != nil {
+					continue
+				}
+				if err := l.Guard(ctx, tx); err != nil {
+					_ = tx.Rollback()
+					if l.Err() != nil {
+						return
+					}
+					continue
+				}
+				_, err = tx.ExecContext(ctx, `INSERT INTO `+ledger+` (who) VALUES ('busy')`)
+				time.Sleep(30 * time.Millisecond)
+				if err == nil && tx.Commit() == nil {
+					mu.Lock()
+					writes++
+					mu.Unlock()
+				} else {
+					_ = tx.Rollback()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("%d guarded writes in %v; heartbeats %d", writes, 2*lease, c.Stats().Heartbeats)
+	require.NoError(t, l.Err(), "a busy holder lost its lock")
+	require.Positive(t, writes)
 	require.NoError(t, c.Release(l))
 }
