@@ -60,8 +60,9 @@ type demo struct {
 	workers int
 	mu      sync.Mutex // serialises output
 
-	dsn, table string    // where the demo runs
-	dbs        []*sql.DB // one pool per client, closed at the end
+	dsn, table string           // where the demo runs
+	dbs        []*sql.DB        // one pool per client, closed at the end
+	clients    []*pglock.Client // stopped at the end
 
 	events chan event     // leaders report their election here
 	kill   chan struct{}  // the leader that receives it crashes
@@ -147,12 +148,12 @@ func (d *demo) onServer(ctx context.Context, dsn string) (err error) {
 		return err
 	}
 	pctx, cancel := context.WithTimeout(ctx, connectTimeout)
-	err = d.dbs[0].PingContext(pctx)
+	err = d.g.calls.run(pctx, d.dbs[0].PingContext)
 	cancel()
 	if err != nil {
 		return fmt.Errorf("cannot connect to PostgreSQL: %w", err)
 	}
-	if err := admin.CreateTable(); err != nil {
+	if err := d.g.calls.run(ctx, func(context.Context) error { return admin.CreateTable() }); err != nil {
 		return err
 	}
 	defer func() { err = errors.Join(err, d.dropTable(admin)) }()
@@ -162,27 +163,40 @@ func (d *demo) onServer(ctx context.Context, dsn string) (err error) {
 }
 
 // newClient opens a pool of its own and returns a client on the demo's
-// table with the given owner; closeClients closes the pool.
+// table with the given owner; closeClients stops both.
 func (d *demo) newClient(owner string) (*pglock.Client, error) {
 	db, err := sql.Open("postgres", d.dsn)
 	if err != nil {
 		return nil, err
 	}
 	d.dbs = append(d.dbs, db)
-	return pglock.New(db, pglock.WithCustomTable(d.table), pglock.WithOwner(owner),
+	c, err := pglock.New(db, pglock.WithCustomTable(d.table), pglock.WithOwner(owner),
 		pglock.WithLeaseDuration(d.lease), pglock.WithHeartbeatFrequency(d.lease/4))
+	if err != nil {
+		return nil, err
+	}
+	d.clients = append(d.clients, c)
+	return c, nil
 }
 
-// closeClients closes every pool.
+// closeClients stops every client and closes every pool, within
+// --exit-timeout in all.
 func (d *demo) closeClients() {
+	ctx, cancel := d.g.exitContext()
+	defer cancel()
+	for _, c := range d.clients {
+		d.g.shutdown(ctx, nil, c)
+	}
 	for _, db := range d.dbs {
-		_ = db.Close()
+		d.g.shutdown(ctx, db, nil)
 	}
 }
 
-// dropTable drops the demo's table.
+// dropTable drops the demo's table, within --exit-timeout.
 func (d *demo) dropTable(admin *pglock.Client) error {
-	if err := admin.DropTable(); err != nil {
+	ctx, cancel := d.g.exitContext()
+	defer cancel()
+	if err := d.g.calls.run(ctx, func(context.Context) error { return admin.DropTable() }); err != nil {
 		return err
 	}
 	d.say("dropped table %q", d.table)

@@ -26,7 +26,7 @@ func cmdGet(ctx context.Context, g *globals, args []string) int {
 	if err != nil {
 		return g.fail(exitError, "%v", err)
 	}
-	defer db.Close()
+	defer g.closeClient(db, c)
 	l, err := c.GetContext(ctx, name)
 	if errors.Is(err, pglock.ErrLockNotFound) {
 		return g.fail(exitAbsent, "no lock named %q in table %q", safeText(name, 0), g.tableName())

@@ -45,7 +45,7 @@ func cmdLs(ctx context.Context, g *globals, args []string) int {
 	if err != nil {
 		return g.fail(exitError, "%v", err)
 	}
-	defer db.Close()
+	defer g.closeClient(db, c)
 	locks, err := c.GetAllLocksContext(ctx)
 	if err != nil {
 		return g.fail(exitError, "%v", g.explain(err))

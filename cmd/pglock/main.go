@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 )
 
 // Exit statuses. `pglock run` exits with its command's status, so its own
@@ -65,7 +66,9 @@ Exit statuses:
 // globals are the flags every command takes, and where it writes.
 type globals struct {
 	dsn, table     string
+	exitTimeout    time.Duration
 	stdout, stderr io.Writer
+	calls          calls // driver calls that outlived their context
 }
 
 // command is one subcommand: it returns the exit status.
@@ -86,7 +89,7 @@ func main() {
 
 // realMain runs the command line args and returns the exit status.
 func realMain(args []string, stdout, stderr io.Writer) int {
-	g := &globals{stdout: stdout, stderr: stderr}
+	g := &globals{exitTimeout: defaultExitTimeout, stdout: stdout, stderr: stderr}
 	fs := g.flagSet("pglock")
 	if err := fs.Parse(args); err != nil {
 		return g.usageError(err)
@@ -118,7 +121,32 @@ func (g *globals) flagSet(name string) *flag.FlagSet {
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&g.dsn, "dsn", g.dsn, "PostgreSQL connection string")
 	fs.StringVar(&g.table, "table", g.table, "lock table")
+	fs.Var(positiveDuration{&g.exitTimeout}, "exit-timeout", "bound on releasing, stopping and disconnecting at exit")
 	return fs
+}
+
+// positiveDuration is a flag holding a duration above zero.
+type positiveDuration struct{ d *time.Duration }
+
+// String returns the duration, as flag.Value requires.
+func (p positiveDuration) String() string {
+	if p.d == nil {
+		return ""
+	}
+	return p.d.String()
+}
+
+// Set parses s, refusing durations that are not positive.
+func (p positiveDuration) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	if d <= 0 {
+		return fmt.Errorf("%v is not positive", d)
+	}
+	*p.d = d
+	return nil
 }
 
 // usageError reports a usage error and returns its status; -h and --help

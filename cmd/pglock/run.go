@@ -15,9 +15,6 @@ import (
 	"cirello.io/pglock"
 )
 
-// releaseTimeout bounds the release after the command exits.
-const releaseTimeout = 10 * time.Second
-
 // runOptions are the arguments of pglock run.
 type runOptions struct {
 	name                  string   // the lock
@@ -58,6 +55,8 @@ func parseRun(g *globals, args []string) (runOptions, error) {
 // cmdRun holds the named lock while a command runs. It exits with the
 // command's status, or with one of the statuses of main.go when the lock
 // is held (--try), lost, not acquired in time, or when pglock fails.
+// Whichever way it ends, it releases the lock and stops its client within
+// --exit-timeout.
 func cmdRun(_ context.Context, g *globals, args []string) int {
 	o, err := parseRun(g, args)
 	if err != nil {
@@ -187,19 +186,21 @@ func (r *runner) supervise(cmd *exec.Cmd) (lost bool) {
 	}
 }
 
-// finish releases the lock, if it was acquired, and closes the
-// connections. A lock that was lost is released only to stop its
-// heartbeat: its row is no longer ours.
+// finish releases the lock, if it was acquired, and stops the client, all
+// within --exit-timeout whatever the network does. A lock that was lost is
+// released only to stop its heartbeat: its row is no longer ours. A lock
+// that cannot be released is left to expire a lease after its last
+// heartbeat.
 func (r *runner) finish(lost bool) {
+	ctx, cancel := r.g.exitContext()
+	defer cancel()
 	switch {
 	case r.l != nil && lost:
-		ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
 		_ = r.c.ReleaseContext(ctx, r.l)
-		cancel()
 	case r.l != nil:
-		release(r.g, r.c, r.l)
+		release(ctx, r.g, r.c, r.l)
 	}
-	_ = r.db.Close()
+	r.g.shutdown(ctx, r.db, r.c)
 }
 
 // signalStatus is the exit status of pglock ended by sig.
@@ -244,13 +245,11 @@ func acquire(ctx context.Context, c *pglock.Client, name string, try bool, timeo
 	return c.AcquireContext(ctx, name, opts...)
 }
 
-// release releases l, warning when it cannot: the lock then expires a lease
-// after its last heartbeat.
-func release(g *globals, c *pglock.Client, l *pglock.Lock) {
-	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
-	defer cancel()
+// release releases l within ctx, warning when it cannot: the lock then
+// expires a lease after its last heartbeat.
+func release(ctx context.Context, g *globals, c *pglock.Client, l *pglock.Lock) {
 	if err := c.ReleaseContext(ctx, l); err != nil {
-		fmt.Fprintf(g.stderr, "pglock: warning: cannot release %q: %v\n", safeText(l.Name(), 0), err)
+		g.warn("cannot release %q: %v", safeText(l.Name(), 0), err)
 	}
 }
 
