@@ -43,6 +43,12 @@ Commands:
   run NAME [--try] [--timeout D] [--lease D] [--grace D] -- CMD [ARGS...]
                        hold the lock while CMD runs
   release NAME --force delete a lock row whoever holds it (operator override)
+  tune [--apply] [--rewrite] [--lock-timeout D]
+                       report the table's fillfactor, size and share of HOT
+                       updates; --apply sets fillfactor 50 so that heartbeats
+                       stay HOT; --rewrite also runs VACUUM FULL, which locks
+                       the table (no acquire, release or heartbeat) while it
+                       runs; each waits at most --lock-timeout (5s) for the table
   demo [--lease D] [--workers N]
                        leader election demo; starts its own PostgreSQL when
                        no DSN is given
@@ -80,6 +86,7 @@ var commands = map[string]command{
 	"get":     cmdGet,
 	"run":     cmdRun,
 	"release": cmdRelease,
+	"tune":    cmdTune,
 	"demo":    cmdDemo,
 }
 
