@@ -190,12 +190,6 @@ func TestCLITuneErrors(t *testing.T) {
 	t.Logf("tune --rewrite on a busy table: %s", r.stderr)
 }
 
-func TestCLITuneInUsage(t *testing.T) {
-	t.Parallel()
-	r := cli(t, "help")
-	assert.Contains(t, r.stdout, "tune [--apply] [--rewrite]")
-}
-
 // TestQuoteTable checks that table names are read as the library reads
 // them and quoted whole.
 func TestQuoteTable(t *testing.T) {
