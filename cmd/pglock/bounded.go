@@ -26,10 +26,10 @@ const callGrace = 50 * time.Millisecond
 // its context ended, and sends no timeout of its own while it connects. A
 // call that does not return within callGrace of its context's end is left
 // running on its goroutine and the caller gets the context's error. calls
-// owns those goroutines: wait joins them, within a deadline. A call still
-// blocked when the deadline passes (and wait's own goroutine, which waits
-// for it) ends with the process: every command returns right after
-// shutdown, and main exits.
+// owns those goroutines: wait joins them, within a deadline, once the
+// command returned. A call still blocked when the deadline passes (and
+// wait's own goroutine, which waits for it) ends with the process, which
+// exits right after.
 type calls struct {
 	wg    sync.WaitGroup
 	stuck atomic.Int64 // calls left behind that have not returned yet
@@ -91,16 +91,18 @@ func (cs *calls) wait(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	if n := cs.stuck.Load(); n > 0 {
-		return fmt.Errorf("calls left waiting for PostgreSQL: %d: %w", n, ctx.Err())
+		return fmt.Errorf("calls still waiting for PostgreSQL: %d: %w", n, ctx.Err())
 	}
 	<-done
 	return nil
 }
 
-// exitContext returns the context of an exit path: it ends after
-// --exit-timeout.
+// exitContext returns the context of the exit path: it ends --exit-timeout
+// after the exit path began, when exitContext was first called. Every step
+// of the way out shares that deadline, so together they take no longer.
 func (g *globals) exitContext() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), g.exitTimeout)
+	g.exitOnce.Do(func() { g.exitBy = time.Now().Add(g.exitTimeout) })
+	return context.WithDeadline(context.Background(), g.exitBy)
 }
 
 // closeClient stops c and closes db within --exit-timeout, whatever the
@@ -112,10 +114,9 @@ func (g *globals) closeClient(db *sql.DB, c *pglock.Client) {
 }
 
 // shutdown stops c (when not nil: its heartbeats, its waiters and its own
-// connections; a lock it still holds is released), closes db and joins
-// every call left behind, all within ctx. It warns about what it could not
-// finish in time, and returns then: the process exits right after, which
-// ends whatever still waits for the network.
+// connections; a lock it still holds is released) and closes db, both
+// within ctx. It warns about what it could not finish in time, and returns
+// then; joinCalls deals with the calls left behind.
 func (g *globals) shutdown(ctx context.Context, db *sql.DB, c *pglock.Client) {
 	var errs []error
 	if c != nil {
@@ -129,11 +130,19 @@ func (g *globals) shutdown(ctx context.Context, db *sql.DB, c *pglock.Client) {
 			errs = append(errs, fmt.Errorf("cannot close the connections: %w", err))
 		}
 	}
-	if err := g.calls.wait(ctx); err != nil {
-		errs = append(errs, err)
-	}
 	if err := errors.Join(errs...); err != nil {
 		g.warn("exiting without a clean stop (--exit-timeout %v): %v", g.exitTimeout, err)
+	}
+}
+
+// joinCalls joins the calls left behind, within the exit path's deadline,
+// and warns about those still blocked then: they end with the process,
+// which exits right after. realMain runs it once the command returned.
+func (g *globals) joinCalls() {
+	ctx, cancel := g.exitContext()
+	defer cancel()
+	if err := g.calls.wait(ctx); err != nil {
+		g.warn("exiting anyway (--exit-timeout %v): %v", g.exitTimeout, err)
 	}
 }
 

@@ -40,8 +40,8 @@ func proxied(t *testing.T) (*netfault.Proxy, string) {
 	return p, dsn
 }
 
-// startRunDSN starts pglock run on dsn with args in the background; the
-// caller waits for it.
+// startRunDSN starts pglock on dsn with args in the background; the caller
+// waits for it.
 func startRunDSN(t *testing.T, dsn string, args ...string) (*exec.Cmd, *bytes.Buffer) {
 	t.Helper()
 	cmd := exec.Command(cliBin, args...)
@@ -207,4 +207,30 @@ func TestCLIExitTimeoutFlag(t *testing.T) {
 	r := cli(t, "--table", table, "ls", "--exit-timeout", "1s")
 	assert.Equal(t, exitOK, r.code, r.stderr)
 	assert.Empty(t, r.stderr)
+}
+
+// TestCLIExitBoundedWhileConnecting interrupts ls, get and release while
+// their connection hangs (the server accepted it and never answers): each
+// exits 125 within --exit-timeout of SIGINT.
+func TestCLIExitBoundedWhileConnecting(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{{"ls"}, {"get", "x"}, {"release", "x", "--force"}, {"init"}, {"tune"}} {
+		t.Run(args[0], func(t *testing.T) {
+			t.Parallel()
+			p, dsn := proxied(t)
+			_, err := p.Partition()
+			require.NoError(t, err)
+			cmd, stderr := startRunDSN(t, dsn, append([]string{"--exit-timeout", testExitTimeout.String()}, args...)...)
+			require.Eventually(t, func() bool { return p.Stats().Accepted > 0 }, 30*time.Second, 10*time.Millisecond)
+
+			start := time.Now()
+			require.NoError(t, cmd.Process.Signal(syscall.SIGINT))
+			code := waitExit(t, cmd)
+			took := time.Since(start)
+			t.Logf("pglock %s exited %d, %v after SIGINT; stderr:\n%s", args[0], code, took, stderr)
+			assert.Equal(t, exitError, code)
+			assert.Contains(t, stderr.String(), "cannot connect")
+			assert.Less(t, took, testExitTimeout+exitSlack)
+		})
+	}
 }

@@ -106,6 +106,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -173,6 +174,9 @@ type globals struct {
 	exitTimeout    time.Duration
 	stdout, stderr io.Writer
 	calls          calls // driver calls that outlived their context
+
+	exitOnce sync.Once // sets exitBy when the exit path begins
+	exitBy   time.Time // the exit path's deadline
 }
 
 // command is one subcommand: it returns the exit status.
@@ -211,13 +215,15 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return g.usageError(fmt.Errorf("unknown command %q", name))
 	}
-	if name == "run" || name == "demo" {
-		// They handle SIGINT and SIGTERM themselves.
-		return cmd(context.Background(), g, rest)
+	ctx := context.Background()
+	if name != "run" && name != "demo" { // they handle SIGINT and SIGTERM themselves
+		var stop context.CancelFunc
+		ctx, stop = signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+		defer stop()
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	return cmd(ctx, g, rest)
+	status := cmd(ctx, g, rest)
+	g.joinCalls()
+	return status
 }
 
 // flagSet returns a flag set holding the global flags.
