@@ -39,8 +39,9 @@ func (g *globals) tableName() string {
 	return g.table
 }
 
-// open connects to the server and checks that it answers. The DSN itself is
-// never printed: it may hold a password.
+// open connects to the server and checks that it answers, within ctx and
+// connectTimeout whatever the network does. The DSN itself is never
+// printed: it may hold a password.
 func (g *globals) open(ctx context.Context) (*sql.DB, error) {
 	dsn, from := g.source()
 	db, err := sql.Open("postgres", dsn)
@@ -49,14 +50,15 @@ func (g *globals) open(ctx context.Context) (*sql.DB, error) {
 	}
 	pctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
-	if err := db.PingContext(pctx); err != nil {
-		_ = db.Close()
+	if err := g.calls.run(pctx, db.PingContext); err != nil {
+		g.closeClient(db, nil)
 		return nil, fmt.Errorf("cannot connect to PostgreSQL (connection string from %s): %w", from, err)
 	}
 	return db, nil
 }
 
-// client connects and returns a lock client on the table.
+// client connects and returns a lock client on the table. The caller stops
+// both with closeClient or shutdown.
 func (g *globals) client(ctx context.Context, opts ...pglock.ClientOption) (*sql.DB, *pglock.Client, error) {
 	db, err := g.open(ctx)
 	if err != nil {
@@ -64,7 +66,7 @@ func (g *globals) client(ctx context.Context, opts ...pglock.ClientOption) (*sql
 	}
 	c, err := pglock.New(db, append([]pglock.ClientOption{pglock.WithCustomTable(g.tableName())}, opts...)...)
 	if err != nil {
-		_ = db.Close()
+		g.closeClient(db, nil)
 		return nil, nil, err
 	}
 	return db, c, nil

@@ -60,6 +60,10 @@ type demo struct {
 	workers int
 	mu      sync.Mutex // serialises output
 
+	dsn, table string           // where the demo runs
+	dbs        []*sql.DB        // one pool per client, closed at the end
+	clients    []*pglock.Client // stopped at the end
+
 	events chan event     // leaders report their election here
 	kill   chan struct{}  // the leader that receives it crashes
 	resign chan struct{}  // the leader that receives it resigns
@@ -72,6 +76,13 @@ type event struct {
 	at     time.Time
 }
 
+// timings are what the demo measures.
+type timings struct {
+	first    time.Duration // from the start of the campaigns to the first leader
+	takeover time.Duration // from the leader's crash to its successor
+	handover time.Duration // from the leader's Resign to its successor
+}
+
 // say prints one line with the time since the demo began.
 func (d *demo) say(format string, args ...any) {
 	d.mu.Lock()
@@ -79,80 +90,123 @@ func (d *demo) say(format string, args ...any) {
 	fmt.Fprintf(d.g.stdout, "[%6.2fs] "+format+"\n", append([]any{time.Since(d.start).Seconds()}, args...)...)
 }
 
+// run runs the demo on the server given, or on a throwaway one, and stops
+// and removes everything it started, whatever happens.
 func (d *demo) run(ctx context.Context) (err error) {
+	dsn, stopServer, err := d.server()
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, stopServer()) }()
+	return d.onServer(ctx, dsn)
+}
+
+// server returns the connection string of the server to use: the one given
+// by --dsn or $PGLOCK_DSN, or else a throwaway server's that it starts. stop
+// stops and removes the throwaway server, and does nothing otherwise.
+func (d *demo) server() (dsn string, stop func() error, err error) {
 	dsn, from := d.g.dsn, "--dsn"
 	if dsn == "" {
 		dsn, from = os.Getenv(envDSN), "$"+envDSN
 	}
-	if dsn == "" {
-		d.say("no --dsn or $%s: starting a throwaway PostgreSQL", envDSN)
-		t := time.Now()
-		srv, err := pgserver.Start()
-		if err != nil {
-			return err
-		}
-		defer func() {
-			t := time.Now()
-			cerr := srv.Close()
-			if !srv.External() {
-				d.say("stopped PostgreSQL and removed %s (%v)", srv.Dir(), round(time.Since(t)))
-			}
-			err = errors.Join(err, cerr)
-		}()
-		if srv.External() {
-			d.say("using the server of $%s", pgserver.EnvDSN)
-		} else {
-			d.say("PostgreSQL %s is up on %s, pid %d, data in %s (took %v)",
-				srv.Version(), srv.Addr(), srv.PID(), srv.Dir(), round(time.Since(t)))
-		}
-		dsn = srv.DSN()
-	} else {
+	if dsn != "" {
 		d.say("using the server given by %s", from)
+		return dsn, func() error { return nil }, nil
 	}
+	d.say("no --dsn or $%s: starting a throwaway PostgreSQL", envDSN)
+	t := time.Now()
+	srv, err := pgserver.Start()
+	if err != nil {
+		return "", nil, err
+	}
+	if srv.External() {
+		d.say("using the server of $%s", pgserver.EnvDSN)
+	} else {
+		d.say("PostgreSQL %s is up on %s, pid %d, data in %s (took %v)",
+			srv.Version(), srv.Addr(), srv.PID(), srv.Dir(), round(time.Since(t)))
+	}
+	return srv.DSN(), func() error {
+		t := time.Now()
+		err := srv.Close()
+		if !srv.External() {
+			d.say("stopped PostgreSQL and removed %s (%v)", srv.Dir(), round(time.Since(t)))
+		}
+		return err
+	}, nil
+}
 
-	// A fresh table, made here and dropped at the end: --table is ignored,
-	// so that the demo can never drop a table it did not create.
+// onServer runs the election on the server at dsn, in a fresh table,
+// pglock_demo_<random>, that it creates and drops: --table is ignored, so
+// that the demo can never drop a table it did not create.
+func (d *demo) onServer(ctx context.Context, dsn string) (err error) {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
-	table := "pglock_demo_" + hex.EncodeToString(b)
-	var dbs []*sql.DB
-	defer func() {
-		for _, db := range dbs {
-			_ = db.Close()
-		}
-	}()
-	newClient := func(owner string) (*pglock.Client, error) {
-		db, err := sql.Open("postgres", dsn)
-		if err != nil {
-			return nil, err
-		}
-		dbs = append(dbs, db)
-		return pglock.New(db, pglock.WithCustomTable(table), pglock.WithOwner(owner),
-			pglock.WithLeaseDuration(d.lease), pglock.WithHeartbeatFrequency(d.lease/4))
-	}
-	admin, err := newClient("pglock-demo")
+	d.dsn, d.table = dsn, "pglock_demo_"+hex.EncodeToString(b)
+	defer d.closeClients()
+	admin, err := d.newClient("pglock-demo")
 	if err != nil {
 		return err
 	}
 	pctx, cancel := context.WithTimeout(ctx, connectTimeout)
-	err = dbs[0].PingContext(pctx)
+	err = d.g.calls.run(pctx, d.dbs[0].PingContext)
 	cancel()
 	if err != nil {
 		return fmt.Errorf("cannot connect to PostgreSQL: %w", err)
 	}
-	if err := admin.CreateTable(); err != nil {
+	if err := d.g.calls.run(ctx, func(context.Context) error { return admin.CreateTable() }); err != nil {
 		return err
 	}
-	defer func() {
-		if derr := admin.DropTable(); derr != nil {
-			err = errors.Join(err, derr)
-			return
-		}
-		d.say("dropped table %q", table)
-	}()
+	defer func() { err = errors.Join(err, d.dropTable(admin)) }()
 	d.say("table %q; %d workers campaign to lead %q; lease %v, heartbeat every %v",
-		table, d.workers, demoElection, d.lease, d.lease/4)
+		d.table, d.workers, demoElection, d.lease, d.lease/4)
+	return d.elect(ctx)
+}
 
+// newClient opens a pool of its own and returns a client on the demo's
+// table with the given owner; closeClients stops both.
+func (d *demo) newClient(owner string) (*pglock.Client, error) {
+	db, err := sql.Open("postgres", d.dsn)
+	if err != nil {
+		return nil, err
+	}
+	d.dbs = append(d.dbs, db)
+	c, err := pglock.New(db, pglock.WithCustomTable(d.table), pglock.WithOwner(owner),
+		pglock.WithLeaseDuration(d.lease), pglock.WithHeartbeatFrequency(d.lease/4))
+	if err != nil {
+		return nil, err
+	}
+	d.clients = append(d.clients, c)
+	return c, nil
+}
+
+// closeClients stops every client and closes every pool, within
+// --exit-timeout in all.
+func (d *demo) closeClients() {
+	ctx, cancel := d.g.exitContext()
+	defer cancel()
+	for _, c := range d.clients {
+		d.g.shutdown(ctx, nil, c)
+	}
+	for _, db := range d.dbs {
+		d.g.shutdown(ctx, db, nil)
+	}
+}
+
+// dropTable drops the demo's table, within --exit-timeout.
+func (d *demo) dropTable(admin *pglock.Client) error {
+	ctx, cancel := d.g.exitContext()
+	defer cancel()
+	if err := d.g.calls.run(ctx, func(context.Context) error { return admin.DropTable() }); err != nil {
+		return err
+	}
+	d.say("dropped table %q", d.table)
+	return nil
+}
+
+// elect starts the observer and the workers, crashes a leader, makes the
+// next one resign, stops them all and prints how long each change of
+// leader took.
+func (d *demo) elect(ctx context.Context) error {
 	d.events = make(chan event, d.workers)
 	d.kill, d.resign = make(chan struct{}), make(chan struct{})
 	wctx, stopWorkers := context.WithCancel(ctx)
@@ -160,69 +214,94 @@ func (d *demo) run(ctx context.Context) (err error) {
 		stopWorkers()
 		d.wg.Wait()
 	}()
-	observer, err := newClient("observer")
+	began := time.Now()
+	if err := d.startElection(wctx); err != nil {
+		return err
+	}
+	tm, err := d.scenario(ctx, began)
+	if err != nil {
+		return err
+	}
+	d.say("stopping the workers")
+	stopWorkers()
+	d.wg.Wait()
+	d.say("summary:\n" +
+		fmt.Sprintf("    first election             %v\n", round(tm.first)) +
+		fmt.Sprintf("    takeover after a crash     %v (lease %v)\n", round(tm.takeover), d.lease) +
+		fmt.Sprintf("    handover after a Resign    %v", round(tm.handover)))
+	return ctx.Err()
+}
+
+// startElection starts the observer, which prints every new leader, and
+// the workers, each with a client of its own. They run until ctx ends;
+// d.wg joins them.
+func (d *demo) startElection(ctx context.Context) error {
+	observer, err := d.newClient("observer")
 	if err != nil {
 		return err
 	}
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
-		for l := range observer.NewElection(demoElection).Observe(wctx) {
+		for l := range observer.NewElection(demoElection).Observe(ctx) {
 			d.say("  observer: the leader is now %s, at %s", safeText(l.Owner, 0), preview(l.Value))
 		}
 	}()
-	began := time.Now()
 	for i := range d.workers {
-		c, err := newClient(fmt.Sprintf("worker-%d", i+1))
+		c, err := d.newClient(fmt.Sprintf("worker-%d", i+1))
 		if err != nil {
 			return err
 		}
 		w := &worker{d: d, name: fmt.Sprintf("worker-%d", i+1), value: fmt.Sprintf("10.0.0.%d:8080", i+1),
 			e: c.NewElection(demoElection)}
 		d.wg.Add(1)
-		go w.loop(wctx)
+		go w.loop(ctx)
 	}
+	return nil
+}
 
+// scenario waits for the first leader, crashes it, waits for its
+// successor, makes that one resign and waits for the next, letting each
+// leader work a little. It returns how long each change took.
+func (d *demo) scenario(ctx context.Context, began time.Time) (timings, error) {
+	var tm timings
 	ev, err := d.next(ctx)
 	if err != nil {
-		return err
+		return tm, err
 	}
-	first := ev.at.Sub(began)
+	tm.first = ev.at.Sub(began)
 	d.pause(ctx)
 
-	crashedAt, err := d.send(ctx, d.kill, "crash")
+	ev, tm.takeover, err = d.order(ctx, d.kill, "crash")
 	if err != nil {
-		return err
+		return tm, err
 	}
-	ev, err = d.next(ctx)
-	if err != nil {
-		return err
-	}
-	takeover := ev.at.Sub(crashedAt)
 	d.say("==> %s took over %v after the crash (lease %v): a follower waits one lease from the last heartbeat it saw",
-		ev.worker, round(takeover), d.lease)
+		ev.worker, round(tm.takeover), d.lease)
 	d.pause(ctx)
 
-	resignedAt, err := d.send(ctx, d.resign, "resign")
+	ev, tm.handover, err = d.order(ctx, d.resign, "resign")
 	if err != nil {
-		return err
+		return tm, err
 	}
-	ev, err = d.next(ctx)
-	if err != nil {
-		return err
-	}
-	handover := ev.at.Sub(resignedAt)
-	d.say("==> %s took over %v after the leader began to resign: the release woke it at once", ev.worker, round(handover))
+	d.say("==> %s took over %v after the leader began to resign: the release woke it at once", ev.worker, round(tm.handover))
 	d.pause(ctx)
+	return tm, nil
+}
 
-	d.say("stopping the workers")
-	stopWorkers()
-	d.wg.Wait()
-	d.say("summary:\n" +
-		fmt.Sprintf("    first election             %v\n", round(first)) +
-		fmt.Sprintf("    takeover after a crash     %v (lease %v)\n", round(takeover), d.lease) +
-		fmt.Sprintf("    handover after a Resign    %v", round(handover)))
-	return ctx.Err()
+// order gives the current leader an order (crash or resign), waits for the
+// next leader, and returns its election and how long after the order it
+// came.
+func (d *demo) order(ctx context.Context, order chan<- struct{}, what string) (event, time.Duration, error) {
+	at, err := d.send(ctx, order, what)
+	if err != nil {
+		return event{}, 0, err
+	}
+	ev, err := d.next(ctx)
+	if err != nil {
+		return event{}, 0, err
+	}
+	return ev, ev.at.Sub(at), nil
 }
 
 // demoElection is the name of the demo's election.
@@ -269,6 +348,7 @@ func (d *demo) send(ctx context.Context, order chan<- struct{}, what string) (ti
 // tick is how often the leader works.
 func (d *demo) tick() time.Duration { return d.lease / 5 }
 
+// round rounds d for reading: to 10ms above a second, to 0.1ms below.
 func round(d time.Duration) time.Duration {
 	if d > time.Second {
 		return d.Round(10 * time.Millisecond)

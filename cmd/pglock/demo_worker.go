@@ -92,8 +92,10 @@ func (w *worker) lead(ctx context.Context, ld *pglock.Leadership, stopHeartbeat 
 	}
 }
 
+// resign gives the leadership up, within --exit-timeout, and says how long
+// it took.
 func (w *worker) resign(ld *pglock.Leadership, why string) {
-	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), w.d.g.exitTimeout)
 	defer cancel()
 	t := time.Now()
 	if err := ld.Resign(ctx); err != nil {

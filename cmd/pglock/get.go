@@ -26,7 +26,7 @@ func cmdGet(ctx context.Context, g *globals, args []string) int {
 	if err != nil {
 		return g.fail(exitError, "%v", err)
 	}
-	defer db.Close()
+	defer g.closeClient(db, c)
 	l, err := c.GetContext(ctx, name)
 	if errors.Is(err, pglock.ErrLockNotFound) {
 		return g.fail(exitAbsent, "no lock named %q in table %q", safeText(name, 0), g.tableName())
@@ -34,12 +34,20 @@ func cmdGet(ctx context.Context, g *globals, args []string) int {
 	if err != nil {
 		return g.fail(exitError, "%v", g.explain(err))
 	}
+	if err := g.showLock(l, *raw, *asJSON); err != nil {
+		return g.fail(exitError, "%v", err)
+	}
+	return exitOK
+}
+
+// showLock writes l to stdout: its raw data alone, JSON, or a short
+// description safe for a terminal.
+func (g *globals) showLock(l *pglock.Lock, raw, asJSON bool) error {
 	switch {
-	case *raw:
-		if _, err := g.stdout.Write(l.Data()); err != nil {
-			return g.fail(exitError, "%v", err)
-		}
-	case *asJSON:
+	case raw:
+		_, err := g.stdout.Write(l.Data())
+		return err
+	case asJSON:
 		b, _ := json.MarshalIndent(toJSON(l.Name(), l.Owner(), l.RecordVersionNumber(), l.Data()), "", "  ")
 		fmt.Fprintf(g.stdout, "%s\n", b)
 	default:
@@ -50,5 +58,5 @@ func cmdGet(ctx context.Context, g *globals, args []string) int {
 		fmt.Fprintf(g.stdout, "name:  %s\nowner: %s\nrvn:   %s\ndata:  %s (%d bytes)\n",
 			safeText(l.Name(), 0), safeText(l.Owner(), 0), rvn, preview(l.Data()), len(l.Data()))
 	}
-	return exitOK
+	return nil
 }

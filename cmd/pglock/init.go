@@ -19,8 +19,11 @@ func cmdInit(ctx context.Context, g *globals, args []string) int {
 	if err != nil {
 		return g.fail(exitError, "%v", err)
 	}
-	defer db.Close()
-	if err := c.TryCreateTable(); err != nil {
+	defer g.closeClient(db, c)
+	// TryCreateTable takes no context: run it so that a signal still ends
+	// the wait when the server stops answering.
+	err = g.calls.run(ctx, func(context.Context) error { return c.TryCreateTable() })
+	if err != nil {
 		return g.fail(exitError, "%v", g.explain(err))
 	}
 	fmt.Fprintf(g.stdout, "table %q is ready\n", g.tableName())

@@ -34,13 +34,7 @@ func TestCLIInitLsGetRelease(t *testing.T) {
 	table := cliTable(t)
 	cliInit(t, table)
 	cliInit(t, table) // again: nothing to do
-
-	r := cli(t, "ls", "--table", table) // global flags may follow the command
-	require.Equal(t, exitOK, r.code, r.stderr)
-	assert.Equal(t, "NAME  OWNER  RVN  DATA\n", r.stdout)
-	r = cli(t, "--table", table, "ls", "--json")
-	require.Equal(t, exitOK, r.code, r.stderr)
-	assert.JSONEq(t, "[]", r.stdout)
+	checkLsEmpty(t, table)
 
 	c := cliClient(t, table, pglock.WithOwner("tester\x1b[2J"), pglock.WithLeaseDuration(30*time.Second),
 		pglock.WithHeartbeatFrequency(100*time.Millisecond))
@@ -51,7 +45,28 @@ func TestCLIInitLsGetRelease(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, kept.Close())
 
-	r = cli(t, "--table", table, "ls")
+	checkLs(t, table, data)
+	checkGet(t, table, data)
+	checkForceRelease(t, table, l)
+}
+
+// checkLsEmpty checks ls on a table without locks, in both formats.
+func checkLsEmpty(t *testing.T, table string) {
+	t.Helper()
+	r := cli(t, "ls", "--table", table) // global flags may follow the command
+	require.Equal(t, exitOK, r.code, r.stderr)
+	assert.Equal(t, "NAME  OWNER  RVN  DATA\n", r.stdout)
+	r = cli(t, "--table", table, "ls", "--json")
+	require.Equal(t, exitOK, r.code, r.stderr)
+	assert.JSONEq(t, "[]", r.stdout)
+}
+
+// checkLs checks ls on table, which holds the lock "job" with data and an
+// owner full of escape sequences, and the row "kept" released with
+// KeepOnRelease: text is made safe, JSON carries it as it is.
+func checkLs(t *testing.T, table string, data []byte) {
+	t.Helper()
+	r := cli(t, "--table", table, "ls")
 	require.Equal(t, exitOK, r.code, r.stderr)
 	assert.NotContains(t, r.stdout, "\x1b")
 	assert.NotContains(t, r.stdout, "\a")
@@ -73,8 +88,13 @@ func TestCLIInitLsGetRelease(t *testing.T) {
 	assert.Positive(t, *locks[0].RVN)
 	assert.Equal(t, len(data), locks[0].DataSize)
 	assert.Equal(t, "hello.]0;pwned..world, and then a long t...", locks[0].DataPreview)
+}
 
-	r = cli(t, "--table", table, "get", "job")
+// checkGet checks get on the table checkLs reads, in every format, and on
+// a missing lock.
+func checkGet(t *testing.T, table string, data []byte) {
+	t.Helper()
+	r := cli(t, "--table", table, "get", "job")
 	require.Equal(t, exitOK, r.code, r.stderr)
 	assert.Contains(t, r.stdout, "owner: tester.[2J\n")
 	assert.Contains(t, r.stdout, "bytes)")
@@ -95,9 +115,13 @@ func TestCLIInitLsGetRelease(t *testing.T) {
 	assert.Contains(t, r.stderr, `no lock named "nope"`)
 	r = cli(t, "--table", table, "get")
 	assert.Equal(t, exitError, r.code)
+}
 
-	// release refuses without --force, and leaves the lock alone.
-	r = cli(t, "--table", table, "release", "job")
+// checkForceRelease releases l, the lock "job", by force: release refuses
+// without --force, and with it the holder learns its lock is gone.
+func checkForceRelease(t *testing.T, table string, l *pglock.Lock) {
+	t.Helper()
+	r := cli(t, "--table", table, "release", "job")
 	assert.Equal(t, exitError, r.code)
 	assert.Contains(t, r.stderr, "--force")
 	require.False(t, l.IsReleased())

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"text/tabwriter"
 
 	"cirello.io/pglock"
@@ -19,6 +20,7 @@ type lockJSON struct {
 	DataPreview string `json:"data_preview"`
 }
 
+// toJSON returns the JSON form of a lock.
 func toJSON(name, owner string, rvn int64, data []byte) lockJSON {
 	j := lockJSON{Name: name, Owner: owner, DataSize: len(data), DataPreview: preview(data)}
 	if rvn != 0 {
@@ -43,7 +45,7 @@ func cmdLs(ctx context.Context, g *globals, args []string) int {
 	if err != nil {
 		return g.fail(exitError, "%v", err)
 	}
-	defer db.Close()
+	defer g.closeClient(db, c)
 	locks, err := c.GetAllLocksContext(ctx)
 	if err != nil {
 		return g.fail(exitError, "%v", g.explain(err))
@@ -55,28 +57,38 @@ func cmdLs(ctx context.Context, g *globals, args []string) int {
 		}
 	}
 	if *asJSON {
-		out := make([]lockJSON, 0, len(shown))
-		for _, l := range shown {
-			out = append(out, toJSON(l.Name(), l.Owner(), l.RecordVersionNumber(), l.Data()))
-		}
-		enc := json.NewEncoder(g.stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(out); err != nil {
-			return g.fail(exitError, "%v", err)
-		}
-		return exitOK
+		err = writeLocksJSON(g.stdout, shown)
+	} else {
+		err = writeLocksTable(g.stdout, shown)
 	}
-	w := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "NAME\tOWNER\tRVN\tDATA")
-	for _, l := range shown {
+	if err != nil {
+		return g.fail(exitError, "%v", err)
+	}
+	return exitOK
+}
+
+// writeLocksJSON writes locks as an indented JSON array of lockJSON.
+func writeLocksJSON(w io.Writer, locks []*pglock.ReadOnlyLock) error {
+	out := make([]lockJSON, 0, len(locks))
+	for _, l := range locks {
+		out = append(out, toJSON(l.Name(), l.Owner(), l.RecordVersionNumber(), l.Data()))
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
+}
+
+// writeLocksTable writes locks as aligned columns for a terminal: names,
+// owners and data are made safe to print, and data is cut short.
+func writeLocksTable(w io.Writer, locks []*pglock.ReadOnlyLock) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tOWNER\tRVN\tDATA")
+	for _, l := range locks {
 		rvn := "released"
 		if n := l.RecordVersionNumber(); n != 0 {
 			rvn = fmt.Sprint(n)
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", safeText(l.Name(), 0), safeText(l.Owner(), 0), rvn, preview(l.Data()))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", safeText(l.Name(), 0), safeText(l.Owner(), 0), rvn, preview(l.Data()))
 	}
-	if err := w.Flush(); err != nil {
-		return g.fail(exitError, "%v", err)
-	}
-	return exitOK
+	return tw.Flush()
 }

@@ -1,10 +1,101 @@
 // Command pglock runs commands under distributed locks kept in PostgreSQL,
-// and inspects those locks. It uses the tables of cirello.io/pglock, so it
-// shares locks with programs that use the library.
+// inspects those locks, and maintains their table. It uses the tables of
+// cirello.io/pglock, so it shares locks with programs that use the library.
 //
-//	pglock [--dsn DSN] [--table TABLE] COMMAND [ARGS]
+//	pglock [--dsn DSN] [--table TABLE] [--exit-timeout D] COMMAND [ARGS]
 //
-// Run `pglock help` for the commands and the exit statuses.
+// # Commands
+//
+// init creates the lock table and its record version number sequence where
+// they are missing, as the library's TryCreateTable does: new tables keep
+// half of each page free (fillfactor 50) so that heartbeats stay HOT
+// updates.
+//
+// ls [--all] [--json] lists the held locks: name, owner, record version
+// number (RVN) and a preview of the data. --all adds the rows released
+// with KeepOnRelease; --json prints JSON. Text meant for a terminal is made
+// safe: control characters and escape sequences become dots.
+//
+// get NAME [--json] [--data] shows one lock; --data writes its raw data to
+// stdout and nothing else. It exits 1 when there is no such lock.
+//
+// run NAME [--try] [--timeout D] [--lease D] [--grace D] -- CMD [ARGS...]
+// acquires the lock, runs CMD while holding it, releases it when CMD exits,
+// and exits with CMD's status. CMD gets pglock's stdin, stdout and stderr,
+// and the SIGINT and SIGTERM pglock receives. When the lock is lost while
+// CMD runs (its heartbeats failed for a whole lease, or an operator broke
+// it with release --force) CMD gets SIGTERM, then SIGKILL --grace later
+// (default 10s), and pglock exits 123. --try exits 122 at once when the
+// lock is held; --timeout gives up waiting after D with 124. Every client
+// of a lock must use the same --lease (default 20s); heartbeats run every
+// quarter lease.
+//
+// release NAME --force deletes a lock's row whoever holds it: the
+// operator's override for a holder known to be dead. Its holder goes on
+// believing it holds the lock until its next heartbeat, so it refuses
+// without --force.
+//
+// tune [--apply] [--rewrite] [--lock-timeout D] reports the lock table's
+// fillfactor, its size and its indexes' size, its rows, and the share of
+// its updates that were HOT (heap-only tuple updates, which leave the
+// indexes alone and let pages clean up after themselves) since the
+// statistics were reset. Tables made by older versions of pglock have the
+// default fillfactor, 100: as pages fill up, heartbeats stop being HOT and
+// the table grows. --apply runs ALTER TABLE ... SET (fillfactor = 50),
+// which does not block the lock's users and applies to pages as they are
+// rewritten. --rewrite does that and then VACUUM FULL, which rewrites every
+// page at once but holds an exclusive lock on the table while it runs:
+// meanwhile no lock can be acquired, released or heartbeated, so run it
+// when the table is small or quiet. Both wait at most --lock-timeout
+// (default 5s) for the table, and fail rather than queue every heartbeat
+// behind them.
+//
+// demo [--lease D] [--workers N] shows a leader election live: workers
+// elect a leader, the leader crashes, a follower takes over a lease later,
+// and the next leader resigns and hands over at once. It works in a table
+// of its own, which it creates and drops, and without --dsn or $PGLOCK_DSN
+// it starts a throwaway PostgreSQL, which it removes.
+//
+// help prints the usage.
+//
+// # Connection and flags
+//
+// The server is given by --dsn, else $PGLOCK_DSN, else libpq's PG*
+// variables (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE, PGSSLMODE...).
+// The DSN is never printed: it may hold a password. A server that does not
+// answer within 15 seconds of the first connection attempt is given up on
+// (exit status 125). --table names the lock
+// table (default "locks"); it may be schema-qualified ("myschema.locks")
+// and quoted (`"My Locks"`), and is read as the library reads it, so that
+// no name can change the SQL pglock sends. Global flags may also follow the
+// command.
+//
+// # Leaving within a bound
+//
+// Every command that connects leaves within --exit-timeout (default 5s)
+// once its work is done, it failed, or a signal stopped it, even when the
+// server or the network stopped answering: run releases its lock, the lock
+// client stops its heartbeats and its own connections, and the connections
+// are closed, all under that one deadline. What did not finish in time is
+// reported as a warning and left behind as pglock exits: a lock that could
+// not be released stays held until a lease after its last heartbeat, as
+// when a holder dies. The exit status is not changed by
+// such a warning: run still exits with its command's status.
+//
+// # Exit statuses
+//
+//	0      success; run: the command's own status otherwise
+//	1      get, release: no such lock
+//	122    run --try: the lock is held
+//	123    run: the lock was lost; the command got SIGTERM (SIGKILL after --grace)
+//	124    run: --timeout passed before the lock was acquired
+//	125    usage error, bad DSN, unreachable server, missing table, other failure
+//	126    run: the command could not be executed
+//	127    run: the command was not found
+//	128+N  ended by signal N
+//
+// run's own statuses sit where shells and timeout(1) keep them for the same
+// purposes, so that they are told apart from most commands' own.
 package main
 
 import (
@@ -15,7 +106,9 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
+	"time"
 )
 
 // Exit statuses. `pglock run` exits with its command's status, so its own
@@ -32,7 +125,7 @@ const (
 	exitSignal     = 128 // + N: pglock or the command ended by signal N
 )
 
-const usage = `usage: pglock [--dsn DSN] [--table TABLE] COMMAND [ARGS]
+const usage = `usage: pglock [--dsn DSN] [--table TABLE] [--exit-timeout D] COMMAND [ARGS]
 
 Commands:
   init                 create the lock table if it is missing
@@ -42,13 +135,26 @@ Commands:
   run NAME [--try] [--timeout D] [--lease D] [--grace D] -- CMD [ARGS...]
                        hold the lock while CMD runs
   release NAME --force delete a lock row whoever holds it (operator override)
+  tune [--apply] [--rewrite] [--lock-timeout D]
+                       report the table's fillfactor, size and share of HOT
+                       updates; --apply sets fillfactor 50 so that heartbeats
+                       stay HOT; --rewrite also runs VACUUM FULL, which locks
+                       the table (no acquire, release or heartbeat) while it
+                       runs; each waits at most --lock-timeout (5s) for the table
   demo [--lease D] [--workers N]
                        leader election demo; starts its own PostgreSQL when
                        no DSN is given
+  help                 print this text
 
 Connection: --dsn, else $PGLOCK_DSN, else libpq's PG* variables (PGHOST,
 PGPORT, PGUSER, PGPASSWORD, PGDATABASE, PGSSLMODE...). --table defaults to
-"locks". Global flags may also follow the command.
+"locks" and may be schema-qualified. Global flags may also follow the
+command.
+
+Exit: every command that connects releases what it holds, stops its client
+and disconnects within --exit-timeout (default 5s), even when the server
+stops answering; what is left (a lock that could not be released expires a
+lease after its last heartbeat) is reported as a warning.
 
 Exit statuses:
   0    success; run: the command's own status otherwise
@@ -65,7 +171,12 @@ Exit statuses:
 // globals are the flags every command takes, and where it writes.
 type globals struct {
 	dsn, table     string
+	exitTimeout    time.Duration
 	stdout, stderr io.Writer
+	calls          calls // driver calls that outlived their context
+
+	exitOnce sync.Once // sets exitBy when the exit path begins
+	exitBy   time.Time // the exit path's deadline
 }
 
 // command is one subcommand: it returns the exit status.
@@ -77,6 +188,7 @@ var commands = map[string]command{
 	"get":     cmdGet,
 	"run":     cmdRun,
 	"release": cmdRelease,
+	"tune":    cmdTune,
 	"demo":    cmdDemo,
 }
 
@@ -86,7 +198,7 @@ func main() {
 
 // realMain runs the command line args and returns the exit status.
 func realMain(args []string, stdout, stderr io.Writer) int {
-	g := &globals{stdout: stdout, stderr: stderr}
+	g := &globals{exitTimeout: defaultExitTimeout, stdout: stdout, stderr: stderr}
 	fs := g.flagSet("pglock")
 	if err := fs.Parse(args); err != nil {
 		return g.usageError(err)
@@ -103,13 +215,15 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return g.usageError(fmt.Errorf("unknown command %q", name))
 	}
-	if name == "run" || name == "demo" {
-		// They handle SIGINT and SIGTERM themselves.
-		return cmd(context.Background(), g, rest)
+	ctx := context.Background()
+	if name != "run" && name != "demo" { // they handle SIGINT and SIGTERM themselves
+		var stop context.CancelFunc
+		ctx, stop = signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+		defer stop()
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	return cmd(ctx, g, rest)
+	status := cmd(ctx, g, rest)
+	g.joinCalls()
+	return status
 }
 
 // flagSet returns a flag set holding the global flags.
@@ -118,7 +232,32 @@ func (g *globals) flagSet(name string) *flag.FlagSet {
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&g.dsn, "dsn", g.dsn, "PostgreSQL connection string")
 	fs.StringVar(&g.table, "table", g.table, "lock table")
+	fs.Var(positiveDuration{&g.exitTimeout}, "exit-timeout", "bound on releasing, stopping and disconnecting at exit")
 	return fs
+}
+
+// positiveDuration is a flag holding a duration above zero.
+type positiveDuration struct{ d *time.Duration }
+
+// String returns the duration, as flag.Value requires.
+func (p positiveDuration) String() string {
+	if p.d == nil {
+		return ""
+	}
+	return p.d.String()
+}
+
+// Set parses s, refusing durations that are not positive.
+func (p positiveDuration) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	if d <= 0 {
+		return fmt.Errorf("%v is not positive", d)
+	}
+	*p.d = d
+	return nil
 }
 
 // usageError reports a usage error and returns its status; -h and --help

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"cirello.io/pglock"
@@ -160,3 +161,17 @@ func waitFile(t *testing.T, path string) {
 }
 
 var bg = context.Background()
+
+// TestCLIUsageListsEveryCommand checks that help describes every command
+// and the global flags.
+func TestCLIUsageListsEveryCommand(t *testing.T) {
+	t.Parallel()
+	r := cli(t, "help")
+	require.Equal(t, exitOK, r.code, r.stderr)
+	for name := range commands {
+		assert.Contains(t, r.stdout, "\n  "+name+" ", "help does not describe %q", name)
+	}
+	for _, flag := range []string{"--dsn", "--table", "--exit-timeout"} {
+		assert.Contains(t, r.stdout, flag)
+	}
+}

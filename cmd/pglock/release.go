@@ -28,7 +28,7 @@ func cmdRelease(ctx context.Context, g *globals, args []string) int {
 	if err != nil {
 		return g.fail(exitError, "%v", err)
 	}
-	defer db.Close()
+	defer g.closeClient(db, c)
 	err = c.ForceRelease(ctx, name)
 	if errors.Is(err, pglock.ErrLockNotFound) {
 		return g.fail(exitAbsent, "no lock named %q in table %q", safeText(name, 0), g.tableName())

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"os"
@@ -14,117 +15,197 @@ import (
 	"cirello.io/pglock"
 )
 
-// releaseTimeout bounds the release after the command exits.
-const releaseTimeout = 10 * time.Second
+// runOptions are the arguments of pglock run.
+type runOptions struct {
+	name                  string   // the lock
+	argv                  []string // the command
+	try                   bool
+	timeout, lease, grace time.Duration
+}
+
+// parseRun reads run's arguments: flags, the lock's name, then the command
+// (after "--", or from the first argument that is not a flag).
+func parseRun(g *globals, args []string) (runOptions, error) {
+	var o runOptions
+	fs := g.flagSet("run")
+	fs.BoolVar(&o.try, "try", false, "exit at once with status 122 if the lock is held")
+	fs.DurationVar(&o.timeout, "timeout", 0, "give up waiting for the lock after this long, with status 124 (0: wait forever)")
+	fs.DurationVar(&o.lease, "lease", pglock.DefaultLeaseDuration, "lease; every client of the lock must use the same")
+	fs.DurationVar(&o.grace, "grace", 10*time.Second, "after the lock is lost, how long the command has between SIGTERM and SIGKILL")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() == 0 || afterDashDash(args, fs.Args()) {
+		return o, errors.New("run needs a lock NAME before the command")
+	}
+	o.name, args = fs.Arg(0), fs.Args()[1:]
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	o.argv = fs.Args()
+	switch {
+	case len(o.argv) == 0:
+		return o, errors.New("run needs a command: pglock run NAME -- CMD [ARGS...]")
+	case o.lease < 100*time.Millisecond, o.timeout < 0, o.grace < 0:
+		return o, errors.New("--lease must be at least 100ms, --timeout and --grace not negative")
+	}
+	return o, nil
+}
 
 // cmdRun holds the named lock while a command runs. It exits with the
 // command's status, or with one of the statuses of main.go when the lock
 // is held (--try), lost, not acquired in time, or when pglock fails.
+// Whichever way it ends, it releases the lock and stops its client within
+// --exit-timeout.
 func cmdRun(_ context.Context, g *globals, args []string) int {
-	fs := g.flagSet("run")
-	try := fs.Bool("try", false, "exit at once with status 122 if the lock is held")
-	timeout := fs.Duration("timeout", 0, "give up waiting for the lock after this long, with status 124 (0: wait forever)")
-	lease := fs.Duration("lease", pglock.DefaultLeaseDuration, "lease; every client of the lock must use the same")
-	grace := fs.Duration("grace", 10*time.Second, "after the lock is lost, how long the command has between SIGTERM and SIGKILL")
-	if err := fs.Parse(args); err != nil {
+	o, err := parseRun(g, args)
+	if err != nil {
 		return g.usageError(err)
 	}
-	if fs.NArg() == 0 || afterDashDash(args, fs.Args()) {
-		return g.usageError(errors.New("run needs a lock NAME before the command"))
-	}
-	name, args := fs.Arg(0), fs.Args()[1:]
-	if err := fs.Parse(args); err != nil {
-		return g.usageError(err)
-	}
-	argv := fs.Args()
-	switch {
-	case len(argv) == 0:
-		return g.usageError(errors.New("run needs a command: pglock run NAME -- CMD [ARGS...]"))
-	case *lease < 100*time.Millisecond, *timeout < 0, *grace < 0:
-		return g.usageError(errors.New("--lease must be at least 100ms, --timeout and --grace not negative"))
-	}
-
 	// Signals are caught from now on: while waiting they stop the wait, and
 	// while the command runs they are passed on to it.
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(sigs)
+	r := &runner{g: g, runOptions: o, sigs: sigs}
+	if status, ok := r.lock(); !ok {
+		return status
+	}
+	return r.execute()
+}
 
-	// Until the command starts, a signal stops the connection or the wait.
-	waitCtx, stopWatching := watchSignals(sigs)
+// runner is one pglock run: what it holds, and the signals it caught.
+type runner struct {
+	g *globals
+	runOptions
+	sigs <-chan os.Signal
+
+	db *sql.DB
+	c  *pglock.Client
+	l  *pglock.Lock // nil until acquired
+}
+
+// lock connects and acquires the lock; until it returns, a signal stops the
+// connection or the wait. When the lock was not acquired it reports why,
+// stops everything it opened and returns the exit status and false.
+func (r *runner) lock() (status int, ok bool) {
+	waitCtx, stopWatching := watchSignals(r.sigs)
+	defer stopWatching()
 	host, _ := os.Hostname()
-	db, c, err := g.client(waitCtx,
-		pglock.WithLeaseDuration(*lease),
-		pglock.WithHeartbeatFrequency(*lease/4),
+	db, c, err := r.g.client(waitCtx,
+		pglock.WithLeaseDuration(r.lease),
+		pglock.WithHeartbeatFrequency(r.lease/4),
 		pglock.WithOwner(fmt.Sprintf("%s/%d", safeText(host, 200), os.Getpid())))
 	if err != nil {
 		if sig := stopWatching(); sig != nil {
-			return exitSignal + int(sig.(syscall.Signal))
+			return signalStatus(sig), false
 		}
-		return g.fail(exitError, "%v", err)
+		return r.g.fail(exitError, "%v", err), false
 	}
-	defer db.Close()
-
-	l, err := acquire(waitCtx, c, name, *try, *timeout)
+	r.db, r.c = db, c
+	l, err := acquire(waitCtx, c, r.name, r.try, r.timeout)
+	if err == nil {
+		r.l = l
+	}
 	if sig := stopWatching(); sig != nil {
-		if err == nil {
-			release(g, c, l)
-		}
-		return exitSignal + int(sig.(syscall.Signal))
+		r.finish(false)
+		return signalStatus(sig), false
 	}
-	switch {
-	case *try && errors.Is(err, pglock.ErrNotAcquired) && !errors.Is(err, context.DeadlineExceeded):
-		return g.fail(exitHeld, "lock %q is held by someone else", safeText(name, 0))
-	case errors.Is(err, context.DeadlineExceeded):
-		return g.fail(exitTimeout, "lock %q not acquired within %v", safeText(name, 0), *timeout)
-	case err != nil:
-		return g.fail(exitError, "%v", g.explain(err))
+	if err != nil {
+		status := r.acquireFailure(err)
+		r.finish(false)
+		return status, false
 	}
+	return exitOK, true
+}
 
-	cmd := exec.Command(argv[0], argv[1:]...)
+// acquireFailure reports why the lock was not acquired and returns the exit
+// status that says so.
+func (r *runner) acquireFailure(err error) int {
+	name := safeText(r.name, 0)
+	switch {
+	case r.try && errors.Is(err, pglock.ErrNotAcquired) && !errors.Is(err, context.DeadlineExceeded):
+		return r.g.fail(exitHeld, "lock %q is held by someone else", name)
+	case errors.Is(err, context.DeadlineExceeded):
+		return r.g.fail(exitTimeout, "lock %q not acquired within %v", name, r.timeout)
+	}
+	return r.g.fail(exitError, "%v", r.g.explain(err))
+}
+
+// execute runs the command under the lock, passes signals on to it, and
+// ends it when the lock is lost. It then releases the lock and stops the
+// client, and returns pglock run's exit status.
+func (r *runner) execute() int {
+	cmd := exec.Command(r.argv[0], r.argv[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	if err := cmd.Start(); err != nil {
-		release(g, c, l)
+		r.finish(false)
 		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
-			return g.fail(exitNoCommand, "cannot run %q: %v", argv[0], err)
+			return r.g.fail(exitNoCommand, "cannot run %q: %v", r.argv[0], err)
 		}
-		return g.fail(exitCannotExec, "cannot run %q: %v", argv[0], err)
+		return r.g.fail(exitCannotExec, "cannot run %q: %v", r.argv[0], err)
 	}
+	lost := r.supervise(cmd)
+	r.finish(lost)
+	if lost {
+		return exitLost
+	}
+	return exitStatus(cmd.ProcessState)
+}
+
+// supervise waits for the started cmd to exit. Meanwhile it passes the
+// signals pglock gets on to cmd, and when the lock is lost it sends cmd
+// SIGTERM, then SIGKILL after --grace. It reports whether the lock was
+// lost.
+func (r *runner) supervise(cmd *exec.Cmd) (lost bool) {
 	exited := make(chan struct{})
 	go func() {
 		_ = cmd.Wait() // the status is read from cmd.ProcessState
 		close(exited)
 	}()
-
-	lockDone, lost := l.Done(), false
+	lockDone := r.l.Done()
 	var kill <-chan time.Time
-	for running := true; running; {
+	for {
 		select {
-		case sig := <-sigs:
+		case sig := <-r.sigs:
 			_ = cmd.Process.Signal(sig)
 		case <-lockDone:
 			lockDone, lost = nil, true
-			fmt.Fprintf(g.stderr, "pglock: lock %q lost (%v): sending SIGTERM to %s (pid %d)\n",
-				safeText(name, 0), l.Err(), safeText(argv[0], 0), cmd.Process.Pid)
+			fmt.Fprintf(r.g.stderr, "pglock: lock %q lost (%v): sending SIGTERM to %s (pid %d)\n",
+				safeText(r.name, 0), r.l.Err(), safeText(r.argv[0], 0), cmd.Process.Pid)
 			_ = cmd.Process.Signal(syscall.SIGTERM)
-			kill = time.After(*grace)
+			kill = time.After(r.grace)
 		case <-kill:
 			kill = nil
-			fmt.Fprintf(g.stderr, "pglock: %s (pid %d) still runs %v after SIGTERM: sending SIGKILL\n",
-				safeText(argv[0], 0), cmd.Process.Pid, *grace)
+			fmt.Fprintf(r.g.stderr, "pglock: %s (pid %d) still runs %v after SIGTERM: sending SIGKILL\n",
+				safeText(r.argv[0], 0), cmd.Process.Pid, r.grace)
 			_ = cmd.Process.Kill()
-		case <-exited:
-			running = false
+		case <-exited: // the goroutine above has returned
+			return lost
 		}
 	}
-	if lost {
-		ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
-		_ = c.ReleaseContext(ctx, l) // stops the heartbeat; the row is not ours
-		cancel()
-		return exitLost
+}
+
+// finish releases the lock, if it was acquired, and stops the client, all
+// within --exit-timeout whatever the network does. A lock that was lost is
+// released only to stop its heartbeat: its row is no longer ours. A lock
+// that cannot be released is left to expire a lease after its last
+// heartbeat.
+func (r *runner) finish(lost bool) {
+	ctx, cancel := r.g.exitContext()
+	defer cancel()
+	switch {
+	case r.l != nil && lost:
+		_ = r.c.ReleaseContext(ctx, r.l)
+	case r.l != nil:
+		release(ctx, r.g, r.c, r.l)
 	}
-	release(g, c, l)
-	return exitStatus(cmd.ProcessState)
+	r.g.shutdown(ctx, r.db, r.c)
+}
+
+// signalStatus is the exit status of pglock ended by sig.
+func signalStatus(sig os.Signal) int {
+	return exitSignal + int(sig.(syscall.Signal))
 }
 
 // watchSignals returns a context cancelled when a signal arrives on sigs,
@@ -164,13 +245,11 @@ func acquire(ctx context.Context, c *pglock.Client, name string, try bool, timeo
 	return c.AcquireContext(ctx, name, opts...)
 }
 
-// release releases l, warning when it cannot: the lock then expires a lease
-// after its last heartbeat.
-func release(g *globals, c *pglock.Client, l *pglock.Lock) {
-	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
-	defer cancel()
+// release releases l within ctx, warning when it cannot: the lock then
+// expires a lease after its last heartbeat.
+func release(ctx context.Context, g *globals, c *pglock.Client, l *pglock.Lock) {
 	if err := c.ReleaseContext(ctx, l); err != nil {
-		fmt.Fprintf(g.stderr, "pglock: warning: cannot release %q: %v\n", safeText(l.Name(), 0), err)
+		g.warn("cannot release %q: %v", safeText(l.Name(), 0), err)
 	}
 }
 
