@@ -1,10 +1,18 @@
 // Package bench holds the performance benchmarks of pglock: handoff latency,
-// crash takeover delay, uncontended throughput against raw SQL, and
-// contention on one name. Each reports its figures with b.ReportMetric.
-// Run them with internal/cmd/perfreport, which prints them as a table, or
-// directly:
+// crash takeover delay, uncontended throughput against raw SQL, contention
+// on one name, and what held locks cost the server over a long hold (the
+// soak benchmarks). Each reports its figures with b.ReportMetric. Run them
+// with internal/cmd/perfreport, which prints them as a table, or directly:
 //
 //	go test -run '^$' -bench . -benchtime 1x ./internal/bench
+//
+// The soak benchmark, BenchmarkSoak, holds its locks for about a second
+// unless PGLOCK_SOAK=1 is set, so that the command above (and the CI's
+// smoke run) stays short. The full soak, 60 s per table:
+//
+//	PGLOCK_SOAK=1 go test -count=1 -timeout 30m -run '^$' -bench 'Soak' -benchtime 1x ./internal/bench
+//
+// Its doc comment lists the variables that change its parameters.
 //
 // The package starts its own PostgreSQL only when benchmarks are asked for,
 // so a plain `go test ./...` costs nothing here.
