@@ -147,19 +147,24 @@ type soakResult struct {
 //     update is a heartbeat);
 //   - table-x, index-x: pg_relation_size and pg_indexes_size at the end of
 //     the hold over their values at its start;
-//   - stmts/s: transactions the server counted in this database during the
-//     hold (pg_stat_database xact_commit + xact_rollback); every statement
-//     of a soak is a transaction of its own;
+//   - stmts/s: statements the server served in this database during the
+//     hold: the transactions it counted (pg_stat_database xact_commit +
+//     xact_rollback; every statement of a soak is a transaction of its
+//     own) less the sessions it started, since starting a session counts
+//     one transaction too. Each session counts its transactions itself and
+//     reports them at most once a second, so each end of the hold is
+//     uncertain by about a second's worth;
 //   - sessions/s: sessions the server started meanwhile (PostgreSQL 14+);
-//   - beats/s: lock refreshes the clients counted (Stats.Heartbeats);
+//   - beats/s: lock refreshes the clients counted (Stats.Heartbeats); the
+//     summary gives the mean time between two refreshes of one lock;
 //   - lost: locks lost (Stats.Lost, or Lock.Err at the end of the hold).
 func (r soakResult) report(b *testing.B) {
 	b.Helper()
 	updates, hot := r.final.updates-r.start.updates, r.final.hot-r.start.hot
 	hotPct := 100 * float64(hot) / float64(max(updates, 1))
 	hold := r.end.at.Sub(r.start.at).Seconds()
-	stmts := float64(r.end.xacts-r.start.xacts) / hold
 	sessions := float64(r.end.sessions-r.start.sessions) / hold
+	stmts := float64(r.end.xacts-r.start.xacts)/hold - sessions
 	tableX := float64(r.end.size) / float64(max(r.start.size, 1))
 	indexX := float64(r.end.indexSize) / float64(max(r.start.indexSize, 1))
 	b.ReportMetric(0, "ns/op") // the soak is one measurement; its time says nothing
@@ -172,13 +177,13 @@ func (r soakResult) report(b *testing.B) {
 	b.ReportMetric(float64(r.lost), "lost")
 	mb := func(n int64) float64 { return float64(n) / (1 << 20) }
 	b.Logf("soak %s: %d locks in %d process(es), heartbeat %v, lease %v, fillfactor %s; acquired in %.1fs, held %.1fs: "+
-		"%d row updates, %.2f%% HOT; table %.2f -> %.2f MB (%.2fx), indexes %.2f -> %.2f MB (%.2fx); "+
-		"%.0f statements/s, %.1f new sessions/s; %.0f heartbeats/s (%d in all, %d updates counted by the server in all, %d heartbeat statements failed); "+
-		"%d autovacuums; %d locks lost",
+		"%d row updates, %.2f%% HOT (%d not); table %.2f -> %.2f MB (%.2fx), indexes %.2f -> %.2f MB (%.2fx); "+
+		"%.1f statements/s, %.1f new sessions/s; %.0f heartbeats/s, one per lock every %.0f ms "+
+		"(%d in all, %d updates counted by the server in all, %d heartbeat statements failed); %d autovacuums; %d locks lost",
 		r.name, r.cfg.locks, r.cfg.procs, r.cfg.heartbeat, r.cfg.lease, r.fillfactor, r.acquireTime.Seconds(), hold,
-		updates, hotPct, mb(r.start.size), mb(r.end.size), tableX, mb(r.start.indexSize), mb(r.end.indexSize), indexX,
-		stmts, sessions, r.beatsPerSec, r.beatsTotal, r.final.updates, r.beatFails,
-		r.final.autovacuums-r.start.autovacuums, r.lost)
+		updates, hotPct, updates-hot, mb(r.start.size), mb(r.end.size), tableX, mb(r.start.indexSize), mb(r.end.indexSize), indexX,
+		stmts, sessions, r.beatsPerSec, 1000*float64(r.cfg.locks)/max(r.beatsPerSec, 1),
+		r.beatsTotal, r.final.updates, r.beatFails, r.final.autovacuums-r.start.autovacuums, r.lost)
 	if r.lost > 0 {
 		b.Errorf("soak %s: %d locks lost", r.name, r.lost)
 	}
