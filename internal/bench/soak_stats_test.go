@@ -157,7 +157,8 @@ type soakResult struct {
 //   - sessions/s: sessions the server started meanwhile (PostgreSQL 14+);
 //   - beats/s: lock refreshes the clients counted (Stats.Heartbeats); the
 //     summary gives the mean time between two refreshes of one lock;
-//   - lost: locks lost (Stats.Lost, or Lock.Err at the end of the hold).
+//   - lost: locks lost (Stats.Lost, or Lock.Err at the end of the hold);
+//   - locks, held-s, heartbeat-ms: the soak's parameters, for perfreport.
 func (r soakResult) report(b *testing.B) {
 	b.Helper()
 	updates, hot := r.final.updates-r.start.updates, r.final.hot-r.start.hot
@@ -175,6 +176,9 @@ func (r soakResult) report(b *testing.B) {
 	b.ReportMetric(sessions, "sessions/s")
 	b.ReportMetric(r.beatsPerSec, "beats/s")
 	b.ReportMetric(float64(r.lost), "lost")
+	b.ReportMetric(float64(r.cfg.locks), "locks")
+	b.ReportMetric(hold, "held-s")
+	b.ReportMetric(ms(r.cfg.heartbeat), "heartbeat-ms")
 	mb := func(n int64) float64 { return float64(n) / (1 << 20) }
 	b.Logf("soak %s: %d locks in %d process(es), heartbeat %v, lease %v, fillfactor %s; acquired in %.1fs, held %.1fs: "+
 		"%d row updates, %.2f%% HOT (%d not); table %.2f -> %.2f MB (%.2fx), indexes %.2f -> %.2f MB (%.2fx); "+
