@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"strconv"
@@ -27,6 +28,7 @@ const (
 	envSoakDuration = "PGLOCK_SOAK_DURATION" // how long the locks are held, both benchmarks (e.g. 60s)
 	envSoakPrefix   = "PGLOCK_SOAK_"         // BenchmarkSoak: LOCKS, HEARTBEAT, LEASE
 	envManyPrefix   = "PGLOCK_SOAK_MANY_"    // BenchmarkSoakManyProcesses: LOCKS, HEARTBEAT, LEASE, PROCS
+	envSoakLog      = "PGLOCK_SOAK_LOG"      // "1": the clients log to stderr (see soakLogger)
 )
 
 // soakConfig is one soak's parameters.
@@ -186,15 +188,49 @@ func releaseAll(ctx context.Context, c *pglock.Client, locks []*pglock.Lock) err
 	})
 }
 
-// countEnded counts the locks that are no longer held.
-func countEnded(locks []*pglock.Lock) int64 {
-	var n int64
+// lostLocks counts the locks that are no longer held, by the reason their
+// Err gives.
+func lostLocks(locks []*pglock.Lock) (n int64, reasons map[string]int64) {
 	for _, l := range locks {
-		if l.Err() != nil {
+		if err := l.Err(); err != nil {
+			if reasons == nil {
+				reasons = map[string]int64{}
+			}
+			reasons[err.Error()]++
 			n++
 		}
 	}
-	return n
+	return n, reasons
+}
+
+// soakLogger returns the client option of PGLOCK_SOAK_LOG=1: every record
+// of the client's log, Debug and up, on stderr, less the two it writes for
+// every lock acquired and released. It returns no option when the variable
+// is not set.
+func soakLogger() []pglock.ClientOption {
+	if os.Getenv(envSoakLog) != "1" {
+		return nil
+	}
+	h := slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})
+	return []pglock.ClientOption{pglock.WithSlog(slog.New(quietHandler{h}))}
+}
+
+// quietHandler drops the records of routine acquisitions and releases.
+type quietHandler struct{ slog.Handler }
+
+func (h quietHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == "lock acquired" || r.Message == "lock released" {
+		return nil
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h quietHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return quietHandler{h.Handler.WithAttrs(attrs)}
+}
+
+func (h quietHandler) WithGroup(name string) slog.Handler {
+	return quietHandler{h.Handler.WithGroup(name)}
 }
 
 // closeIdle closes the idle connections of db, keeping it usable with up

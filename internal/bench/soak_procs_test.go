@@ -30,7 +30,8 @@ import (
 //
 // PGLOCK_SOAK_DURATION, PGLOCK_SOAK_MANY_LOCKS, PGLOCK_SOAK_MANY_PROCS,
 // PGLOCK_SOAK_MANY_HEARTBEAT and PGLOCK_SOAK_MANY_LEASE override the
-// parameters.
+// parameters; PGLOCK_SOAK_LOG=1 has the workers' clients log to their
+// stderr, which the benchmark prints.
 func BenchmarkSoakManyProcesses(b *testing.B) {
 	cfg := loadSoakConfig(b, envManyPrefix,
 		soakConfig{duration: 60 * time.Second, locks: 100_000, heartbeat: time.Second, lease: 10 * time.Second, procs: 4},
@@ -81,10 +82,19 @@ func runManySoak(b *testing.B, cfg soakConfig) soakResult {
 		r.beatsTotal += rep.BeatsTotal
 		r.beatFails += rep.BeatFails
 		r.lost += rep.Lost
+		for why, n := range rep.LostWhy {
+			if r.lostWhy == nil {
+				r.lostWhy = map[string]int64{}
+			}
+			r.lostWhy[why] += n
+		}
 	}
 	for _, w := range ws {
 		if err := w.wait(); err != nil {
 			b.Fatal(err)
+		}
+		if os.Getenv(envSoakLog) == "1" {
+			b.Logf("worker %d log:\n%s", w.cfg.ID, w.stderr.Bytes())
 		}
 	}
 	if r.final, err = mon.final(b.Context(), r.beatsTotal); err != nil {

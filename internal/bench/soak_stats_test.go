@@ -139,6 +139,7 @@ type soakResult struct {
 	beatsTotal  int64   // over the whole run
 	beatFails   int64   // heartbeat statements that failed, whole run
 	lost        int64
+	lostWhy     map[string]int64 // lost locks by Lock.Err
 }
 
 // report reports r's figures with b.ReportMetric and logs one summary line:
@@ -189,6 +190,6 @@ func (r soakResult) report(b *testing.B) {
 		stmts, sessions, r.beatsPerSec, 1000*float64(r.cfg.locks)/max(r.beatsPerSec, 1),
 		r.beatsTotal, r.final.updates, r.beatFails, r.final.autovacuums-r.start.autovacuums, r.lost)
 	if r.lost > 0 {
-		b.Errorf("soak %s: %d locks lost", r.name, r.lost)
+		b.Errorf("soak %s: %d locks lost; by Lock.Err: %v", r.name, r.lost, r.lostWhy)
 	}
 }

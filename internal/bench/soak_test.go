@@ -26,7 +26,8 @@ import (
 //	PGLOCK_SOAK=1 go test -count=1 -timeout 30m -run '^$' -bench '^BenchmarkSoak$' -benchtime 1x ./internal/bench
 //
 // PGLOCK_SOAK_DURATION, PGLOCK_SOAK_LOCKS, PGLOCK_SOAK_HEARTBEAT and
-// PGLOCK_SOAK_LEASE override the parameters (a Go duration, or a count).
+// PGLOCK_SOAK_LEASE override the parameters (a Go duration, or a count);
+// PGLOCK_SOAK_LOG=1 writes the client's log to stderr.
 func BenchmarkSoak(b *testing.B) {
 	cfg := loadSoakConfig(b, envSoakPrefix,
 		soakConfig{duration: 60 * time.Second, locks: 5000, heartbeat: 200 * time.Millisecond, lease: 2 * time.Second, procs: 1},
@@ -98,8 +99,8 @@ func runSoak(b *testing.B, cfg soakConfig, makeTable func(testing.TB, *sql.DB) s
 	mon := newMonitor(b, app)
 	mon.table = makeTable(b, mon.db)
 	db := openDSN(b, dsnWith(srv.DSN(), "application_name", app), soakReleasers+2)
-	c, err := pglock.New(db, pglock.WithCustomTable(mon.table),
-		pglock.WithLeaseDuration(cfg.lease), pglock.WithHeartbeatFrequency(cfg.heartbeat))
+	c, err := pglock.New(db, append(soakLogger(), pglock.WithCustomTable(mon.table),
+		pglock.WithLeaseDuration(cfg.lease), pglock.WithHeartbeatFrequency(cfg.heartbeat))...)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -130,7 +131,8 @@ func runSoak(b *testing.B, cfg soakConfig, makeTable func(testing.TB, *sql.DB) s
 	r.end = mon.mustRead(b)
 	st := c.Stats()
 	r.beatsPerSec = float64(st.Heartbeats-beats) / r.end.at.Sub(r.start.at).Seconds()
-	r.lost = max(st.Lost, countEnded(locks))
+	r.lost, r.lostWhy = lostLocks(locks)
+	r.lost = max(r.lost, st.Lost)
 
 	if err := releaseAll(ctx, c, locks); err != nil {
 		b.Fatal(err)

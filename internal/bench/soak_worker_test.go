@@ -42,11 +42,12 @@ type workerReport struct {
 	Acquire  float64 `json:"acquire_seconds"` // time to acquire them all
 	// The rest is in "done" only. Held is the time from "ready" to the stop,
 	// Beats the heartbeats counted meanwhile; Lost the locks lost by then.
-	Held       float64 `json:"held_seconds"`
-	Beats      int64   `json:"beats"`
-	Lost       int64   `json:"lost"`
-	BeatsTotal int64   `json:"beats_total"` // whole run, after Close
-	BeatFails  int64   `json:"beat_fails"`
+	Held       float64          `json:"held_seconds"`
+	Beats      int64            `json:"beats"`
+	Lost       int64            `json:"lost"`
+	LostWhy    map[string]int64 `json:"lost_why,omitempty"` // by Lock.Err
+	BeatsTotal int64            `json:"beats_total"`        // whole run, after Close
+	BeatFails  int64            `json:"beat_fails"`
 }
 
 // soakWorkerMain runs one worker process and returns its exit code. Its
@@ -87,8 +88,8 @@ func runWorker(life, stop context.Context, cfg workerConfig, out *json.Encoder) 
 	defer db.Close()
 	db.SetMaxOpenConns(soakReleasers + 2)
 	db.SetMaxIdleConns(soakReleasers + 2)
-	c, err := pglock.New(db, pglock.WithCustomTable(cfg.Table), pglock.WithLeaseDuration(cfg.Lease),
-		pglock.WithHeartbeatFrequency(cfg.Heartbeat), pglock.WithOwner(fmt.Sprintf("soak-worker-%d", cfg.ID)))
+	c, err := pglock.New(db, append(soakLogger(), pglock.WithCustomTable(cfg.Table), pglock.WithLeaseDuration(cfg.Lease),
+		pglock.WithHeartbeatFrequency(cfg.Heartbeat), pglock.WithOwner(fmt.Sprintf("soak-worker-%d", cfg.ID)))...)
 	if err != nil {
 		return fmt.Errorf("client: %w", err)
 	}
@@ -118,7 +119,8 @@ func runWorker(life, stop context.Context, cfg workerConfig, out *json.Encoder) 
 	}
 	st := c.Stats()
 	rep.Held, rep.Beats = time.Since(ready).Seconds(), st.Heartbeats-beats
-	rep.Lost = max(st.Lost, countEnded(locks))
+	rep.Lost, rep.LostWhy = lostLocks(locks)
+	rep.Lost = max(rep.Lost, st.Lost)
 	return finishWorker(c, locks, &rep, out)
 }
 
