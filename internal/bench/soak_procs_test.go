@@ -74,21 +74,7 @@ func runManySoak(b *testing.B, cfg soakConfig) soakResult {
 	if err != nil {
 		b.Fatal(err)
 	}
-	for i, rep := range done {
-		if rep.Acquired != ws[i].cfg.Count {
-			b.Errorf("worker %d held %d locks, want %d", rep.ID, rep.Acquired, ws[i].cfg.Count)
-		}
-		r.beatsPerSec += float64(rep.Beats) / rep.Held
-		r.beatsTotal += rep.BeatsTotal
-		r.beatFails += rep.BeatFails
-		r.lost += rep.Lost
-		for why, n := range rep.LostWhy {
-			if r.lostWhy == nil {
-				r.lostWhy = map[string]int64{}
-			}
-			r.lostWhy[why] += n
-		}
-	}
+	r.collect(b, ws, done)
 	for _, w := range ws {
 		if err := w.wait(); err != nil {
 			b.Fatal(err)
@@ -101,6 +87,30 @@ func runManySoak(b *testing.B, cfg soakConfig) soakResult {
 		b.Fatal(err)
 	}
 	return r
+}
+
+// collect adds the "done" reports of the workers to r, and fails b for a
+// worker that did not hold all its locks or whose release failed.
+func (r *soakResult) collect(b *testing.B, ws []*workerProc, done []workerReport) {
+	b.Helper()
+	for i, rep := range done {
+		if rep.Acquired != ws[i].cfg.Count {
+			b.Errorf("worker %d held %d locks, want %d", rep.ID, rep.Acquired, ws[i].cfg.Count)
+		}
+		if rep.Failed != "" {
+			b.Errorf("worker %d: %s", rep.ID, rep.Failed)
+		}
+		r.beatsPerSec += float64(rep.Beats) / rep.Held
+		r.beatsTotal += rep.BeatsTotal
+		r.beatFails += rep.BeatFails
+		r.lost += rep.Lost
+		for why, n := range rep.LostWhy {
+			if r.lostWhy == nil {
+				r.lostWhy = map[string]int64{}
+			}
+			r.lostWhy[why] += n
+		}
+	}
 }
 
 // workerProc is one worker process and the goroutine that reads its

@@ -48,6 +48,7 @@ type workerReport struct {
 	LostWhy    map[string]int64 `json:"lost_why,omitempty"` // by Lock.Err
 	BeatsTotal int64            `json:"beats_total"`        // whole run, after Close
 	BeatFails  int64            `json:"beat_fails"`
+	Failed     string           `json:"failed,omitempty"` // what failed in the release or Close
 }
 
 // soakWorkerMain runs one worker process and returns its exit code. Its
@@ -125,15 +126,16 @@ func runWorker(life, stop context.Context, cfg workerConfig, out *json.Encoder) 
 }
 
 // finishWorker releases the locks still held, closes the client and
-// reports "done".
+// reports "done", with what failed meanwhile.
 func finishWorker(c *pglock.Client, locks []*pglock.Lock, rep *workerReport, out *json.Encoder) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	if err := releaseAll(ctx, c, locks); err != nil {
-		return err
+	err := releaseAll(ctx, c, locks)
+	if cerr := c.Close(ctx); cerr != nil {
+		err = errors.Join(err, fmt.Errorf("close: %w", cerr))
 	}
-	if err := c.Close(ctx); err != nil {
-		return fmt.Errorf("close: %w", err)
+	if err != nil {
+		rep.Failed = err.Error()
 	}
 	st := c.Stats()
 	rep.BeatsTotal, rep.BeatFails = st.Heartbeats, st.HeartbeatFailures
