@@ -42,12 +42,14 @@ type soakConfig struct {
 }
 
 // soakReleasers is how many goroutines of a client release its locks at
-// the end of a soak. Locks are acquired one at a time per client: inserts
-// from many sessions at once make PostgreSQL extend a table by many pages
-// at a time (up to 20 per waiting session), so the table would start the
-// hold padded with empty pages that absorb its growth, by an amount that
-// depends on the scheduling.
-const soakReleasers = 16
+// the end of a soak: a few, since each release may dial a connection of
+// its own and must be done within a quarter of the lease, and the locks
+// not yet released keep heartbeating meanwhile. Locks are acquired one at
+// a time per client: inserts from many sessions at once make PostgreSQL
+// extend a table by many pages at a time (up to 20 per waiting session), so
+// the table would start the hold padded with empty pages that absorb its
+// growth, by an amount that depends on the scheduling.
+const soakReleasers = 4
 
 // settle is the pause between the last acquisition and the start of the
 // hold, for the acquiring connections to close and report their counts.
