@@ -20,20 +20,19 @@ import (
 )
 
 // The environment variables of the soak benchmarks. Without PGLOCK_SOAK=1
-// they run in smoke mode: a couple of seconds and a few hundred locks, so
-// that the CI's `-bench . -benchtime 2x` smoke run stays short. Each of the
+// they run in smoke mode: a few hundred locks held for a second, so that
+// the CI's `-bench . -benchtime 2x` smoke run stays short. Each of the
 // others overrides one parameter in either mode.
 const (
 	envSoak         = "PGLOCK_SOAK"          // "1": the full soak
 	envSoakDuration = "PGLOCK_SOAK_DURATION" // how long the locks are held, both benchmarks (e.g. 60s)
 	envSoakPrefix   = "PGLOCK_SOAK_"         // BenchmarkSoak: LOCKS, HEARTBEAT, LEASE
-	envManyPrefix   = "PGLOCK_SOAK_MANY_"    // BenchmarkSoakManyProcesses: LOCKS, HEARTBEAT, LEASE, PROCS
+	envManyPrefix   = "PGLOCK_SOAK_MANY_"    // BenchmarkSoakManyProcesses: the same and PROCS
 	envSoakLog      = "PGLOCK_SOAK_LOG"      // "1": the clients log to stderr (see soakLogger)
 )
 
 // soakConfig is one soak's parameters.
 type soakConfig struct {
-	full      bool          // PGLOCK_SOAK=1
 	duration  time.Duration // how long the locks are held
 	locks     int           // locks held, over all processes
 	heartbeat time.Duration
@@ -64,14 +63,13 @@ func (c soakConfig) acquireTimeout() time.Duration {
 }
 
 // loadSoakConfig returns full when PGLOCK_SOAK=1 and smoke otherwise, with
-// PGLOCK_SOAK_DURATION and the variables prefix+LOCKS, HEARTBEAT, LEASE and
-// PROCS applied.
+// PGLOCK_SOAK_DURATION and the variables prefix+LOCKS, HEARTBEAT and LEASE
+// applied, and PGLOCK_SOAK_MANY_PROCS for BenchmarkSoakManyProcesses.
 func loadSoakConfig(tb testing.TB, prefix string, full, smoke soakConfig) soakConfig {
 	tb.Helper()
 	c := smoke
 	if os.Getenv(envSoak) == "1" {
 		c = full
-		c.full = true
 	}
 	var err error
 	set := func(name string, apply func(string) error) {
@@ -91,7 +89,9 @@ func loadSoakConfig(tb testing.TB, prefix string, full, smoke soakConfig) soakCo
 	set(prefix+"LOCKS", count(&c.locks))
 	set(prefix+"HEARTBEAT", duration(&c.heartbeat))
 	set(prefix+"LEASE", duration(&c.lease))
-	set(prefix+"PROCS", count(&c.procs))
+	if prefix == envManyPrefix {
+		set(prefix+"PROCS", count(&c.procs))
+	}
 	if err == nil && (c.duration <= 0 || c.locks <= 0 || c.procs <= 0) {
 		err = fmt.Errorf("duration, locks and processes must be positive: %+v", c)
 	}
@@ -112,10 +112,13 @@ func soakNames(first, n int) []string {
 
 // soakAppName returns a fresh application_name for the sessions of one
 // soak, so that its monitor can tell when they have all ended.
-func soakAppName() string {
+func soakAppName() string { return "pglock_soak_" + randomSuffix() }
+
+// randomSuffix returns 8 random hex digits, for fresh names.
+func randomSuffix() string {
 	buf := make([]byte, 4)
 	_, _ = rand.Read(buf)
-	return "pglock_soak_" + hex.EncodeToString(buf)
+	return hex.EncodeToString(buf)
 }
 
 // dsnWith returns dsn with the connection parameter k set to v, for URL

@@ -56,7 +56,7 @@ func BenchmarkSoak(b *testing.B) {
 // when tb ends.
 func createSoakTable(tb testing.TB, db *sql.DB) string {
 	tb.Helper()
-	table := "soak_" + soakAppName()[len("pglock_soak_"):]
+	table := "soak_" + randomSuffix()
 	c, err := pglock.New(db, pglock.WithCustomTable(table))
 	if err != nil {
 		tb.Fatal(err)
@@ -73,7 +73,7 @@ func createSoakTable(tb testing.TB, db *sql.DB) string {
 // dropped when tb ends.
 func originalSoakTable(tb testing.TB, db *sql.DB) string {
 	tb.Helper()
-	table := "soak_orig_" + soakAppName()[len("pglock_soak_"):]
+	table := "soak_orig_" + randomSuffix()
 	for _, q := range []string{
 		`CREATE TABLE ` + table + ` (
 			name CHARACTER VARYING(255) PRIMARY KEY,
