@@ -183,7 +183,7 @@ func acquireAll(ctx context.Context, c *pglock.Client, names []string) ([]*pgloc
 func releaseAll(ctx context.Context, c *pglock.Client, locks []*pglock.Lock) error {
 	return parallel(len(locks), soakReleasers, func(i int) error {
 		l := locks[i]
-		if l.Err() != nil {
+		if l.IsReleased() {
 			return nil
 		}
 		if err := c.ReleaseContext(ctx, l); err != nil {
