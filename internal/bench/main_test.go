@@ -1,10 +1,19 @@
 // Package bench holds the performance benchmarks of pglock: handoff latency,
-// crash takeover delay, uncontended throughput against raw SQL, and
-// contention on one name. Each reports its figures with b.ReportMetric.
-// Run them with internal/cmd/perfreport, which prints them as a table, or
-// directly:
+// crash takeover delay, uncontended throughput against raw SQL, contention
+// on one name, and what held locks cost the server over a long hold (the
+// soak benchmarks). Each reports its figures with b.ReportMetric. Run them
+// with internal/cmd/perfreport, which prints them as a table, or directly:
 //
 //	go test -run '^$' -bench . -benchtime 1x ./internal/bench
+//
+// The soak benchmarks, BenchmarkSoak and BenchmarkSoakManyProcesses, hold
+// their locks for about a second unless PGLOCK_SOAK=1 is set, so that the
+// command above (and the CI's smoke run) stays short. The full soaks, 60 s
+// each:
+//
+//	PGLOCK_SOAK=1 go test -count=1 -timeout 30m -run '^$' -bench 'Soak' -benchtime 1x ./internal/bench
+//
+// Their doc comments list the variables that change their parameters.
 //
 // The package starts its own PostgreSQL only when benchmarks are asked for,
 // so a plain `go test ./...` costs nothing here.
@@ -26,6 +35,9 @@ import (
 var srv *pgserver.Server
 
 func TestMain(m *testing.M) {
+	if spec := os.Getenv(envSoakWorker); spec != "" {
+		os.Exit(soakWorkerMain(spec)) // a worker of BenchmarkSoakManyProcesses
+	}
 	flag.Parse()
 	if f := flag.Lookup("test.bench"); f == nil || f.Value.String() == "" {
 		os.Exit(m.Run())

@@ -7,7 +7,9 @@
 //
 // Each benchmark runs in its own `go test -run '^$' -bench ... -benchtime
 // ...` invocation, with its own throwaway PostgreSQL; the commands are
-// printed before the table.
+// printed before the table. With -soak it also runs the 60 s soaks of the
+// lock table's cost on the server (BenchmarkSoak, BenchmarkSoakManyProcesses,
+// with PGLOCK_SOAK=1), which take several minutes more.
 package main
 
 import (
@@ -30,20 +32,34 @@ func main() {
 	takeovers := flag.Int("takeovers", 20, "takeovers measured by BenchmarkCrashTakeover")
 	pairs := flag.Int("pairs", 3000, "acquire+release pairs per side and goroutine count in BenchmarkThroughput")
 	verbose := flag.Bool("v", false, "print the raw benchmark output")
+	soak := flag.Bool("soak", false, "also run the 60 s soaks, BenchmarkSoak and BenchmarkSoakManyProcesses (several minutes more)")
 	flag.Parse()
 
-	runs := []struct{ bench, benchtime string }{
-		{"^BenchmarkHandoff$", fmt.Sprintf("%dx", *handoffs)},
-		{"^BenchmarkCrashTakeover$", fmt.Sprintf("%dx", *takeovers)},
-		{"^BenchmarkThroughput$", fmt.Sprintf("%dx", *pairs)},
-		{"^BenchmarkContention$", "1x"},
+	type run struct {
+		bench, benchtime string
+		env              []string // set for this run, before the go command
+	}
+	runs := []run{
+		{"^BenchmarkHandoff$", fmt.Sprintf("%dx", *handoffs), nil},
+		{"^BenchmarkCrashTakeover$", fmt.Sprintf("%dx", *takeovers), nil},
+		{"^BenchmarkThroughput$", fmt.Sprintf("%dx", *pairs), nil},
+		{"^BenchmarkContention$", "1x", nil},
+	}
+	if *soak {
+		runs = append(runs,
+			run{"^BenchmarkSoak$", "1x", []string{"PGLOCK_SOAK=1"}},
+			run{"^BenchmarkSoakManyProcesses$", "1x", []string{"PGLOCK_SOAK=1"}})
 	}
 	loadBefore := loadavg()
 	results := map[string]map[string]float64{}
 	for _, r := range runs {
 		args := []string{"test", "-count=1", "-run", "^$", "-bench", r.bench, "-benchtime", r.benchtime, "./internal/bench"}
-		fmt.Fprintf(os.Stderr, "$ go %s\n", strings.Join(quoteArgs(args), " "))
+		if r.env != nil {
+			args = append(args[:2], append([]string{"-timeout", "30m"}, args[2:]...)...) // the soaks
+		}
+		fmt.Fprintf(os.Stderr, "$ %sgo %s\n", strings.Join(append(r.env, ""), " "), strings.Join(quoteArgs(args), " "))
 		cmd := exec.Command("go", args...)
+		cmd.Env = append(os.Environ(), r.env...)
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		err := cmd.Run()
@@ -94,6 +110,40 @@ func main() {
 	row("100 goroutines on one name, 10 s: acquisitions", fmt.Sprintf("%.0f", k["acquisitions"]), "", nil)
 	row("  fewest acquisitions of one goroutine", fmt.Sprintf("%.0f", k["fewest-per-goroutine"]), "≥ 1, no error", b(k["fewest-per-goroutine"] >= 1))
 	row("  longest wait", ms(k["max-wait-ms"]), "reported", nil)
+	if *soak {
+		soakRows(results, row)
+	}
+}
+
+// soakRows prints the rows of the soak benchmarks.
+func soakRows(results map[string]map[string]float64, row func(name, value, target string, met *bool)) {
+	b := func(v bool) *bool { return &v }
+	for _, t := range []struct{ name, title string }{
+		{"CreateTable", "CreateTable's table (fillfactor 50)"},
+		{"original", "the original's table (fillfactor 100)"},
+	} {
+		s := results["BenchmarkSoak/table="+t.name]
+		// Targets for CreateTable's table; the original's is the comparison.
+		target := func(text string, met bool) (string, *bool) {
+			if t.name != "CreateTable" {
+				return "", nil
+			}
+			return text, b(met)
+		}
+		tg, m := target("≥ 99%", s["hot-%"] >= 99)
+		row(fmt.Sprintf("Soak, %.0f locks held %.0f s, %.0f ms heartbeat, %s: HOT share of the updates",
+			s["locks"], s["held-s"], s["heartbeat-ms"], t.title), fmt.Sprintf("%.2f%%", s["hot-%"]), tg, m)
+		tg, m = target("< 1.5x", s["table-x"] < 1.5)
+		row("  table growth over the hold", fmt.Sprintf("%.2fx", s["table-x"]), tg, m)
+		row("  index growth over the hold", fmt.Sprintf("%.2fx", s["index-x"]), "", nil)
+		row("  statements/s served; heartbeats/s", fmt.Sprintf("%.1f; %.0f", s["stmts/s"], s["beats/s"]), "", nil)
+		row("  locks lost", fmt.Sprintf("%.0f", s["lost"]), "0", b(s["lost"] == 0))
+	}
+	s := results["BenchmarkSoakManyProcesses"]
+	row(fmt.Sprintf("Soak, %.0f locks across %.0f processes held %.0f s, %.0f ms heartbeat: locks lost",
+		s["locks"], s["procs"], s["held-s"], s["heartbeat-ms"]), fmt.Sprintf("%.0f", s["lost"]), "0", b(s["lost"] == 0))
+	row("  statements/s served; heartbeats/s", fmt.Sprintf("%.1f; %.0f", s["stmts/s"], s["beats/s"]), "reported", nil)
+	row("  HOT share; table growth", fmt.Sprintf("%.2f%%; %.2fx", s["hot-%"], s["table-x"]), "", nil)
 }
 
 func ms(v float64) string { return fmt.Sprintf("%.2f ms", v) }
