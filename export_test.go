@@ -1,6 +1,7 @@
 package pglock
 
 import (
+	"context"
 	"database/sql"
 	"slices"
 	"sync"
@@ -122,3 +123,16 @@ var ClassifyError = typeError
 // so tests reproduce its state: they move the row as the heartbeat would
 // have, then call this.
 func MarkUnsettled(l *Lock, start time.Time) { l.markUnsettled(start) }
+
+// The reflection in reflect.go, exported for reflect_test.go, which runs it
+// against the real drivers.
+var (
+	IsTrustedDriver = isTrustedDriver
+	ConnString      = connString
+	PoolListenSafe  = poolListenSafe
+)
+
+// NotificationWaiter is notificationWaiter.
+func NotificationWaiter(conn any) (func(ctx context.Context) (channel, payload string, err error), bool) {
+	return notificationWaiter(conn)
+}
