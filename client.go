@@ -82,7 +82,7 @@ func UnsafeNew(db *sql.DB, opts ...ClientOption) (*Client, error) {
 		return nil, err
 	}
 	c.sql = newStatements(c.table)
-	c.keep = newKeeper(db, c.sessionConnString(), &c.calls)
+	c.keep = newKeeper(db, c.sessionConnString(), &c.calls, c.leaseDuration)
 	c.heartbeats = newHeartbeater(c)
 	c.waits = newWaitRoom(c)
 	c.closing, c.close = context.WithCancel(context.Background())

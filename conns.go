@@ -25,14 +25,18 @@ import (
 // would hide an unknown outcome. A statement given up on leaves its
 // connection behind; it is discarded when the statement returns.
 type keeper struct {
-	db      *sql.DB // the caller's pool
-	connect driver.Connector
-	calls   *runner
+	db       *sql.DB // the caller's pool
+	connect  driver.Connector
+	calls    *runner
+	dialFor  time.Duration // how long a connection of the own pool may take to open
+	stopDial context.Context
+	stop     context.CancelFunc
 
 	mu        sync.Mutex
 	holders   int         // hold calls not matched by letGo
 	own       *sql.DB     // the client's own pool: open while holders > 0, and linger after
 	lingering *time.Timer // closes own once it lingered unused
+	dialing   bool        // a connection of own is being opened in the background
 }
 
 // ownIdleConns is how many idle connections the client's own pool keeps:
@@ -51,9 +55,11 @@ func (e *notSentError) Unwrap() error { return e.error }
 const ownLinger = 100 * time.Millisecond
 
 // newKeeper returns the keeper of a client on db whose sessions connect
-// with dsn ("" when there is none).
-func newKeeper(db *sql.DB, dsn string, calls *runner) *keeper {
-	k := &keeper{db: db, calls: calls}
+// with dsn ("" when there is none). Its own connections may take dialFor
+// to open.
+func newKeeper(db *sql.DB, dsn string, calls *runner, dialFor time.Duration) *keeper {
+	k := &keeper{db: db, calls: calls, dialFor: dialFor}
+	k.stopDial, k.stop = context.WithCancel(context.Background())
 	if dsn != "" {
 		k.connect = sessionConnector(db.Driver(), dsn)
 	}
@@ -102,7 +108,30 @@ func (k *keeper) hold() {
 	if k.own == nil && k.connect != nil {
 		k.own = sql.OpenDB(k.connect)
 		k.own.SetMaxIdleConns(ownIdleConns)
+		k.dialLocked(k.own)
 	}
+}
+
+// dialLocked opens a connection of own in the background, unless one is
+// being opened already, and leaves it idle in own. Opening a connection
+// takes several round trips; the statements that keep locks alive must
+// not spend their time on it, least of all when the network is slow. k.mu
+// is held.
+func (k *keeper) dialLocked(own *sql.DB) {
+	if k.dialing {
+		return
+	}
+	k.dialing = true
+	k.calls.spawn(func() {
+		ctx, cancel := context.WithTimeout(k.stopDial, k.dialFor)
+		defer cancel()
+		if conn, err := own.Conn(ctx); err == nil {
+			_ = conn.Close() // back to own's idle connections
+		}
+		k.mu.Lock()
+		k.dialing = false
+		k.mu.Unlock()
+	})
 }
 
 // letGo undoes one hold; after the last, the keeper closes its own pool
@@ -139,15 +168,16 @@ func (k *keeper) closeOwn(own *sql.DB) {
 // run gets a connection and runs f on it, returning within ctx whatever the
 // driver does (see runner). An error wrapping notSentError means f never
 // ran. It is for the statements that keep locks alive: heartbeats and
-// read-backs, which dial a connection of the client's own pool if it has
-// none idle.
+// read-backs. They run on a connection of the client's own pool when one
+// is idle; else on the caller's pool while one of the own pool opens in the
+// background for the next.
 func (k *keeper) run(ctx context.Context, f func(context.Context, querier) error) error {
 	return k.runOn(ctx, true, f)
 }
 
 // runWarm is run for statements a caller waits for, such as a release: on
-// a connection of the client's own pool only when one is idle, else on the
-// caller's pool, so that the caller never waits for a dial.
+// a connection of the client's own pool when one is idle, else on the
+// caller's pool, without opening one for later.
 func (k *keeper) runWarm(ctx context.Context, f func(context.Context, querier) error) error {
 	return k.runOn(ctx, false, f)
 }
@@ -176,14 +206,18 @@ func (k *keeper) runOn(ctx context.Context, dial bool, f func(context.Context, q
 	return err
 }
 
-// conn returns a connection for one statement: from the client's own pool
-// while it is open (unless dial is false and it has no idle connection),
-// else from the caller's pool.
+// conn returns a connection for one statement: an idle one of the
+// client's own pool, else one of the caller's pool; with dial, it opens
+// one of the own pool in the background for the next statement.
 func (k *keeper) conn(ctx context.Context, dial bool) (*sql.Conn, error) {
 	k.mu.Lock()
 	own := k.own
+	idle := own != nil && own.Stats().Idle > 0
+	if own != nil && !idle && dial {
+		k.dialLocked(own)
+	}
 	k.mu.Unlock()
-	if own != nil && (dial || own.Stats().Idle > 0) {
+	if idle {
 		return own.Conn(ctx)
 	}
 	return k.db.Conn(ctx)
@@ -202,6 +236,7 @@ func (k *keeper) flushIdle() {
 
 // close lets go of everything at once, for Client.Close.
 func (k *keeper) close() {
+	k.stop()
 	k.mu.Lock()
 	k.holders = 1
 	own := k.own

@@ -30,8 +30,9 @@ import (
 var netDrivers = []string{"postgres", "pgx"}
 
 // pqConnector stands for a lib/pq pool made by sql.OpenDB from a
-// connector: the client cannot read a connection string from it, so it
-// opens no connection of its own and reserves one of the pool's instead.
+// connector: the client cannot read a connection string from it, so
+// unless given WithSessionDSN it opens no connection of its own and runs
+// its heartbeats on the pool's.
 const pqConnector = "postgres/connector"
 
 // netLease and netBeat are the lease and heartbeat of the network

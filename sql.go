@@ -85,20 +85,62 @@ func newStatements(id identifier) statements {
 	t := id.quoted()
 	seq := id.sequence().quoted()
 	releaseNotify := ` SELECT released.name FROM released CROSS JOIN LATERAL pg_notify($3::text, released.name::text)`
-	// The original library's columns. Pages are left half empty, so that
-	// a heartbeat's new row version fits in its row's page: every
-	// heartbeat is then a HOT update (it changes no indexed column), the
-	// old versions are pruned in place, and the table does not grow under
-	// a steady load. Only the storage differs from the original's table;
-	// its clients and this one share either.
-	columns := `(
-	name CHARACTER VARYING(255) PRIMARY KEY,
-	record_version_number BIGINT,
-	data BYTEA,
-	owner CHARACTER VARYING(255)
-) WITH (fillfactor = ` + strconv.Itoa(LockTableFillfactor) + `)`
+	columns := tableColumns()
 	return statements{
-		acquire: `WITH current AS (
+		acquire: acquireSQL(t),
+
+		release: `WITH released AS (
+	DELETE FROM ` + t + ` WHERE name = $1::text AND record_version_number = $2::bigint RETURNING name
+)` + releaseNotify,
+
+		releaseKeep: `WITH released AS (
+	UPDATE ` + t + ` SET record_version_number = NULL
+	WHERE name = $1::text AND record_version_number = $2::bigint RETURNING name
+)` + releaseNotify,
+
+		heartbeat: `UPDATE ` + t + ` SET record_version_number = nextval($3::regclass)
+WHERE name = $1::text AND record_version_number = $2::bigint
+RETURNING record_version_number`,
+
+		heartbeatBatch: heartbeatBatchSQL(t),
+
+		reread: `SELECT name, record_version_number, owner FROM ` + t + ` WHERE name = ANY($1::text[])`,
+
+		get: `SELECT name, owner, data, record_version_number FROM ` + t + ` WHERE name = $1::text`,
+
+		getAll: `SELECT name, owner, data, record_version_number FROM ` + t + ` ORDER BY name`,
+
+		guard: `SELECT 1 FROM ` + t + ` WHERE name = $1::text AND record_version_number = $2::bigint FOR SHARE`,
+
+		isolation: `SELECT current_setting('transaction_isolation')`,
+
+		proclaim: `UPDATE ` + t + ` SET data = $3::bytea
+WHERE name = $1::text AND record_version_number = $2::bigint`,
+
+		forceRelease: `WITH released AS (
+	DELETE FROM ` + t + ` WHERE name = $1::text RETURNING name
+) SELECT released.name FROM released CROSS JOIN LATERAL pg_notify($2::text, released.name::text)`,
+
+		resolveTable: resolveTableSQL,
+
+		createTable:               `CREATE TABLE ` + t + ` ` + columns,
+		createTableIfNotExists:    `CREATE TABLE IF NOT EXISTS ` + t + ` ` + columns,
+		createSequence:            `CREATE SEQUENCE ` + seq + ` CYCLE`,
+		createSequenceIfNotExists: `CREATE SEQUENCE IF NOT EXISTS ` + seq + ` CYCLE`,
+		ownedBy:                   ` OWNED BY ` + t + `.record_version_number`,
+		dropTable:                 `DROP TABLE ` + t,
+		dropSequence:              `DROP SEQUENCE IF EXISTS ` + seq,
+
+		listen: `LISTEN ` + pq.QuoteIdentifier(id.channel()),
+
+		sequence: seq,
+		channel:  id.channel(),
+	}
+}
+
+// acquireSQL is statements.acquire on the quoted table t.
+func acquireSQL(t string) string {
+	return `WITH current AS (
 	SELECT record_version_number, owner FROM ` + t + ` WHERE name = $1::text
 ), acquired AS (
 	INSERT INTO ` + t + ` AS l (name, record_version_number, data, owner)
@@ -119,30 +161,20 @@ func newStatements(id identifier) statements {
 SELECT true, record_version_number, data, ours, NULL::text FROM acquired
 UNION ALL
 SELECT false, record_version_number, NULL::bytea, false, owner::text FROM current
-WHERE record_version_number IS NOT NULL AND NOT EXISTS (SELECT 1 FROM acquired)`,
+WHERE record_version_number IS NOT NULL AND NOT EXISTS (SELECT 1 FROM acquired)`
+}
 
-		release: `WITH released AS (
-	DELETE FROM ` + t + ` WHERE name = $1::text AND record_version_number = $2::bigint RETURNING name
-)` + releaseNotify,
-
-		releaseKeep: `WITH released AS (
-	UPDATE ` + t + ` SET record_version_number = NULL
-	WHERE name = $1::text AND record_version_number = $2::bigint RETURNING name
-)` + releaseNotify,
-
-		heartbeat: `UPDATE ` + t + ` SET record_version_number = nextval($3::regclass)
-WHERE name = $1::text AND record_version_number = $2::bigint
-RETURNING record_version_number`,
-
-		// The table is scanned by name = ANY(ARRAY(...)): an array whose
-		// length the planner cannot see, so it looks the rows up through the
-		// primary key instead of hashing a scan of the whole table, and it
-		// expects few rows in locked, so the UPDATE probes the primary key
-		// once per locked row. A batch costs O(batch), not O(table). (A
-		// plain $1 array would be seen as 1000 names and planned as a
-		// sequential scan; a correlated EXISTS per name ran one scan per
-		// name.)
-		heartbeatBatch: `WITH req AS (
+// heartbeatBatchSQL is statements.heartbeatBatch on the quoted table t.
+// The table is scanned by name = ANY(ARRAY(...)): an array whose
+// length the planner cannot see, so it looks the rows up through the
+// primary key instead of hashing a scan of the whole table, and it
+// expects few rows in locked, so the UPDATE probes the primary key
+// once per locked row. A batch costs O(batch), not O(table). (A
+// plain $1 array would be seen as 1000 names and planned as a
+// sequential scan; a correlated EXISTS per name ran one scan per
+// name.)
+func heartbeatBatchSQL(t string) string {
+	return `WITH req AS (
 	SELECT r.name, r.rvn FROM unnest($1::text[], $2::bigint[]) AS r(name, rvn)
 ), cur AS (
 	SELECT l.name, l.record_version_number FROM ` + t + ` l
@@ -161,43 +193,30 @@ RETURNING record_version_number`,
 SELECT req.name, req.rvn, bumped.new_rvn, cur.name IS NOT NULL
 FROM req
 LEFT JOIN bumped ON bumped.name = req.name AND bumped.old_rvn = req.rvn
-LEFT JOIN cur ON cur.name = req.name AND cur.record_version_number = req.rvn`,
+LEFT JOIN cur ON cur.name = req.name AND cur.record_version_number = req.rvn`
+}
 
-		reread: `SELECT name, record_version_number, owner FROM ` + t + ` WHERE name = ANY($1::text[])`,
-
-		get: `SELECT name, owner, data, record_version_number FROM ` + t + ` WHERE name = $1::text`,
-
-		getAll: `SELECT name, owner, data, record_version_number FROM ` + t + ` ORDER BY name`,
-
-		guard: `SELECT 1 FROM ` + t + ` WHERE name = $1::text AND record_version_number = $2::bigint FOR SHARE`,
-
-		isolation: `SELECT current_setting('transaction_isolation')`,
-
-		proclaim: `UPDATE ` + t + ` SET data = $3::bytea
-WHERE name = $1::text AND record_version_number = $2::bigint`,
-
-		forceRelease: `WITH released AS (
-	DELETE FROM ` + t + ` WHERE name = $1::text RETURNING name
-) SELECT released.name FROM released CROSS JOIN LATERAL pg_notify($2::text, released.name::text)`,
-
-		resolveTable: `SELECT c.oid::bigint, format('%I.%I', n.nspname, c.relname),
+// resolveTableSQL is statements.resolveTable.
+const resolveTableSQL = `SELECT c.oid::bigint, format('%I.%I', n.nspname, c.relname),
 	$2::boolean AND COALESCE(
 		array_position(current_schemas(true), current_schema()) < array_position(current_schemas(true), n.nspname),
 		false)
 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE c.oid = pg_catalog.to_regclass($1::text)`,
+WHERE c.oid = pg_catalog.to_regclass($1::text)`
 
-		createTable:               `CREATE TABLE ` + t + ` ` + columns,
-		createTableIfNotExists:    `CREATE TABLE IF NOT EXISTS ` + t + ` ` + columns,
-		createSequence:            `CREATE SEQUENCE ` + seq + ` CYCLE`,
-		createSequenceIfNotExists: `CREATE SEQUENCE IF NOT EXISTS ` + seq + ` CYCLE`,
-		ownedBy:                   ` OWNED BY ` + t + `.record_version_number`,
-		dropTable:                 `DROP TABLE ` + t,
-		dropSequence:              `DROP SEQUENCE IF EXISTS ` + seq,
-
-		listen: `LISTEN ` + pq.QuoteIdentifier(id.channel()),
-
-		sequence: seq,
-		channel:  id.channel(),
-	}
+// tableColumns is the lock table's definition after its name in CREATE
+// TABLE.
+func tableColumns() string {
+	// The original library's columns. Pages are left half empty, so that
+	// a heartbeat's new row version fits in its row's page: every
+	// heartbeat is then a HOT update (it changes no indexed column), the
+	// old versions are pruned in place, and the table does not grow under
+	// a steady load. Only the storage differs from the original's table;
+	// its clients and this one share either.
+	return `(
+	name CHARACTER VARYING(255) PRIMARY KEY,
+	record_version_number BIGINT,
+	data BYTEA,
+	owner CHARACTER VARYING(255)
+) WITH (fillfactor = ` + strconv.Itoa(LockTableFillfactor) + `)`
 }

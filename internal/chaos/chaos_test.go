@@ -24,9 +24,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"cirello.io/pglock"
+	"cirello.io/pglock/internal/netfault"
 )
 
-// Chaos parameters. The figures in docs/readme-safety.md come from a run of
+// Chaos parameters. The figures in docs/safety.md come from a run of
 // TestChaos with these values.
 const (
 	chaosWorkers   = 4
@@ -50,13 +51,14 @@ type workerReport struct {
 
 // faultCounts are the faults the test injected.
 type faultCounts struct {
-	restarts, killed, pauses atomic.Int64
+	restarts, killed, pauses, blackholes, partitions atomic.Int64
 }
 
 // TestChaos runs several worker processes that compete for a few lock names
 // and write to a ledger only through Guard, while the test kills their
-// backends, stops and restarts the server, and SIGSTOPs lock holders for
-// longer than a lease. It then proves from the ledger that no two tenures of
+// backends, stops and restarts the server, SIGSTOPs lock holders for longer
+// than a lease, and cuts holders off the network (each worker reaches the
+// server through its own fault-injecting proxy) for longer than a lease. It then proves from the ledger that no two tenures of
 // one name ever interleaved their committed writes.
 func TestChaos(t *testing.T) {
 	if srv.External() {
@@ -93,15 +95,20 @@ func TestChaos(t *testing.T) {
 	}
 	procs := make([]*proc, chaosWorkers)
 	pids := make(map[int]bool)
+	proxies := make(map[int]*netfault.Proxy)
 	for i := range procs {
+		proxy, err := netfault.Listen(srv.Addr())
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = proxy.Close() })
 		p := &proc{cmd: exec.Command(worker,
-			"-dsn", srv.DSN(), "-table", table, "-ledger", ledger, "-names", chaosNames,
+			"-dsn", strings.Replace(srv.DSN(), srv.Addr(), proxy.Addr(), 1), "-table", table, "-ledger", ledger, "-names", chaosNames,
 			"-lease", chaosLease.String(), "-heartbeat", chaosHeartbeat.String(),
 			"-duration", chaosDuration.String(), "-id", strconv.Itoa(i))}
 		p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
 		require.NoError(t, p.cmd.Start())
 		procs[i] = p
 		pids[p.cmd.Process.Pid] = true
+		proxies[p.cmd.Process.Pid] = proxy
 	}
 	// Whatever happens, no worker stays stopped or outlives the test.
 	t.Cleanup(func() {
@@ -118,10 +125,11 @@ func TestChaos(t *testing.T) {
 	// Even when the test fails early, the injectors end (and the server is
 	// up again) before it returns.
 	defer func() { cancel(); wg.Wait() }()
-	wg.Add(3)
+	wg.Add(4)
 	go func() { defer wg.Done(); killBackends(ctx, db, &faults) }()
 	go func() { defer wg.Done(); restartServer(ctx, t, &faults) }()
 	go func() { defer wg.Done(); pauseHolders(ctx, t, db, table, pids, &faults) }()
+	go func() { defer wg.Done(); cutOffHolders(ctx, t, db, table, proxies, &faults) }()
 
 	// Wait for the workers.
 	var reports []workerReport
@@ -164,6 +172,8 @@ func TestChaos(t *testing.T) {
 	t.Logf("chaos: %d workers, names %s, lease %v, heartbeat %v, %v", chaosWorkers, chaosNames, chaosLease, chaosHeartbeat, chaosDuration)
 	t.Logf("chaos: faults: %d server restarts, %d backends killed, %d holders SIGSTOPped for %v",
 		faults.restarts.Load(), faults.killed.Load(), faults.pauses.Load(), pauseFor)
+	t.Logf("chaos: holders cut off for %v: %d with their open connections blackholed, %d fully partitioned",
+		cutOffFor, faults.blackholes.Load(), faults.partitions.Load())
 	t.Logf("chaos: ledger: %d committed writes in %d tenures (%d tenures acquired); overlapping tenures: %d",
 		check.rows, check.tenures, sum.Tenures, len(check.violations))
 	t.Logf("chaos: stale writes refused by Guard: %d while the holder still believed it held the lock, %d after it knew it had lost it",
@@ -175,6 +185,8 @@ func TestChaos(t *testing.T) {
 	require.Equal(t, int64(2), faults.restarts.Load(), "the server was not restarted twice")
 	require.Positive(t, faults.killed.Load(), "no backend was killed")
 	require.Positive(t, faults.pauses.Load(), "no holder was paused")
+	require.Positive(t, faults.blackholes.Load(), "no holder's connections were blackholed")
+	require.Positive(t, faults.partitions.Load(), "no holder was partitioned")
 	require.GreaterOrEqual(t, check.tenures, 10, "too few tenures to prove anything")
 	require.LessOrEqual(t, check.tenures, sum.Tenures)
 	// How many stale writes Guard refuses is counted, not required: it
@@ -301,6 +313,44 @@ func pauseHolders(ctx context.Context, t *testing.T, db *sql.DB, table string, p
 		time.Sleep(pauseFor)
 		if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
 			t.Errorf("SIGCONT %d: %v", pid, err)
+			return
+		}
+	}
+}
+
+// cutOffFor is how long a holder stays cut off the network: well over a
+// lease.
+const cutOffFor = 2 * time.Second
+
+// cutOffHolders cuts a worker that holds a lock off the network for
+// cutOffFor every few seconds, then heals its proxy, which delivers what it
+// held back. In turn, the cut blackholes only the connections open then
+// (new ones work: a NAT forgot them), or partitions the worker (nothing
+// works).
+func cutOffHolders(ctx context.Context, t *testing.T, db *sql.DB, table string, proxies map[int]*netfault.Proxy, f *faultCounts) {
+	t.Helper()
+	pids := make(map[int]bool, len(proxies))
+	for pid := range proxies {
+		pids[pid] = true
+	}
+	for sleepCtx(ctx, 1500*time.Millisecond) {
+		pid := holderPID(ctx, db, table, pids)
+		if pid == 0 {
+			continue
+		}
+		proxy := proxies[pid]
+		if (f.blackholes.Load()+f.partitions.Load())%2 == 0 {
+			proxy.Blackhole()
+			f.blackholes.Add(1)
+		} else if _, err := proxy.Partition(); err != nil {
+			t.Errorf("partition: %v", err)
+			return
+		} else {
+			f.partitions.Add(1)
+		}
+		time.Sleep(cutOffFor)
+		if err := proxy.Heal(); err != nil {
+			t.Errorf("heal: %v", err)
 			return
 		}
 	}
