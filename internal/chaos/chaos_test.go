@@ -26,7 +26,7 @@ import (
 	"cirello.io/pglock"
 )
 
-// Chaos parameters. The figures in docs/readme-safety.md come from a run of
+// Chaos parameters. The figures in docs/safety.md come from runs of
 // TestChaos with these values.
 const (
 	chaosWorkers   = 4
