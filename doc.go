@@ -4,7 +4,8 @@
 // on any number of hosts, that share the table (and the lease) exclude each
 // other: at most one of them holds a given name at a time. It is a drop-in
 // port of the original cirello.io/pglock, with the same API, the same table
-// and the same behaviour, plus the improvements listed in CHANGELOG.md.
+// and the same behaviour, plus the improvements listed in CHANGELOG.md and
+// README.md.
 //
 // # How it works
 //
@@ -57,18 +58,43 @@
 // ends. A release wakes waiting clients within milliseconds through
 // LISTEN/NOTIFY: each Client keeps one listening connection while any of its
 // goroutines waits, and only the first waiter per name sends statements.
-// When no notification can arrive (a *sql.DB made with sql.OpenDB from a
-// connector, a pooler in transaction mode, a release by the original library)
-// waiters poll, so they still acquire, only later. FailIfLocked does not wait.
+// When no notification can arrive (a *sql.DB made with sql.OpenDB and no
+// WithSessionDSN, unless it is an unbounded pgx pool; a pooler in transaction
+// mode; a release by the original library) waiters poll, so they still
+// acquire, only later. FailIfLocked does not wait.
+//
+// # Connections
+//
+// Acquires and reads run on the *sql.DB given to New, one statement per
+// call. While the client holds locks it also keeps a small pool of its own
+// for the background heartbeats (up to four idle connections, closed shortly
+// after the last lock is released), plus one LISTEN connection while any of
+// its goroutines waits. It opens them with the connection string the *sql.DB
+// was opened with by sql.Open, or the one given with WithSessionDSN. A
+// *sql.DB made with sql.OpenDB has none: without WithSessionDSN the client
+// then heartbeats on that pool, and a pool kept busy by the caller can delay
+// the heartbeats past the lease.
+//
+// No call outlives its context by more than a few tens of milliseconds,
+// whatever the driver does on a dead connection: a statement that does not
+// return in time is left behind, and counted in Stats.AbandonedStatements and
+// Stats.StuckStatements. A heartbeat that does not return in time is retried
+// on another connection within the lease. Client.Close releases the locks
+// still held (a lock it cannot release is left to expire), stops everything
+// the client runs in the background, and never closes the *sql.DB.
 //
 // # Losing a lock, fencing
 //
 // A lock is lost when someone else took it over or no heartbeat succeeded for
-// a whole lease. Lock.Done is closed then, and Lock.Err says why. While a
-// lock is held, Lock.RecordVersionNumber is a fencing token: no other holder
-// of the name ever sees the same number. Lock.Guard fences a write made in a
-// PostgreSQL transaction: the transaction commits only if the lock was held
-// throughout.
+// a whole lease. Lock.Done is closed then, and Lock.Err says why; Client.Do
+// cancels the context of the function it runs. A heartbeat that failed is
+// retried within the lease, and one whose outcome is unknown (the connection
+// broke after the commit) is settled by reading the row back, so a brief
+// outage does not cost the lock. While a lock is held,
+// Lock.RecordVersionNumber is a fencing token: it only grows, and no other
+// holder of the name ever sees the same number. Lock.Guard fences a write
+// made in a PostgreSQL transaction: the transaction commits only if the lock
+// was held throughout.
 //
 // # Leader election
 //
@@ -115,4 +141,11 @@
 // The Client.Stats example writes it in the Prometheus text format; an
 // OpenTelemetry exporter maps the same fields to observable instruments in a
 // callback.
+//
+// # Further documentation
+//
+// The repository's docs directory has the topic guides: safety.md (the
+// guarantee, what it assumes, and how it is tested), operations.md
+// (connections, network settings, upgrading from the original library,
+// monitoring), election.md, cli.md (the pglock command) and performance.md.
 package pglock

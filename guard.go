@@ -32,10 +32,12 @@ import (
 //   - the background heartbeat skips the row; when skipping it again would
 //     let half the lease pass without a refresh, it waits for the row
 //     instead, and new Guard calls on the lock wait for that heartbeat;
-//   - every acquire attempt on the name waits for the transaction to end,
-//     FailIfLocked ones too, and so do Release and SendHeartbeat of the lock:
-//     do not call them, nor Guard on a second transaction, from a goroutine
-//     that keeps a guarded transaction of the same lock open;
+//   - a takeover of the row (once it went stale, or just after a release)
+//     waits for the transaction to end, FailIfLocked ones too; an acquire
+//     attempt that sees the row held does not touch it and never waits;
+//   - Release and SendHeartbeat of the lock wait for the transaction to
+//     end: do not call them, nor Guard on a second transaction, from a
+//     goroutine that keeps a guarded transaction of the same lock open;
 //   - a transaction open for longer than the lease keeps the lock safe while
 //     it is open, but the holder counts the lock lost (Done closes) since no
 //     heartbeat could land, and a waiter that watched the row for a lease
@@ -45,6 +47,11 @@ import (
 // interval. A holder that stops with a guarded transaction open keeps every
 // waiter out until the server ends that transaction: set PostgreSQL's
 // idle_in_transaction_session_timeout to bound it.
+//
+// The share lock belongs to the (sub)transaction that ran Guard: a ROLLBACK
+// TO SAVEPOINT that undoes the Guard call releases it, and the rest of tx
+// is no longer fenced. Guard cannot detect that; call it outside any
+// savepoint that may be rolled back to, or again after the rollback.
 func (l *Lock) Guard(ctx context.Context, tx *sql.Tx) error {
 	if l == nil || l.client == nil {
 		return errNilLock

@@ -75,9 +75,9 @@ func WithOwner(owner string) ClientOption {
 // Without it the client reuses the connection string the *sql.DB was
 // opened with by sql.Open, which it reads from the *sql.DB (see the
 // package documentation, Connections). A *sql.DB made by sql.OpenDB has
-// none: the client then heartbeats on a connection of that pool, reserved
-// while it holds locks, and its waiters poll unless the pool has no limit
-// on open connections.
+// none: the client then heartbeats on connections of that pool, where the
+// caller's own work can delay them, and its waiters poll unless the driver
+// is pgx and the pool has no limit on open connections.
 func WithSessionDSN(dsn string) ClientOption {
 	return func(c *Client) { c.sessionDSN = dsn }
 }

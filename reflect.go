@@ -9,10 +9,12 @@ import (
 )
 
 // This file holds every use of reflection in the package. Each reads what a
-// dependency keeps private, or calls pgx without importing it, and each has
-// a test that fails on the Go or pgx version where it stops working
-// (reflect_test.go), so that an upgrade cannot silently switch clients to
-// polling. WithSessionDSN avoids the first two altogether.
+// dependency keeps private, or calls pgx without importing it, and each is
+// covered by a test that fails on the Go or pgx version where it stops
+// working (the driver scenarios of drivers_test.go check that a client
+// listens under each driver; TestNewTrustsOnlyKnownDrivers checks the
+// driver check), so that an upgrade cannot silently switch clients to
+// polling. WithSessionDSN avoids reading the connection string altogether.
 
 // isTrustedDriver reports whether db's driver is lib/pq or pgx v5's stdlib.
 // pgx is recognised by its type, so this package does not import it.

@@ -116,7 +116,7 @@ type Stats struct {
 	// StuckStatements is how many of those have not returned yet. Each
 	// keeps a goroutine and a connection until its socket dies; a number
 	// that stays up points at connections that die without a reset (see
-	// the operations guide on TCP keepalive and timeouts).
+	// docs/operations.md on TCP keepalive and timeouts).
 	StuckStatements int64
 }
 

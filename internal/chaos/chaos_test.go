@@ -27,7 +27,7 @@ import (
 	"cirello.io/pglock/internal/netfault"
 )
 
-// Chaos parameters. The figures in docs/safety.md come from a run of
+// Chaos parameters. The figures in docs/safety.md come from runs of
 // TestChaos with these values.
 const (
 	chaosWorkers   = 4

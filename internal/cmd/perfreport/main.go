@@ -1,7 +1,10 @@
 // Command perfreport runs pglock's performance benchmarks (internal/bench)
-// and prints every figure as one Markdown table, with the targets of issue
-// 3, the machine, the PostgreSQL version and the load average around the
-// run. Run it from the module root:
+// and prints every figure as one Markdown table: each row gives the figure,
+// its measured value and, where the project sets one, its target and
+// whether it was met. Above the table it prints the machine, the Go and
+// PostgreSQL versions and the load average before and after the run, the
+// set-up docs/performance.md states with its figures. Run it from the
+// module root:
 //
 //	go run ./internal/cmd/perfreport
 //
