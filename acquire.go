@@ -203,6 +203,7 @@ func (c *Client) acquireRow(ctx context.Context, l *Lock, expected sql.NullInt64
 		res    attemptResult
 		holder sql.NullString
 	)
+	start := c.clock.now()
 	row := c.db.QueryRowContext(ctx, c.sql.acquire, l.name, l.data, c.owner, l.replaceData, expected, c.sql.sequence)
 	switch err := row.Scan(&res.acquired, &res.rvn, &res.data, &res.ours, &holder); {
 	case errors.Is(err, sql.ErrNoRows):
@@ -210,6 +211,7 @@ func (c *Client) acquireRow(ctx context.Context, l *Lock, expected sql.NullInt64
 	case err != nil:
 		return attemptResult{}, err
 	}
+	c.trip.Store(int64(c.clock.now().Sub(start)))
 	res.known, res.holder = true, holder.String
 	return res, nil
 }

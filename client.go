@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
+
+	"cirello.io/pglock/internal/bounded"
 )
 
 // Client is the entry point: it acquires and releases named locks kept in a
@@ -29,9 +31,10 @@ type Client struct {
 	log                *slog.Logger
 	stats              counters
 	clock              clock
-	tableChecked       atomic.Bool // checkTable passed
+	tableChecked       atomic.Bool  // checkTable passed
+	trip               atomic.Int64 // duration of the latest answered acquire or heartbeat, in ns
 
-	calls      runner // statements left behind by callers whose context ended
+	calls      bounded.Runner // statements left behind by callers whose context ended
 	keep       *keeper
 	heartbeats *heartbeater
 	waits      *waitRoom
@@ -146,11 +149,11 @@ func validName(s string) error {
 
 // statement runs f, a statement on the caller's pool, so that it returns
 // within ctx, and within statementBound when ctx has no earlier deadline;
-// see runner for what happens to a statement left behind.
+// see internal/bounded for what happens to a statement left behind.
 func (c *Client) statement(ctx context.Context, f func(context.Context) error, late func(error)) error {
 	ctx, cancel := context.WithTimeout(ctx, c.statementBound())
 	defer cancel()
-	return c.calls.run(ctx, f, late)
+	return c.calls.Run(ctx, f, late)
 }
 
 // statementBound bounds a statement whose caller's context allows longer:
@@ -528,8 +531,8 @@ func (c *Client) join(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("pglock: Close gave up waiting for the client's goroutines: %w", ctx.Err())
 	}
-	if err := c.calls.wait(ctx); err != nil {
-		return fmt.Errorf("pglock: Close gave up waiting for %d statements left behind on dead connections: %w", c.calls.stuck.Load(), err)
+	if err := c.calls.Wait(ctx); err != nil {
+		return fmt.Errorf("pglock: Close gave up waiting for %d statements left behind on dead connections: %w", c.calls.Stuck(), err)
 	}
 	return nil
 }

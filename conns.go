@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/lib/pq"
+
+	"cirello.io/pglock/internal/bounded"
 )
 
 // keeper runs the statements that keep held locks alive and settle them:
@@ -27,7 +29,7 @@ import (
 type keeper struct {
 	db       *sql.DB // the caller's pool
 	connect  driver.Connector
-	calls    *runner
+	calls    *bounded.Runner
 	dialFor  time.Duration // how long a connection of the own pool may take to open
 	stopDial context.Context
 	stop     context.CancelFunc
@@ -57,7 +59,7 @@ const ownLinger = 100 * time.Millisecond
 // newKeeper returns the keeper of a client on db whose sessions connect
 // with dsn ("" when there is none). Its own connections may take dialFor
 // to open.
-func newKeeper(db *sql.DB, dsn string, calls *runner, dialFor time.Duration) *keeper {
+func newKeeper(db *sql.DB, dsn string, calls *bounded.Runner, dialFor time.Duration) *keeper {
 	k := &keeper{db: db, calls: calls, dialFor: dialFor}
 	k.stopDial, k.stop = context.WithCancel(context.Background())
 	if dsn != "" {
@@ -122,7 +124,7 @@ func (k *keeper) dialLocked(own *sql.DB) {
 		return
 	}
 	k.dialing = true
-	k.calls.spawn(func() {
+	k.calls.Spawn(func() {
 		ctx, cancel := context.WithTimeout(k.stopDial, k.dialFor)
 		defer cancel()
 		if conn, err := own.Conn(ctx); err == nil {
@@ -166,7 +168,7 @@ func (k *keeper) closeOwn(own *sql.DB) {
 }
 
 // run gets a connection and runs f on it, returning within ctx whatever the
-// driver does (see runner). An error wrapping notSentError means f never
+// driver does (see internal/bounded). An error wrapping notSentError means f never
 // ran. It is for the statements that keep locks alive: heartbeats and
 // read-backs. They run on a connection of the client's own pool when one
 // is idle; else on the caller's pool while one of the own pool opens in the
@@ -185,7 +187,7 @@ func (k *keeper) runWarm(ctx context.Context, f func(context.Context, querier) e
 // runOn runs f as run and runWarm describe. Getting the connection is part
 // of the call the runner bounds: a driver may hang while connecting too.
 func (k *keeper) runOn(ctx context.Context, dial bool, f func(context.Context, querier) error) error {
-	err := k.calls.run(ctx, func(ctx context.Context) error {
+	err := k.calls.Run(ctx, func(ctx context.Context) error {
 		conn, err := k.conn(ctx, dial)
 		if err != nil {
 			return &notSentError{err}
@@ -199,7 +201,7 @@ func (k *keeper) runOn(ctx context.Context, dial bool, f func(context.Context, q
 		_ = conn.Close()
 		return err
 	}, nil)
-	var abandoned *abandonedError
+	var abandoned *bounded.AbandonedError
 	if errors.As(err, &abandoned) || isConnFault(err) {
 		k.flushIdle() // connections opened alongside a dead one may be dead too
 	}

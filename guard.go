@@ -90,7 +90,7 @@ func (l *Lock) guard(ctx context.Context, tx *sql.Tx) error {
 	if ended {
 		return l.Err()
 	}
-	return l.client.calls.run(ctx, func(ctx context.Context) error {
+	return l.client.calls.Run(ctx, func(ctx context.Context) error {
 		var one int
 		return tx.QueryRowContext(ctx, l.client.sql.guard, l.name, held.rvn).Scan(&one)
 	}, nil)
@@ -103,7 +103,7 @@ func (l *Lock) guard(ctx context.Context, tx *sql.Tx) error {
 // now.
 func (l *Lock) guardMissed(ctx context.Context, tx *sql.Tx) error {
 	var isolation string
-	err := l.client.calls.run(ctx, func(ctx context.Context) error {
+	err := l.client.calls.Run(ctx, func(ctx context.Context) error {
 		return tx.QueryRowContext(ctx, l.client.sql.isolation).Scan(&isolation)
 	}, nil)
 	if err != nil {

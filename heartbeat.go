@@ -238,6 +238,7 @@ func (h *heartbeater) beat(runCtx context.Context, g *generation, locks []*Lock)
 		markUnknown(taken, start, err)
 		return false
 	}
+	c.trip.Store(int64(c.clock.now().Sub(start)))
 	var recheck, skipped []*Lock
 	var refreshed int64
 	for _, r := range rows {
@@ -337,12 +338,14 @@ func (c *Client) attemptTimeout() time.Duration {
 
 // beatTimeout bounds one try of a background heartbeat whose first lock
 // expires at expires: half the time left until then, and at least an
-// eighth of a lease. A slow but live connection (a long round trip, a
-// connection being set up) gets the time to answer, and a dead one is given
-// up early enough for the next try, on another connection, to land within
-// the lease.
+// eighth of a lease, so that a dead connection is given up early enough for
+// the next try, on another connection, to land within the lease. On a slow
+// network it is at least twice the latest answered statement's time (up to
+// the time left): a try that cannot get an answer in time would only end
+// the connection it set up.
 func (c *Client) beatTimeout(expires time.Time) time.Duration {
-	return max(expires.Sub(c.clock.now())/2, c.leaseDuration/8)
+	left := expires.Sub(c.clock.now())
+	return max(left/2, c.leaseDuration/8, min(2*time.Duration(c.trip.Load()), left))
 }
 
 // waitForGuarded refreshes the locks a batch skipped because an open Guard

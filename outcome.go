@@ -94,7 +94,7 @@ func (c *Client) readBack(ctx context.Context, locks []*Lock) {
 		c.settle(ctx, locks)
 		return
 	}
-	c.calls.spawn(func() {
+	c.calls.Spawn(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), c.attemptTimeout())
 		defer cancel()
 		c.settle(ctx, locks)

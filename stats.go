@@ -147,7 +147,7 @@ func (c *Client) Stats() Stats {
 		HandoffTime:       time.Duration(s.handoffNanos.Load()),
 		MaxHandoff:        time.Duration(s.maxHandoffNanos.Load()),
 
-		AbandonedStatements: c.calls.abandoned.Load(),
-		StuckStatements:     c.calls.stuck.Load(),
+		AbandonedStatements: c.calls.Abandoned(),
+		StuckStatements:     c.calls.Stuck(),
 	}
 }

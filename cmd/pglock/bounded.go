@@ -6,11 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"cirello.io/pglock"
+	"cirello.io/pglock/internal/bounded"
 )
 
 // defaultExitTimeout is how long, by default, a command may take to release
@@ -21,81 +20,11 @@ const defaultExitTimeout = 5 * time.Second
 // its own error (lib/pq's "canceling statement") before it is left behind.
 const callGrace = 50 * time.Millisecond
 
-// calls runs driver calls so that none keeps pglock waiting after its
-// context ended: lib/pq, for one, keeps reading a silent connection after
-// its context ended, and sends no timeout of its own while it connects. A
-// call that does not return within callGrace of its context's end is left
-// running on its goroutine and the caller gets the context's error. calls
-// owns those goroutines: wait joins them, within a deadline, once the
-// command returned. A call still blocked when the deadline passes (and
-// wait's own goroutine, which waits for it) ends with the process, which
-// exits right after.
-type calls struct {
-	wg    sync.WaitGroup
-	stuck atomic.Int64 // calls left behind that have not returned yet
-}
-
-// Call states, for the handshake between a caller and its call.
-const (
-	callRunning int32 = iota
-	callReturned
-	callLeft
-)
-
-// run calls f(ctx) and returns its error, or an error wrapping ctx's once
-// ctx ended and f did not return within callGrace.
-func (cs *calls) run(ctx context.Context, f func(context.Context) error) error {
-	var state atomic.Int32
-	done := make(chan error, 1)
-	cs.wg.Add(1)
-	go func() {
-		defer cs.wg.Done()
-		err := f(ctx)
-		if state.CompareAndSwap(callRunning, callReturned) {
-			done <- err
-			return
-		}
-		cs.stuck.Add(-1)
-	}()
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-	}
-	t := time.NewTimer(callGrace)
-	defer t.Stop()
-	select {
-	case err := <-done:
-		return err
-	case <-t.C:
-	}
-	if !state.CompareAndSwap(callRunning, callLeft) {
-		return <-done // it returned just now
-	}
-	cs.stuck.Add(1)
-	return fmt.Errorf("gave up waiting for PostgreSQL: %w", ctx.Err())
-}
-
-// wait waits until every call left behind returned, or ctx ends; it then
-// reports how many are still blocked. Calls that returned are joined even
-// when ctx has ended already: their goroutines are about to return.
-func (cs *calls) wait(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		cs.wg.Wait()
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-	}
-	if n := cs.stuck.Load(); n > 0 {
-		return fmt.Errorf("calls still waiting for PostgreSQL: %d: %w", n, ctx.Err())
-	}
-	<-done
-	return nil
-}
+// newCalls returns the runner of the command's driver calls: none keeps
+// pglock waiting after its context ended (see internal/bounded). A call
+// still blocked when the exit path's deadline passes ends with the process,
+// which exits right after.
+func newCalls() *bounded.Runner { return &bounded.Runner{Grace: callGrace} }
 
 // exitContext returns the context of the exit path: it ends --exit-timeout
 // after the exit path began, when exitContext was first called. Every step
@@ -125,7 +54,7 @@ func (g *globals) shutdown(ctx context.Context, db *sql.DB, c *pglock.Client) {
 		}
 	}
 	if db != nil {
-		err := g.calls.run(ctx, func(context.Context) error { return db.Close() })
+		err := g.calls.Run(ctx, func(context.Context) error { return db.Close() }, nil)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("cannot close the connections: %w", err))
 		}
@@ -141,8 +70,8 @@ func (g *globals) shutdown(ctx context.Context, db *sql.DB, c *pglock.Client) {
 func (g *globals) joinCalls() {
 	ctx, cancel := g.exitContext()
 	defer cancel()
-	if err := g.calls.wait(ctx); err != nil {
-		g.warn("exiting anyway (--exit-timeout %v): %v", g.exitTimeout, err)
+	if err := g.calls.Wait(ctx); err != nil && g.calls.Stuck() > 0 {
+		g.warn("exiting anyway (--exit-timeout %v): calls still waiting for PostgreSQL: %d: %v", g.exitTimeout, g.calls.Stuck(), err)
 	}
 }
 
@@ -150,4 +79,13 @@ func (g *globals) joinCalls() {
 func (g *globals) warn(format string, args ...any) {
 	msg := strings.ReplaceAll(fmt.Sprintf(format, args...), "\n", "; ")
 	fmt.Fprintf(g.stderr, "pglock: warning: %s\n", msg)
+}
+
+// call runs f bounded by ctx (see newCalls).
+func (g *globals) call(ctx context.Context, f func(context.Context) error) error {
+	err := g.calls.Run(ctx, f, nil)
+	if abandoned := (*bounded.AbandonedError)(nil); errors.As(err, &abandoned) {
+		return fmt.Errorf("gave up waiting for PostgreSQL: %w", err)
+	}
+	return err
 }

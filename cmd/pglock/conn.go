@@ -50,7 +50,7 @@ func (g *globals) open(ctx context.Context) (*sql.DB, error) {
 	}
 	pctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
-	if err := g.calls.run(pctx, db.PingContext); err != nil {
+	if err := g.call(pctx, db.PingContext); err != nil {
 		g.closeClient(db, nil)
 		return nil, fmt.Errorf("cannot connect to PostgreSQL (connection string from %s): %w", from, err)
 	}

@@ -148,12 +148,12 @@ func (d *demo) onServer(ctx context.Context, dsn string) (err error) {
 		return err
 	}
 	pctx, cancel := context.WithTimeout(ctx, connectTimeout)
-	err = d.g.calls.run(pctx, d.dbs[0].PingContext)
+	err = d.g.call(pctx, d.dbs[0].PingContext)
 	cancel()
 	if err != nil {
 		return fmt.Errorf("cannot connect to PostgreSQL: %w", err)
 	}
-	if err := d.g.calls.run(ctx, func(context.Context) error { return admin.CreateTable() }); err != nil {
+	if err := d.g.call(ctx, func(context.Context) error { return admin.CreateTable() }); err != nil {
 		return err
 	}
 	defer func() { err = errors.Join(err, d.dropTable(admin)) }()
@@ -196,7 +196,7 @@ func (d *demo) closeClients() {
 func (d *demo) dropTable(admin *pglock.Client) error {
 	ctx, cancel := d.g.exitContext()
 	defer cancel()
-	if err := d.g.calls.run(ctx, func(context.Context) error { return admin.DropTable() }); err != nil {
+	if err := d.g.call(ctx, func(context.Context) error { return admin.DropTable() }); err != nil {
 		return err
 	}
 	d.say("dropped table %q", d.table)

@@ -22,7 +22,7 @@ func cmdInit(ctx context.Context, g *globals, args []string) int {
 	defer g.closeClient(db, c)
 	// TryCreateTable takes no context: run it so that a signal still ends
 	// the wait when the server stops answering.
-	err = g.calls.run(ctx, func(context.Context) error { return c.TryCreateTable() })
+	err = g.call(ctx, func(context.Context) error { return c.TryCreateTable() })
 	if err != nil {
 		return g.fail(exitError, "%v", g.explain(err))
 	}

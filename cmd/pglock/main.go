@@ -99,6 +99,7 @@
 package main
 
 import (
+	"cirello.io/pglock/internal/bounded"
 	"context"
 	"errors"
 	"flag"
@@ -173,7 +174,7 @@ type globals struct {
 	dsn, table     string
 	exitTimeout    time.Duration
 	stdout, stderr io.Writer
-	calls          calls // driver calls that outlived their context
+	calls          *bounded.Runner // driver calls, bounded by their contexts
 
 	exitOnce sync.Once // sets exitBy when the exit path begins
 	exitBy   time.Time // the exit path's deadline
@@ -198,7 +199,7 @@ func main() {
 
 // realMain runs the command line args and returns the exit status.
 func realMain(args []string, stdout, stderr io.Writer) int {
-	g := &globals{exitTimeout: defaultExitTimeout, stdout: stdout, stderr: stderr}
+	g := &globals{exitTimeout: defaultExitTimeout, stdout: stdout, stderr: stderr, calls: newCalls()}
 	fs := g.flagSet("pglock")
 	if err := fs.Parse(args); err != nil {
 		return g.usageError(err)

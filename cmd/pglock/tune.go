@@ -122,7 +122,7 @@ func (t *tuner) inspect(ctx context.Context) (tableStats, error) {
 		}
 	}
 	var schema, name string
-	err = t.g.calls.run(ctx, func(ctx context.Context) error {
+	err = t.g.call(ctx, func(ctx context.Context) error {
 		return t.db.QueryRowContext(ctx, statsQuery, quoteTable(t.g.tableName())).Scan(&schema, &name,
 			&st.fillfactor, &st.size, &st.idx, &st.upd, &st.hotUpd)
 	})
@@ -193,7 +193,7 @@ func (t *tuner) rewrite(ctx context.Context, st tableStats) error {
 // --lock-timeout, so that a table kept busy makes it fail rather than
 // queue every heartbeat behind it.
 func (t *tuner) exec(ctx context.Context, stmt string) error {
-	err := t.g.calls.run(ctx, func(ctx context.Context) error {
+	err := t.g.call(ctx, func(ctx context.Context) error {
 		conn, err := t.db.Conn(ctx)
 		if err != nil {
 			return err

@@ -18,7 +18,6 @@
 package pgserver
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -526,24 +525,28 @@ func (s *Server) init(conf string) error {
 	s.tmpDir = dir
 	s.dataDir = filepath.Join(dir, "data")
 	s.logPath = filepath.Join(dir, "postgres.log")
-	cmd := exec.Command(filepath.Join(s.binDir, "initdb"),
+	if out, err := s.runTool(dir, "initdb",
 		"--pgdata="+s.dataDir,
 		"--username=postgres",
 		"--auth=trust",
 		"--encoding=UTF8",
 		"--no-locale",
 		"--no-sync",
-	)
+	); err != nil {
+		return fmt.Errorf("pgserver: initdb (%s) failed: %w%s\n%s", s.binDir, err, s.permHint(err), lastLines(out, 30))
+	}
+	return appendFile(filepath.Join(s.dataDir, "postgresql.conf"), conf)
+}
+
+// runTool runs one of the server's programs in dir as the server's user,
+// and returns what it printed.
+func (s *Server) runTool(dir, name string, args ...string) (string, error) {
+	cmd := exec.Command(filepath.Join(s.binDir, name), args...)
 	cmd.Dir = dir
 	cmd.Env = childEnv()
 	cmd.SysProcAttr = procAttr(s.cred)
-	var out bytes.Buffer
-	cmd.Stdout = &out
-	cmd.Stderr = &out
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("pgserver: initdb (%s) failed: %w%s\n%s", s.binDir, err, s.permHint(err), lastLines(out.String(), 30))
-	}
-	return appendFile(filepath.Join(s.dataDir, "postgresql.conf"), conf)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
 }
 
 // appendFile appends text to the existing file path.

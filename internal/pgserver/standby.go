@@ -1,13 +1,11 @@
 package pgserver
 
 import (
-	"bytes"
 	"database/sql"
 	"errors"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -86,22 +84,15 @@ func (st *Server) baseBackup(primary *Server) error {
 	st.dataDir = filepath.Join(dir, "data")
 	st.logPath = filepath.Join(dir, "postgres.log")
 	conninfo := fmt.Sprintf("host=127.0.0.1 port=%d user=postgres application_name=%s", primary.port, st.appName)
-	cmd := exec.Command(filepath.Join(st.binDir, "pg_basebackup"),
+	if out, err := st.runTool(dir, "pg_basebackup",
 		"--pgdata="+st.dataDir,
 		"--dbname="+conninfo,
 		"--write-recovery-conf",
 		"--wal-method=stream",
 		"--checkpoint=fast",
 		"--no-sync",
-	)
-	cmd.Dir = dir
-	cmd.Env = childEnv()
-	cmd.SysProcAttr = procAttr(st.cred)
-	var out bytes.Buffer
-	cmd.Stdout = &out
-	cmd.Stderr = &out
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("pgserver: pg_basebackup from %s failed: %w%s\n%s", primary.Addr(), err, st.permHint(err), lastLines(out.String(), 30))
+	); err != nil {
+		return fmt.Errorf("pgserver: pg_basebackup from %s failed: %w%s\n%s", primary.Addr(), err, st.permHint(err), lastLines(out, 30))
 	}
 	return dropSetting(filepath.Join(st.dataDir, "postgresql.auto.conf"), "synchronous_standby_names")
 }

@@ -92,31 +92,7 @@ func run(dsn, table, ledger string, names []string, lease, heartbeat, duration t
 			continue
 		}
 		rep.Tenures++
-		tenure := l.RecordVersionNumber()
-		// Hold for a number of writes, writing as long as we believe we
-		// hold the lock: only Guard tells us otherwise. A worker that was
-		// paused wakes up with writes still to do.
-		writes := 3 + rand.N(20)
-		for n := 0; ; n++ {
-			believed := l.Err() == nil
-			err := write(ctx, db, l, insert, name, id, tenure, n)
-			switch {
-			case err == nil:
-				rep.Writes++
-			case errors.Is(err, pglock.ErrLockAlreadyReleased) && believed:
-				rep.RefusedHeld++
-			case errors.Is(err, pglock.ErrLockAlreadyReleased):
-				rep.RefusedKnown++
-			default:
-				if ctx.Err() == nil {
-					rep.WriteErrors++
-				}
-			}
-			if errors.Is(err, pglock.ErrLockAlreadyReleased) || ctx.Err() != nil || n >= writes {
-				break
-			}
-			sleep(ctx, 10*time.Millisecond)
-		}
+		hold(ctx, db, l, insert, name, id, &rep)
 		rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
 		if err := c.ReleaseContext(rctx, l); err != nil {
 			rep.ReleaseErrors++
@@ -124,6 +100,34 @@ func run(dsn, table, ledger string, names []string, lease, heartbeat, duration t
 		rcancel()
 	}
 	return json.NewEncoder(os.Stdout).Encode(rep)
+}
+
+// hold writes to the ledger under l for a number of writes, as long as the
+// worker believes it holds the lock: only Guard tells it otherwise. A worker
+// that was paused wakes up with writes still to do.
+func hold(ctx context.Context, db *sql.DB, l *pglock.Lock, insert, name string, id int, rep *Report) {
+	tenure := l.RecordVersionNumber()
+	writes := 3 + rand.N(20)
+	for n := 0; ; n++ {
+		believed := l.Err() == nil
+		err := write(ctx, db, l, insert, name, id, tenure, n)
+		switch {
+		case err == nil:
+			rep.Writes++
+		case errors.Is(err, pglock.ErrLockAlreadyReleased) && believed:
+			rep.RefusedHeld++
+		case errors.Is(err, pglock.ErrLockAlreadyReleased):
+			rep.RefusedKnown++
+		default:
+			if ctx.Err() == nil {
+				rep.WriteErrors++
+			}
+		}
+		if errors.Is(err, pglock.ErrLockAlreadyReleased) || ctx.Err() != nil || n >= writes {
+			break
+		}
+		sleep(ctx, 10*time.Millisecond)
+	}
 }
 
 // write commits one ledger row in its own transaction, fenced by Guard. The
