@@ -485,6 +485,14 @@ func (s *schedule) unfounded(rvn int64, since time.Time) string {
 	s.mu.Lock()
 	at, seen := s.committed[rvn]
 	s.mu.Unlock()
+	if !seen && s.landInFlight() {
+		// A statement given up on by its caller commits on its own
+		// goroutine, and its rows are recorded only once it returns: a
+		// read-back may have seen its RVN first.
+		s.mu.Lock()
+		at, seen = s.committed[rvn]
+		s.mu.Unlock()
+	}
 	switch {
 	case !seen:
 		return "that RVN was never committed"
@@ -492,6 +500,24 @@ func (s *schedule) unfounded(rvn int64, since time.Time) string {
 		return fmt.Sprintf("its lease counts from %v after that RVN was committed", since.Sub(at))
 	}
 	return ""
+}
+
+// landInFlight waits, for up to a few seconds of real time, until no
+// statement of the schedule's clients is in flight, and reports whether
+// any was.
+func (s *schedule) landInFlight() bool {
+	was := false
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		busy := false
+		for _, d := range s.dbs {
+			busy = busy || d.cnt.InFlight() > 0
+		}
+		if !busy {
+			return was
+		}
+		was = true
+	}
+	return was
 }
 
 // fail reports a violation with the seed that replays it, and the trace of

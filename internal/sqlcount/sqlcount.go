@@ -42,7 +42,8 @@ type Event struct {
 // Counter counts the statements sent through one *sql.DB made by Open or
 // OpenConnector. Its methods are safe for concurrent use.
 type Counter struct {
-	n atomic.Int64
+	n        atomic.Int64
+	inFlight atomic.Int64 // statements sent and not yet completed
 
 	mu         sync.Mutex
 	observe    func(Event)
@@ -188,6 +189,11 @@ func (c *Counter) keep(query string, run func() ([][]driver.Value, error)) {
 	defer c.mu.Unlock()
 	c.delayed = append(c.delayed, delayed{query, run})
 }
+
+// InFlight is how many statements were sent and have not completed: for a
+// statement whose rows are read up front (a fate with After, or a failure
+// hook), until they are read and After ran.
+func (c *Counter) InFlight() int64 { return c.inFlight.Load() }
 
 // Statements returns how many statements were sent since the last Reset.
 func (c *Counter) Statements() int64 { return c.n.Load() }
@@ -411,7 +417,9 @@ func (cn *conn) exec(query string, args []driver.NamedValue, run func() (driver.
 	observe, failAfter, failBefore := cn.c.hooks()
 	ev := Event{Query: query, Args: append([]driver.NamedValue(nil), args...), Start: time.Now()}
 	cn.c.n.Add(1)
+	cn.c.inFlight.Add(1)
 	res, err := cn.execFated(query, args, failBefore, failAfter, run)
+	cn.c.inFlight.Add(-1)
 	if observe != nil {
 		ev.End, ev.Err = time.Now(), err
 		observe(ev)
@@ -530,7 +538,9 @@ func (cn *conn) query(query string, args []driver.NamedValue, run func() (driver
 	observe, failAfter, failBefore := cn.c.hooks()
 	ev := &Event{Query: query, Args: append([]driver.NamedValue(nil), args...), Start: time.Now()}
 	cn.c.n.Add(1)
+	cn.c.inFlight.Add(1)
 	rs, err := cn.queryFated(query, args, failBefore, failAfter, run)
+	cn.c.inFlight.Add(-1)
 	if err != nil {
 		if observe != nil {
 			ev.End, ev.Err = time.Now(), err
