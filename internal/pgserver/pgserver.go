@@ -89,6 +89,9 @@ type Options struct {
 	// postgresql.conf after the package's defaults, so they override them
 	// (e.g. "fsync": "on"). ALTER SYSTEM can still change them later.
 	Settings map[string]string
+	// Local starts a cluster of its own even when PGLOCK_TEST_DSN is set:
+	// for tests that must kill, restart or replicate their server.
+	Local bool
 }
 
 // Start returns a server to test against. If the environment variable
@@ -101,10 +104,11 @@ type Options struct {
 // StartWith(Options{}).
 func Start() (*Server, error) { return StartWith(Options{}) }
 
-// StartWith is Start with opts applied to the new cluster. The options do
-// not apply to an external server, which is returned as is.
+// StartWith is Start with opts applied to the new cluster. Unless
+// opts.Local is set, the options do not apply to an external server, which
+// is returned as is.
 func StartWith(opts Options) (*Server, error) {
-	if dsn := os.Getenv(EnvDSN); dsn != "" {
+	if dsn := os.Getenv(EnvDSN); dsn != "" && !opts.Local {
 		return &Server{dsn: dsn, external: true}, nil
 	}
 	conf, err := opts.conf()

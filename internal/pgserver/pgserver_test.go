@@ -249,13 +249,11 @@ func show(t *testing.T, dsn, name string) string {
 	return v
 }
 
-// ownServer starts a server with opts, or skips when PGLOCK_TEST_DSN names
-// an external one, since the test needs a cluster of its own.
+// ownServer starts a cluster of its own with opts, even when
+// PGLOCK_TEST_DSN names an external server.
 func ownServer(t *testing.T, opts Options) *Server {
 	t.Helper()
-	if os.Getenv(EnvDSN) != "" {
-		t.Skip("needs a cluster of its own; " + EnvDSN + " is set")
-	}
+	opts.Local = true
 	s, err := StartWith(opts)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, s.Close()) })
@@ -275,8 +273,19 @@ func TestStartWithOptions(t *testing.T) {
 	require.NoError(t, s.Restart())
 	require.Equal(t, "5MB", show(t, s.DSN(), "work_mem"), "settings kept across Restart")
 
-	_, err := StartWith(Options{Settings: map[string]string{"work_mem = 1MB\nfsync": "on"}})
+	_, err := StartWith(Options{Settings: map[string]string{"work_mem = 1MB\nfsync": "on"}, Local: true})
 	require.ErrorContains(t, err, "bad setting name")
+}
+
+func TestStartLocal(t *testing.T) {
+	t.Setenv(EnvDSN, "postgres://nobody@192.0.2.1:1/none")
+	s := ownServer(t, Options{})
+	require.False(t, s.External(), "Local gave the external server")
+	require.NotZero(t, s.PID())
+	require.Equal(t, "off", show(t, s.DSN(), "synchronous_commit"))
+	ext, err := StartWith(Options{})
+	require.NoError(t, err)
+	require.True(t, ext.External(), "without Local, %s is the server", EnvDSN)
 }
 
 // serverPort returns the port of the server a fresh connection of db
