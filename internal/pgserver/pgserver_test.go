@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -435,6 +436,31 @@ func TestStandbyFailover(t *testing.T) {
 		require.NoError(t, s.Close())
 		require.NoDirExists(t, dir)
 	}
+}
+
+func TestStandbyDetach(t *testing.T) {
+	primary := ownServer(t, Options{SynchronousCommit: true})
+	st, err := primary.StartStandby(false)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, st.Close()) })
+	require.NoError(t, primary.Exec("CREATE TABLE replicated (id int PRIMARY KEY); INSERT INTO replicated VALUES (1)"))
+	require.NoError(t, primary.CaughtUp(st))
+	var n int
+	require.NoError(t, queryRowDSN(st.DSN(), "SELECT count(*) FROM replicated", &n))
+	require.Equal(t, 1, n, "CaughtUp returned before the replay")
+
+	require.NoError(t, st.Detach())
+	require.NoError(t, pollUntil(10*time.Second, "end of the WAL sender", func() error {
+		if got := replication(t, primary.DSN()); len(got) > 0 {
+			return fmt.Errorf("the primary still streams to %v", got)
+		}
+		return nil
+	}))
+	require.NoError(t, primary.Exec("INSERT INTO replicated VALUES (2)"))
+	require.NoError(t, primary.Kill())
+	require.NoError(t, st.Promote())
+	require.NoError(t, queryRowDSN(st.DSN(), "SELECT count(*) FROM replicated", &n))
+	require.Equal(t, 1, n, "a row committed after Detach reached the standby")
 }
 
 // multiHostPort returns the port of the server that driver reaches through
