@@ -36,7 +36,7 @@ func testFailoverSync(t *testing.T, driver string) {
 	waitFor(t, 10*time.Second, "waiter listening", func() bool { return waiter.Stats().Listening })
 	listens := waiter.Stats().ListenerConnects
 	rv := startRivals(rival, names)
-	acq := startAcquirer(holder, "late")
+	acq := startAcquirer(holder, "late", 0)
 	time.Sleep(500 * time.Millisecond) // acquisitions right up to the kill
 
 	killed, _ := pair.failover(t, time.Second)

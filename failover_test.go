@@ -173,7 +173,8 @@ type acquired struct {
 	at time.Time
 }
 
-func startAcquirer(c *pglock.Client, prefix string) *acquirer {
+// startAcquirer starts the goroutine, pausing pause between acquisitions.
+func startAcquirer(c *pglock.Client, prefix string, pause time.Duration) *acquirer {
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &acquirer{cancel: cancel}
 	a.wg.Add(1)
@@ -192,6 +193,7 @@ func startAcquirer(c *pglock.Client, prefix string) *acquirer {
 			a.mu.Lock()
 			a.got = append(a.got, acquired{l, time.Now()})
 			a.mu.Unlock()
+			time.Sleep(pause)
 		}
 	}()
 	return a
@@ -206,6 +208,19 @@ func (a *acquirer) locks() []*pglock.Lock {
 		locks[i] = g.l
 	}
 	return locks
+}
+
+// acquiredBefore returns the locks acquired before at.
+func (a *acquirer) acquiredBefore(at time.Time) []acquired {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var got []acquired
+	for _, g := range a.got {
+		if g.at.Before(at) {
+			got = append(got, g)
+		}
+	}
+	return got
 }
 
 // stop stops the goroutine and returns the locks it acquired.
