@@ -3,6 +3,7 @@ package pglock_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -105,7 +106,7 @@ func callsWithin(t *testing.T, c *pglock.Client, held, release *pglock.Lock) {
 		err := call(ctx)
 		took := time.Since(start)
 		cancel()
-		t.Logf("%s during the outage: %v after %v", name, err, took.Round(time.Millisecond))
+		t.Logf("%s during the outage: %q after %v", name, firstLine(fmt.Sprint(err)), took.Round(time.Millisecond))
 		require.Error(t, err, name)
 		require.Less(t, took, bound+time.Second, name)
 	}
