@@ -35,10 +35,10 @@ func testFailoverAsync(t *testing.T, partition time.Duration) {
 	fence := newFenceTable(t, db)
 	require.NoError(t, pair.primary.CaughtUp(pair.standby))
 
-	fz := startFencers(db, clients, 2, lockNames("fenced", 3), fence)
+	fz := startFencers(t, db, clients, 2, lockNames("fenced", 3), fence)
 	churn := make([]*acquirer, len(clients))
 	for i, c := range clients {
-		churn[i] = startAcquirer(c, fmt.Sprintf("churn-%d", i), 5*time.Millisecond)
+		churn[i] = startAcquirer(t, c, fmt.Sprintf("churn-%d", i), 5*time.Millisecond)
 	}
 	time.Sleep(1500 * time.Millisecond)
 	if partition > 0 {

@@ -35,8 +35,8 @@ func testFailoverSync(t *testing.T, driver string) {
 	waited := acquireRetrying(testCtx(t), waiter, "handoff")
 	waitFor(t, 10*time.Second, "waiter listening", func() bool { return waiter.Stats().Listening })
 	listens := waiter.Stats().ListenerConnects
-	rv := startRivals(rival, names)
-	acq := startAcquirer(holder, "late", 0)
+	rv := startRivals(t, rival, names)
+	acq := startAcquirer(t, holder, "late", 0)
 	time.Sleep(500 * time.Millisecond) // acquisitions right up to the kill
 
 	killed, _ := pair.failover(t, time.Second)

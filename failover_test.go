@@ -124,38 +124,43 @@ func rowOf(t *testing.T, db *sql.DB, table, name string) (owner string, rvn int6
 }
 
 // rivals runs a goroutine that keeps trying to take names with
-// FailIfLocked through c, until stop returns the names it took.
+// FailIfLocked through c, until stopped, and remembers the names it took.
 type rivals struct {
 	cancel context.CancelFunc
-	done   chan []string
+	wg     sync.WaitGroup
+	took   []string // written by the goroutine, read after wg.Wait
 }
 
-func startRivals(c *pglock.Client, names []string) *rivals {
+// startRivals starts the goroutine; it is stopped when t ends at the
+// latest.
+func startRivals(t *testing.T, c *pglock.Client, names []string) *rivals {
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &rivals{cancel: cancel, done: make(chan []string, 1)}
+	r := &rivals{cancel: cancel}
+	r.wg.Add(1)
 	go func() {
-		var took []string
+		defer r.wg.Done()
 		for ctx.Err() == nil {
 			for _, name := range names {
 				actx, acancel := context.WithTimeout(ctx, time.Second)
 				l, err := c.AcquireContext(actx, name, pglock.FailIfLocked())
 				acancel()
 				if err == nil {
-					took = append(took, name)
+					r.took = append(r.took, name)
 					_ = c.Release(l)
 				}
 			}
 			time.Sleep(20 * time.Millisecond) // attempts fail fast while no server accepts writes
 		}
-		r.done <- took
 	}()
+	t.Cleanup(func() { r.stop() })
 	return r
 }
 
 // stop stops the goroutine and returns the names it took.
 func (r *rivals) stop() []string {
 	r.cancel()
-	return <-r.done
+	r.wg.Wait()
+	return r.took
 }
 
 // acquirer runs a goroutine acquiring fresh names through c back to back,
@@ -173,10 +178,12 @@ type acquired struct {
 	at time.Time
 }
 
-// startAcquirer starts the goroutine, pausing pause between acquisitions.
-func startAcquirer(c *pglock.Client, prefix string, pause time.Duration) *acquirer {
+// startAcquirer starts the goroutine, pausing pause between acquisitions;
+// it is stopped when t ends at the latest.
+func startAcquirer(t *testing.T, c *pglock.Client, prefix string, pause time.Duration) *acquirer {
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &acquirer{cancel: cancel}
+	t.Cleanup(func() { a.stop() })
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()

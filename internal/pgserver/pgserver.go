@@ -8,9 +8,10 @@
 // starts nothing and hands back an external server with that DSN instead.
 //
 // StartWith tunes the new cluster. For failover tests, StartStandby adds a
-// streaming hot standby to a running server, Promote turns it into a
-// primary, Kill crashes a server, and MultiHostDSN lists servers for a
-// client to find the writable one. StartPgBouncer puts a real pgbouncer in
+// streaming hot standby to a running server, CaughtUp waits for its replay,
+// Detach cuts it off from its primary, Promote turns it into a primary,
+// Kill crashes a server, and MultiHostDSN lists servers for a client to
+// find the writable one. StartPgBouncer puts a real pgbouncer in
 // front of a server.
 //
 // The package talks to the servers through lib/pq and does not import
