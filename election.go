@@ -222,7 +222,7 @@ func (ld *Leadership) Proclaim(ctx context.Context, value []byte) error {
 	return nil
 }
 
-// proclaim stores value in l's row if it still carries l's RVN.
+// proclaim stores value in l's row if it still carries l's RVN and owner.
 func (c *Client) proclaim(ctx context.Context, l *Lock, value []byte) (int64, error) {
 	held, ended := l.state()
 	if ended {
