@@ -103,7 +103,7 @@ func (c *Client) renewIfLate(ctx context.Context, l *Lock, res attemptResult) (a
 		var renewed int64
 		err := c.statement(ctx, func(ctx context.Context) error {
 			return retry(ctx, c.log, func() error {
-				return c.db.QueryRowContext(ctx, c.sql.heartbeat, l.name, rvn, c.sql.sequence).Scan(&renewed)
+				return c.db.QueryRowContext(ctx, c.sql.heartbeat, l.name, rvn, c.sql.sequence, l.owner).Scan(&renewed)
 			})
 		}, nil)
 		switch {
@@ -222,7 +222,7 @@ func (c *Client) acquireRow(ctx context.Context, l *Lock, expected sql.NullInt64
 func (c *Client) releaseOrphan(name string, rvn int64) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.attemptTimeout())
 	defer cancel()
-	if _, err := execAffected(ctx, c.db, c.sql.release, name, rvn, c.sql.channel); err != nil {
+	if _, err := execAffected(ctx, c.db, c.sql.release, name, rvn, c.sql.channel, c.owner); err != nil {
 		c.log.Debug("cannot release a lock acquired after its caller gave up; it expires after a lease", "lock", name, "error", err)
 	}
 }

@@ -222,7 +222,7 @@ func (ld *Leadership) Proclaim(ctx context.Context, value []byte) error {
 	return nil
 }
 
-// proclaim stores value in l's row if it still carries l's RVN.
+// proclaim stores value in l's row if it still carries l's RVN and owner.
 func (c *Client) proclaim(ctx context.Context, l *Lock, value []byte) (int64, error) {
 	held, ended := l.state()
 	if ended {
@@ -232,7 +232,7 @@ func (c *Client) proclaim(ctx context.Context, l *Lock, value []byte) (int64, er
 	err := c.keep.runWarm(ctx, func(ctx context.Context, q querier) error {
 		return retry(ctx, c.log, func() error {
 			var err error
-			affected, err = execAffected(ctx, q, c.sql.proclaim, l.name, held.rvn, value)
+			affected, err = execAffected(ctx, q, c.sql.proclaim, l.name, held.rvn, value, l.owner)
 			return err
 		})
 	})

@@ -92,7 +92,7 @@ func (l *Lock) guard(ctx context.Context, tx *sql.Tx) error {
 	}
 	return l.client.calls.Run(ctx, func(ctx context.Context) error {
 		var one int
-		return tx.QueryRowContext(ctx, l.client.sql.guard, l.name, held.rvn).Scan(&one)
+		return tx.QueryRowContext(ctx, l.client.sql.guard, l.name, held.rvn, l.owner).Scan(&one)
 	}, nil)
 }
 

@@ -319,7 +319,7 @@ func (c *Client) beatStatement(locks []*Lock) ([]beatRow, error) {
 					rows = append(rows, row)
 				}
 				return nil
-			}, c.sql.heartbeatBatch, names, rvns, c.sql.sequence)
+			}, c.sql.heartbeatBatch, names, rvns, c.sql.sequence, c.owner)
 		})
 	})
 	if err != nil {
@@ -392,7 +392,7 @@ func (c *Client) heartbeatOne(ctx context.Context, l *Lock) error {
 	var newRVN int64
 	err := c.keep.runWarm(ctx, func(ctx context.Context, q querier) error {
 		return retry(ctx, c.log, func() error {
-			return q.QueryRowContext(ctx, c.sql.heartbeat, l.name, held.rvn, c.sql.sequence).Scan(&newRVN)
+			return q.QueryRowContext(ctx, c.sql.heartbeat, l.name, held.rvn, c.sql.sequence, l.owner).Scan(&newRVN)
 		})
 	})
 	switch {

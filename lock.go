@@ -242,6 +242,11 @@ func (l *Lock) Owner() string {
 // and a table dropped and created again restarts it at 1 too. Tokens then go
 // backwards and a store must forget the largest ones it kept. At a million
 // heartbeats a second the wrap takes about 290,000 years.
+//
+// A failover to an asynchronous standby that lost commits sends the
+// sequence back too: the new primary hands out again RVNs the old one had
+// handed out. Advance the sequence past them when promoting such a standby
+// (docs/failover.md).
 func (l *Lock) RecordVersionNumber() int64 {
 	if l == nil {
 		return 0

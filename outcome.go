@@ -141,7 +141,7 @@ func (c *Client) settle(ctx context.Context, locks []*Lock) bool {
 }
 
 // decide settles l from its row r as read back. A row still at the known
-// RVN was not moved: the lock is held if its lease runs. A row at a newer
+// RVN and owner was not moved: the lock is held if its lease runs. A row at a newer
 // RVN with our owner was moved by a statement of ours: adopt dates its
 // lease. Anything else (no row, a released row, another owner, an older
 // RVN) means the lock is lost. It reports whether the lock is still held.
@@ -150,7 +150,7 @@ func (c *Client) decide(l *Lock, r rowState) bool {
 	switch {
 	case ended:
 		return false
-	case r.rvn.Valid && r.rvn.Int64 == held.rvn:
+	case r.rvn.Valid && r.rvn.Int64 == held.rvn && r.owner.String == l.owner:
 		return true
 	case r.rvn.Valid && r.owner.String == c.owner && l.adopt(r.rvn.Int64):
 		return true

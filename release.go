@@ -68,7 +68,7 @@ func (c *Client) releaseStatement(ctx context.Context, l *Lock, rvn int64) (int6
 	err := c.keep.runWarm(ctx, func(ctx context.Context, q querier) error {
 		return retry(ctx, c.log, func() error {
 			var err error
-			affected, err = execAffected(ctx, q, query, l.name, rvn, c.sql.channel)
+			affected, err = execAffected(ctx, q, query, l.name, rvn, c.sql.channel, l.owner)
 			return err
 		})
 	})

@@ -32,27 +32,35 @@ type statements struct {
 	// sequence. The stored data is sent back only when it differs from the
 	// caller's (ours is then false), so data does not travel twice.
 	acquire string
-	// release deletes the row if it still carries our RVN and notifies
-	// waiters; releaseKeep sets the RVN to NULL instead. Rows affected: 1 if
-	// released, 0 if the lock was lost.
+	// release deletes the row if it still carries our RVN and owner ($4)
+	// and notifies waiters; releaseKeep sets the RVN to NULL instead. Rows
+	// affected: 1 if released, 0 if the lock was lost.
+	//
+	// Every statement that acts on a held lock's row (release, heartbeat,
+	// heartbeatBatch, guard, proclaim) matches the owner as well as the
+	// RVN: an RVN alone is not unique once a failover to an asynchronous
+	// standby lost commits, since the new primary's sequence then hands
+	// out again values the old primary had handed out.
 	release, releaseKeep string
-	// heartbeat bumps one lock's RVN, waiting for row locks.
+	// heartbeat bumps one lock's RVN if the row carries our RVN and owner
+	// ($4), waiting for row locks.
 	heartbeat string
-	// heartbeatBatch bumps many locks' RVNs, skipping rows held by an open
-	// Guard transaction. Per lock it returns the name, the old RVN, the new
-	// RVN (NULL if not bumped) and whether the row still had the old RVN
-	// when the statement began.
+	// heartbeatBatch bumps many locks' RVNs, all of one owner ($4),
+	// skipping rows held by an open Guard transaction. Per lock it returns
+	// the name, the old RVN, the new RVN (NULL if not bumped) and whether
+	// the row still had the old RVN and the owner when the statement began.
 	heartbeatBatch string
 	// reread reads the RVN and owner of some names, to settle statements
 	// whose outcome is unknown.
 	reread string
 	// get and getAll read rows without acquiring.
 	get, getAll string
-	// guard share-locks our row inside the caller's transaction; isolation
-	// reads the transaction's isolation level.
+	// guard share-locks our row (RVN $2, owner $3) inside the caller's
+	// transaction; isolation reads the transaction's isolation level.
 	guard, isolation string
-	// proclaim replaces the data of a held row if it still carries our RVN,
-	// without bumping the RVN. Rows affected: 1 if stored, 0 if not.
+	// proclaim replaces the data of a held row if it still carries our RVN
+	// and owner ($4), without bumping the RVN. Rows affected: 1 if stored,
+	// 0 if not.
 	proclaim string
 	// forceRelease deletes a row whatever its RVN and notifies waiters. It
 	// returns the name when a row was deleted.
@@ -90,16 +98,17 @@ func newStatements(id identifier) statements {
 		acquire: acquireSQL(t),
 
 		release: `WITH released AS (
-	DELETE FROM ` + t + ` WHERE name = $1::text AND record_version_number = $2::bigint RETURNING name
+	DELETE FROM ` + t + ` WHERE name = $1::text AND record_version_number = $2::bigint AND owner = $4::text
+	RETURNING name
 )` + releaseNotify,
 
 		releaseKeep: `WITH released AS (
 	UPDATE ` + t + ` SET record_version_number = NULL
-	WHERE name = $1::text AND record_version_number = $2::bigint RETURNING name
+	WHERE name = $1::text AND record_version_number = $2::bigint AND owner = $4::text RETURNING name
 )` + releaseNotify,
 
 		heartbeat: `UPDATE ` + t + ` SET record_version_number = nextval($3::regclass)
-WHERE name = $1::text AND record_version_number = $2::bigint
+WHERE name = $1::text AND record_version_number = $2::bigint AND owner = $4::text
 RETURNING record_version_number`,
 
 		heartbeatBatch: heartbeatBatchSQL(t),
@@ -110,12 +119,12 @@ RETURNING record_version_number`,
 
 		getAll: `SELECT name, owner, data, record_version_number FROM ` + t + ` ORDER BY name`,
 
-		guard: `SELECT 1 FROM ` + t + ` WHERE name = $1::text AND record_version_number = $2::bigint FOR SHARE`,
+		guard: `SELECT 1 FROM ` + t + ` WHERE name = $1::text AND record_version_number = $2::bigint AND owner = $3::text FOR SHARE`,
 
 		isolation: `SELECT current_setting('transaction_isolation')`,
 
 		proclaim: `UPDATE ` + t + ` SET data = $3::bytea
-WHERE name = $1::text AND record_version_number = $2::bigint`,
+WHERE name = $1::text AND record_version_number = $2::bigint AND owner = $4::text`,
 
 		forceRelease: `WITH released AS (
 	DELETE FROM ` + t + ` WHERE name = $1::text RETURNING name
@@ -178,11 +187,11 @@ func heartbeatBatchSQL(t string) string {
 	SELECT r.name, r.rvn FROM unnest($1::text[], $2::bigint[]) AS r(name, rvn)
 ), cur AS (
 	SELECT l.name, l.record_version_number FROM ` + t + ` l
-	WHERE l.name = ANY(ARRAY(SELECT name FROM req))
+	WHERE l.name = ANY(ARRAY(SELECT name FROM req)) AND l.owner = $4::text
 ), locked AS (
 	SELECT l.name, l.record_version_number FROM ` + t + ` l
 	JOIN req ON l.name = req.name AND l.record_version_number = req.rvn
-	WHERE l.name = ANY(ARRAY(SELECT name FROM req))
+	WHERE l.name = ANY(ARRAY(SELECT name FROM req)) AND l.owner = $4::text
 	FOR UPDATE OF l SKIP LOCKED
 ), bumped AS (
 	UPDATE ` + t + ` l SET record_version_number = nextval($3::regclass)

@@ -101,7 +101,7 @@ func TestHeartbeatBatchFindsRowsByPrimaryKey(t *testing.T) {
 			_, err := db.Exec(`ANALYZE ` + pq.QuoteIdentifier(table))
 			require.NoError(t, err)
 		}
-		text := explain(t, db, query, names, rvns, pq.QuoteIdentifier(table+"_rvn"))
+		text := explain(t, db, query, names, rvns, pq.QuoteIdentifier(table+"_rvn"), "o")
 		require.NotContains(t, text, "Seq Scan", "analyzed=%v\n%s", analyzed, text)
 		require.Contains(t, text, "Index Scan using "+table+"_pkey", "analyzed=%v\n%s", analyzed, text)
 	}

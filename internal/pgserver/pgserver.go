@@ -8,9 +8,10 @@
 // starts nothing and hands back an external server with that DSN instead.
 //
 // StartWith tunes the new cluster. For failover tests, StartStandby adds a
-// streaming hot standby to a running server, Promote turns it into a
-// primary, Kill crashes a server, and MultiHostDSN lists servers for a
-// client to find the writable one. StartPgBouncer puts a real pgbouncer in
+// streaming hot standby to a running server, CaughtUp waits for its replay,
+// Detach cuts it off from its primary, Promote turns it into a primary,
+// Kill crashes a server, and MultiHostDSN lists servers for a client to
+// find the writable one. StartPgBouncer puts a real pgbouncer in
 // front of a server.
 //
 // The package talks to the servers through lib/pq and does not import
@@ -88,6 +89,9 @@ type Options struct {
 	// postgresql.conf after the package's defaults, so they override them
 	// (e.g. "fsync": "on"). ALTER SYSTEM can still change them later.
 	Settings map[string]string
+	// Local starts a cluster of its own even when PGLOCK_TEST_DSN is set:
+	// for tests that must kill, restart or replicate their server.
+	Local bool
 }
 
 // Start returns a server to test against. If the environment variable
@@ -100,10 +104,11 @@ type Options struct {
 // StartWith(Options{}).
 func Start() (*Server, error) { return StartWith(Options{}) }
 
-// StartWith is Start with opts applied to the new cluster. The options do
-// not apply to an external server, which is returned as is.
+// StartWith is Start with opts applied to the new cluster. Unless
+// opts.Local is set, the options do not apply to an external server, which
+// is returned as is.
 func StartWith(opts Options) (*Server, error) {
-	if dsn := os.Getenv(EnvDSN); dsn != "" {
+	if dsn := os.Getenv(EnvDSN); dsn != "" && !opts.Local {
 		return &Server{dsn: dsn, external: true}, nil
 	}
 	conf, err := opts.conf()

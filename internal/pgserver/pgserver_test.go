@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -249,13 +250,11 @@ func show(t *testing.T, dsn, name string) string {
 	return v
 }
 
-// ownServer starts a server with opts, or skips when PGLOCK_TEST_DSN names
-// an external one, since the test needs a cluster of its own.
+// ownServer starts a cluster of its own with opts, even when
+// PGLOCK_TEST_DSN names an external server.
 func ownServer(t *testing.T, opts Options) *Server {
 	t.Helper()
-	if os.Getenv(EnvDSN) != "" {
-		t.Skip("needs a cluster of its own; " + EnvDSN + " is set")
-	}
+	opts.Local = true
 	s, err := StartWith(opts)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, s.Close()) })
@@ -275,8 +274,19 @@ func TestStartWithOptions(t *testing.T) {
 	require.NoError(t, s.Restart())
 	require.Equal(t, "5MB", show(t, s.DSN(), "work_mem"), "settings kept across Restart")
 
-	_, err := StartWith(Options{Settings: map[string]string{"work_mem = 1MB\nfsync": "on"}})
+	_, err := StartWith(Options{Settings: map[string]string{"work_mem = 1MB\nfsync": "on"}, Local: true})
 	require.ErrorContains(t, err, "bad setting name")
+}
+
+func TestStartLocal(t *testing.T) {
+	t.Setenv(EnvDSN, "postgres://nobody@192.0.2.1:1/none")
+	s := ownServer(t, Options{})
+	require.False(t, s.External(), "Local gave the external server")
+	require.NotZero(t, s.PID())
+	require.Equal(t, "off", show(t, s.DSN(), "synchronous_commit"))
+	ext, err := StartWith(Options{})
+	require.NoError(t, err)
+	require.True(t, ext.External(), "without Local, %s is the server", EnvDSN)
 }
 
 // serverPort returns the port of the server a fresh connection of db
@@ -426,6 +436,31 @@ func TestStandbyFailover(t *testing.T) {
 		require.NoError(t, s.Close())
 		require.NoDirExists(t, dir)
 	}
+}
+
+func TestStandbyDetach(t *testing.T) {
+	primary := ownServer(t, Options{SynchronousCommit: true})
+	st, err := primary.StartStandby(false)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, st.Close()) })
+	require.NoError(t, primary.Exec("CREATE TABLE replicated (id int PRIMARY KEY); INSERT INTO replicated VALUES (1)"))
+	require.NoError(t, primary.CaughtUp(st))
+	var n int
+	require.NoError(t, queryRowDSN(st.DSN(), "SELECT count(*) FROM replicated", &n))
+	require.Equal(t, 1, n, "CaughtUp returned before the replay")
+
+	require.NoError(t, st.Detach())
+	require.NoError(t, pollUntil(10*time.Second, "end of the WAL sender", func() error {
+		if got := replication(t, primary.DSN()); len(got) > 0 {
+			return fmt.Errorf("the primary still streams to %v", got)
+		}
+		return nil
+	}))
+	require.NoError(t, primary.Exec("INSERT INTO replicated VALUES (2)"))
+	require.NoError(t, primary.Kill())
+	require.NoError(t, st.Promote())
+	require.NoError(t, queryRowDSN(st.DSN(), "SELECT count(*) FROM replicated", &n))
+	require.Equal(t, 1, n, "a row committed after Detach reached the standby")
 }
 
 // multiHostPort returns the port of the server that driver reaches through

@@ -184,6 +184,53 @@ func (s *Server) Promote() error {
 	})
 }
 
+// Detach cuts a standby off from its primary, as a network partition would:
+// its primary_conninfo is cleared (ALTER SYSTEM and pg_reload_conf()), and
+// Detach returns once its WAL receiver has stopped. The standby keeps what
+// it received; nothing the primary commits from then on reaches it, which
+// makes the loss of an asynchronous failover deterministic. Promote works
+// on a detached standby. Detach a synchronous standby only after its
+// primary is gone, or the primary's commits hang.
+func (s *Server) Detach() error {
+	if s.external {
+		return ErrExternal
+	}
+	for _, q := range []string{"ALTER SYSTEM SET primary_conninfo = ''", "SELECT pg_reload_conf()"} {
+		if err := s.Exec(q); err != nil {
+			return err
+		}
+	}
+	return pollUntil(readyTimeout, "end of streaming on "+s.Addr(), func() error {
+		var n int
+		err := queryRowDSN(s.dsn, "SELECT count(*) FROM pg_stat_wal_receiver", &n)
+		if err == nil && n != 0 {
+			err = errors.New("the WAL receiver still runs")
+		}
+		return err
+	})
+}
+
+// CaughtUp waits until the standby st has replayed everything its primary
+// s had written when CaughtUp was called.
+func (s *Server) CaughtUp(st *Server) error {
+	if s.external || st.external {
+		return ErrExternal
+	}
+	var lsn string
+	if err := queryRowDSN(s.dsn, "SELECT pg_current_wal_lsn()::text", &lsn); err != nil {
+		return err
+	}
+	q := "SELECT pg_last_wal_replay_lsn() >= " + quoteLiteral(lsn) + "::pg_lsn"
+	return pollUntil(readyTimeout, "replay of "+lsn+" on "+st.Addr(), func() error {
+		var done bool
+		err := queryRowDSN(st.dsn, q, &done)
+		if err == nil && !done {
+			err = errors.New("not replayed yet")
+		}
+		return err
+	})
+}
+
 // MultiHostDSN returns a DSN listing the servers in order that lib/pq and
 // pgx v5 both accept, which connects to the first of them accepting writes
 // (target_session_attrs=read-write), as user postgres to database postgres:
