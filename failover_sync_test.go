@@ -46,7 +46,13 @@ func testFailoverSync(t *testing.T, driver string) {
 		return s.Listening && s.ListenerConnects > listens
 	})
 	t.Logf("listener back %v after the promotion", relisten.Round(time.Millisecond))
-	checkHandoff(t, holder, waiter, handoff, waited)
+	// The waiter from before the failover gets its lock, whether its wait
+	// outlived the failover or it asked again after it.
+	require.NoError(t, holder.Release(handoff))
+	res := <-waited
+	require.NoError(t, res.err)
+	require.NoError(t, waiter.Release(res.l))
+	checkHandoff(t, holder, waiter)
 	late := acq.stop()
 
 	// Hold on until a lease after the kill has passed: a lock that had
@@ -94,11 +100,20 @@ func rvnsOf(locks []*pglock.Lock) map[*pglock.Lock]int64 {
 	return m
 }
 
-// checkHandoff releases the lock a waiter waits for and checks that the
-// waiter, woken by a release notification from the new primary, holds it
-// within milliseconds: well under the poll interval.
-func checkHandoff(t *testing.T, holder, waiter *pglock.Client, l *pglock.Lock, waited <-chan acquireResult) {
+// checkHandoff makes the waiter wait for a lock the holder holds, releases
+// it, and checks that the waiter, woken by a release notification from the
+// new primary, holds it within milliseconds: well under the poll interval.
+func checkHandoff(t *testing.T, holder, waiter *pglock.Client) {
 	t.Helper()
+	l, err := holder.AcquireContext(testCtx(t), "handoff-after")
+	require.NoError(t, err)
+	waited := acquireAsync(testCtx(t), waiter, "handoff-after")
+	time.Sleep(300 * time.Millisecond) // the waiter's first try finds the lock held
+	select {
+	case res := <-waited:
+		t.Fatalf("the waiter did not wait for a held lock: %v", res.err)
+	default:
+	}
 	before := waiter.Stats()
 	start := time.Now()
 	require.NoError(t, holder.Release(l))
