@@ -5,7 +5,9 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"errors"
+	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lib/pq"
@@ -28,11 +30,18 @@ type keeper struct {
 	db      *sql.DB // the caller's pool
 	connect driver.Connector
 	calls   *runner
+	log     *slog.Logger
+
+	// split is set once a pooler split a statement of the caller's pool
+	// (see isSplit): every statement then runs on the client's own pool,
+	// which stays open until close.
+	split atomic.Bool
 
 	mu        sync.Mutex
 	holders   int         // hold calls not matched by letGo
 	own       *sql.DB     // the client's own pool: open while holders > 0, and linger after
 	lingering *time.Timer // closes own once it lingered unused
+	closed    bool
 }
 
 // ownIdleConns is how many idle connections the client's own pool keeps:
@@ -52,8 +61,8 @@ const ownLinger = 100 * time.Millisecond
 
 // newKeeper returns the keeper of a client on db whose sessions connect
 // with dsn ("" when there is none).
-func newKeeper(db *sql.DB, dsn string, calls *runner) *keeper {
-	k := &keeper{db: db, calls: calls}
+func newKeeper(db *sql.DB, dsn string, calls *runner, log *slog.Logger) *keeper {
+	k := &keeper{db: db, calls: calls, log: log}
 	if dsn != "" {
 		k.connect = sessionConnector(db.Driver(), dsn)
 	}
@@ -94,6 +103,10 @@ func (c dsnConnector) Driver() driver.Driver                        { return c.d
 func (k *keeper) hold() {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	k.holdLocked()
+}
+
+func (k *keeper) holdLocked() {
 	k.holders++
 	if k.lingering != nil {
 		k.lingering.Stop()
@@ -156,17 +169,10 @@ func (k *keeper) runWarm(ctx context.Context, f func(context.Context, querier) e
 // of the call the runner bounds: a driver may hang while connecting too.
 func (k *keeper) runOn(ctx context.Context, dial bool, f func(context.Context, querier) error) error {
 	err := k.calls.run(ctx, func(ctx context.Context) error {
-		conn, err := k.conn(ctx, dial)
-		if err != nil {
-			return &notSentError{err}
+		own, err := k.onConn(ctx, dial, f)
+		if !own && k.splitSeen(err) {
+			_, err = k.onConn(ctx, true, f)
 		}
-		err = f(ctx, conn)
-		if isConnFault(err) {
-			// driver.ErrBadConn makes database/sql drop the connection
-			// instead of handing it out again.
-			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
-		}
-		_ = conn.Close()
 		return err
 	}, nil)
 	var abandoned *abandonedError
@@ -176,17 +182,75 @@ func (k *keeper) runOn(ctx context.Context, dial bool, f func(context.Context, q
 	return err
 }
 
-// conn returns a connection for one statement: from the client's own pool
-// while it is open (unless dial is false and it has no idle connection),
-// else from the caller's pool.
-func (k *keeper) conn(ctx context.Context, dial bool) (*sql.Conn, error) {
+// onConn runs f on a connection of its own (see conn), and reports whether
+// that connection was of the client's own pool.
+func (k *keeper) onConn(ctx context.Context, dial bool, f func(context.Context, querier) error) (own bool, err error) {
+	conn, own, err := k.conn(ctx, dial)
+	if err != nil {
+		return own, &notSentError{err}
+	}
+	err = f(ctx, conn)
+	if isConnFault(err) {
+		// driver.ErrBadConn makes database/sql drop the connection
+		// instead of handing it out again.
+		_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+	}
+	_ = conn.Close()
+	return own, err
+}
+
+// conn returns a connection for one statement, and whether it is of the
+// client's own pool: from that pool while it is open (unless dial is false
+// and it has no idle connection, and no pooler split a statement), else
+// from the caller's pool.
+func (k *keeper) conn(ctx context.Context, dial bool) (*sql.Conn, bool, error) {
 	k.mu.Lock()
 	own := k.own
 	k.mu.Unlock()
-	if own != nil && (dial || own.Stats().Idle > 0) {
-		return own.Conn(ctx)
+	if own != nil && (dial || k.split.Load() || own.Stats().Idle > 0) {
+		c, err := own.Conn(ctx)
+		return c, true, err
 	}
-	return k.db.Conn(ctx)
+	c, err := k.db.Conn(ctx)
+	return c, false, err
+}
+
+// onPool runs f on the caller's pool, as the client's statements that do
+// not keep locks alive run; once a pooler split a statement (see isSplit),
+// on a connection of the client's own pool instead, the split one again
+// too.
+func (k *keeper) onPool(ctx context.Context, f func(context.Context, querier) error) error {
+	if !k.split.Load() {
+		err := f(ctx, k.db)
+		if !k.splitSeen(err) {
+			return err
+		}
+	}
+	_, err := k.onConn(ctx, true, f)
+	return err
+}
+
+// splitSeen reports whether err shows a statement a pooler split (see
+// isSplit) that the client's own pool, whose lib/pq connections send
+// binary parameters, can run instead. The first one opens that pool for
+// good and is logged.
+func (k *keeper) splitSeen(err error) bool {
+	if k.connect == nil || !isSplit(err) {
+		return false
+	}
+	if k.split.Load() {
+		return true
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.closed {
+		return false
+	}
+	if !k.split.Swap(true) {
+		k.holdLocked() // held until close
+		k.log.Warn(splitLog, "error", err)
+	}
+	return true
 }
 
 // flushIdle closes the idle connections of the client's own pool, so that
@@ -203,6 +267,7 @@ func (k *keeper) flushIdle() {
 // close lets go of everything at once, for Client.Close.
 func (k *keeper) close() {
 	k.mu.Lock()
+	k.closed = true
 	k.holders = 1
 	own := k.own
 	k.mu.Unlock()
@@ -215,7 +280,7 @@ func (k *keeper) close() {
 // isConnFault reports whether err may have left its connection unusable:
 // any error but a server's answer to the statement (or no row).
 func isConnFault(err error) bool {
-	if err == nil || errors.Is(err, sql.ErrNoRows) {
+	if err == nil || errors.Is(err, sql.ErrNoRows) || isSplit(err) {
 		return false
 	}
 	return sqlState(err) == "" || isUnavailable(err)
