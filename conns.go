@@ -34,7 +34,7 @@ type keeper struct {
 
 	// split is set once a pooler split a statement of the caller's pool
 	// (see isSplit): every statement then runs on the client's own pool,
-	// which stays open until close.
+	// held open while it runs.
 	split atomic.Bool
 
 	mu        sync.Mutex
@@ -112,7 +112,7 @@ func (k *keeper) holdLocked() {
 		k.lingering.Stop()
 		k.lingering = nil
 	}
-	if k.own == nil && k.connect != nil {
+	if k.own == nil && k.connect != nil && !k.closed {
 		k.own = sql.OpenDB(k.connect)
 		k.own.SetMaxIdleConns(ownIdleConns)
 	}
@@ -185,6 +185,10 @@ func (k *keeper) runOn(ctx context.Context, dial bool, f func(context.Context, q
 // onConn runs f on a connection of its own (see conn), and reports whether
 // that connection was of the client's own pool.
 func (k *keeper) onConn(ctx context.Context, dial bool, f func(context.Context, querier) error) (own bool, err error) {
+	if k.split.Load() {
+		k.hold()
+		defer k.letGo()
+	}
 	conn, own, err := k.conn(ctx, dial)
 	if err != nil {
 		return own, &notSentError{err}
@@ -232,22 +236,12 @@ func (k *keeper) onPool(ctx context.Context, f func(context.Context, querier) er
 
 // splitSeen reports whether err shows a statement a pooler split (see
 // isSplit) that the client's own pool, whose lib/pq connections send
-// binary parameters, can run instead. The first one opens that pool for
-// good and is logged.
+// binary parameters, can run instead. The first one is logged.
 func (k *keeper) splitSeen(err error) bool {
 	if k.connect == nil || !isSplit(err) {
 		return false
 	}
-	if k.split.Load() {
-		return true
-	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.closed {
-		return false
-	}
 	if !k.split.Swap(true) {
-		k.holdLocked() // held until close
 		k.log.Warn(splitLog, "error", err)
 	}
 	return true

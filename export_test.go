@@ -122,3 +122,11 @@ var ClassifyError = typeError
 // so tests reproduce its state: they move the row as the heartbeat would
 // have, then call this.
 func MarkUnsettled(l *Lock, start time.Time) { l.markUnsettled(start) }
+
+// Polling bounds of waiters, and how long a new LISTEN session waits for
+// its probe, for the tests behind a pooler.
+const (
+	PollWithListener    = pollWithListener
+	PollWithoutListener = pollWithoutListener
+	ProbeBound          = probeBound
+)
