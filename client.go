@@ -272,6 +272,12 @@ func (c *Client) Do(ctx context.Context, name string, f func(context.Context, *L
 	case lost != nil:
 		return &OtherError{fmt.Errorf("%w (and the release failed: %w)", lost, rerr)}
 	}
+	// A release that never ran left the lock held: stop its heartbeat, so
+	// that the row expires after a lease, as logged.
+	c.heartbeats.remove(l)
+	if l.end(errReleaseUnknown) {
+		c.stats.released.Add(1)
+	}
 	c.log.Warn("lock not released after Do; its row expires after a lease", "lock", name, "owner", c.owner, "error", rerr)
 	return nil
 }

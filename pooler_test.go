@@ -30,6 +30,9 @@ func (pc poolerCase) String() string {
 	if m := pc.params["default_query_exec_mode"]; m != "" {
 		name += "-" + m
 	}
+	if pc.params["binary_parameters"] == "yes" {
+		name += "-binary"
+	}
 	return name
 }
 
@@ -244,11 +247,16 @@ func heldRows(t *testing.T, table string) int {
 // mode, where LISTEN delivers nothing: with the listener on a direct
 // connection (WithSessionDSN) a release wakes the waiter at once; without
 // it the waiter's probe finds that notifications do not arrive, the client
-// logs that once, and its waiters poll.
+// logs that once, and its waiters poll. The pools use lib/pq with
+// binary_parameters=yes, or pgx in exec mode, as docs/poolers.md advises.
 func TestPoolerHandoff(t *testing.T) {
 	t.Parallel()
 	b := startBouncer(t, "transaction")
-	for _, pc := range []poolerCase{poolerCases[2], poolerCases[3]} {
+	handoffCases := []poolerCase{
+		{mode: "transaction", driver: "postgres", params: map[string]string{"binary_parameters": "yes"}},
+		poolerCases[3], // pgx exec
+	}
+	for _, pc := range handoffCases {
 		t.Run(pc.String()+"/listener=direct", func(t *testing.T) {
 			t.Parallel()
 			h := poolerHandoffs(t, b, pc, pglock.WithSessionDSN(srv.DSN()))
@@ -298,7 +306,11 @@ func poolerHandoffs(t *testing.T, b *pgserver.PgBouncer, pc poolerCase, opts ...
 		require.NoError(t, err)
 		waits := waiter.Stats().Waits
 		got := acquireAsync(ctx, waiter, "handoff")
-		require.Eventually(t, func() bool { return waiter.Stats().Waits > waits }, waitBound, time.Millisecond)
+		require.True(t, eventually(waitBound, func() bool { return waiter.Stats().Waits > waits || len(got) > 0 }), "the waiter never waited")
+		if len(got) > 0 {
+			r := <-got
+			t.Fatalf("the waiter returned without waiting: %v", r.err)
+		}
 		settle := time.Second
 		if i == 0 {
 			settle += pglock.ProbeBound // the listener's probe concludes
