@@ -13,7 +13,8 @@ import (
 
 // BenchmarkHandoffBehindPgBouncer is BenchmarkHandoff with holder and
 // waiter on pools through PgBouncer in transaction mode, where a LISTEN
-// delivers nothing, with pgx in exec mode or lib/pq with its defaults. With
+// delivers nothing, with pgx in exec mode or lib/pq with
+// binary_parameters=yes, as docs/poolers.md advises. With
 // listener=direct the waiter listens on a direct connection
 // (WithSessionDSN) and a release wakes it; with listener=pooled it has
 // none, finds that its LISTEN cannot deliver, and polls.
@@ -25,7 +26,7 @@ func BenchmarkHandoffBehindPgBouncer(b *testing.B) {
 	b.Cleanup(func() { _ = bouncer.Close() })
 	for _, drv := range []struct{ name, driver, dsn string }{
 		{"pgx-exec", "pgx", bouncer.DSN() + "&default_query_exec_mode=exec"},
-		{"lib-pq", "postgres", bouncer.DSN()},
+		{"lib-pq-binary", "postgres", bouncer.DSN() + "&binary_parameters=yes"},
 	} {
 		for _, listener := range []string{"direct", "pooled"} {
 			b.Run(drv.name+"/listener="+listener, func(b *testing.B) {
