@@ -61,6 +61,14 @@
 // connector, a pooler in transaction mode, a release by the original library)
 // waiters poll, so they still acquire, only later. FailIfLocked does not wait.
 //
+// # Poolers
+//
+// Behind PgBouncer in session mode nothing changes. In transaction mode,
+// give pgx default_query_exec_mode=exec (or simple_protocol) and lib/pq
+// binary_parameters=yes, and give WithSessionDSN a direct or session-mode
+// connection string so that releases wake waiters; docs/poolers.md in the
+// repository has the details and figures.
+//
 // # Losing a lock, fencing
 //
 // A lock is lost when someone else took it over or no heartbeat succeeded for
