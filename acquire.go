@@ -103,7 +103,9 @@ func (c *Client) renewIfLate(ctx context.Context, l *Lock, res attemptResult) (a
 		var renewed int64
 		err := c.statement(ctx, func(ctx context.Context) error {
 			return retry(ctx, c.log, func() error {
-				return c.db.QueryRowContext(ctx, c.sql.heartbeat, l.name, rvn, c.sql.sequence, l.owner).Scan(&renewed)
+				return c.keep.onPool(ctx, func(ctx context.Context, q querier) error {
+					return q.QueryRowContext(ctx, c.sql.heartbeat, l.name, rvn, c.sql.sequence, l.owner).Scan(&renewed)
+				})
 			})
 		}, nil)
 		switch {
@@ -146,15 +148,8 @@ func (c *Client) acquireError(ctx context.Context, l *Lock, err error) error {
 	if cerr := contextError(ctx, ErrNotAcquired); cerr != nil {
 		return cerr
 	}
-	if sqlState(err) == "26000" {
-		err = fmt.Errorf("%w (%s)", err, poolerHint)
-	}
-	return typeError(fmt.Errorf("pglock: cannot acquire %q: %w", l.name, err))
+	return typeError(fmt.Errorf("pglock: cannot acquire %q: %w", l.name, withPoolerHint(err)))
 }
-
-// poolerHint explains SQLSTATE 26000 on a statement of the client.
-const poolerHint = "a pooler in transaction mode ran the statement's parse and bind on different server connections: " +
-	"with lib/pq add binary_parameters=yes to the connection string; with pgx use default_query_exec_mode=exec or simple_protocol"
 
 // sleep waits until a release of name is announced, the watched RVN turns
 // stale, the poll interval passes, or ctx ends.
@@ -182,9 +177,11 @@ func (c *Client) tryAcquire(ctx context.Context, l *Lock, expected sql.NullInt64
 	var res attemptResult
 	err := c.statement(ctx, func(ctx context.Context) error {
 		return retry(ctx, c.log, func() error {
-			var err error
-			res, err = c.acquireRow(ctx, l, expected)
-			return err
+			return c.keep.onPool(ctx, func(ctx context.Context, q querier) error {
+				var err error
+				res, err = c.acquireRow(ctx, q, l, expected)
+				return err
+			})
 		})
 	}, func(err error) {
 		if err == nil && res.acquired {
@@ -197,14 +194,14 @@ func (c *Client) tryAcquire(ctx context.Context, l *Lock, expected sql.NullInt64
 	return res, nil
 }
 
-// acquireRow runs the acquire statement and reads its answer.
-func (c *Client) acquireRow(ctx context.Context, l *Lock, expected sql.NullInt64) (attemptResult, error) {
+// acquireRow runs the acquire statement on q and reads its answer.
+func (c *Client) acquireRow(ctx context.Context, q querier, l *Lock, expected sql.NullInt64) (attemptResult, error) {
 	var (
 		res    attemptResult
 		holder sql.NullString
 	)
 	start := c.clock.now()
-	row := c.db.QueryRowContext(ctx, c.sql.acquire, l.name, l.data, c.owner, l.replaceData, expected, c.sql.sequence)
+	row := q.QueryRowContext(ctx, c.sql.acquire, l.name, l.data, c.owner, l.replaceData, expected, c.sql.sequence)
 	switch err := row.Scan(&res.acquired, &res.rvn, &res.data, &res.ours, &holder); {
 	case errors.Is(err, sql.ErrNoRows):
 		return attemptResult{}, nil // inserted or released concurrently: not known
@@ -222,7 +219,11 @@ func (c *Client) acquireRow(ctx context.Context, l *Lock, expected sql.NullInt64
 func (c *Client) releaseOrphan(name string, rvn int64) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.attemptTimeout())
 	defer cancel()
-	if _, err := execAffected(ctx, c.db, c.sql.release, name, rvn, c.sql.channel, c.owner); err != nil {
+	err := c.keep.onPool(ctx, func(ctx context.Context, q querier) error {
+		_, err := execAffected(ctx, q, c.sql.release, name, rvn, c.sql.channel, c.owner)
+		return err
+	})
+	if err != nil {
 		c.log.Debug("cannot release a lock acquired after its caller gave up; it expires after a lease", "lock", name, "error", err)
 	}
 }

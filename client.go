@@ -85,7 +85,7 @@ func UnsafeNew(db *sql.DB, opts ...ClientOption) (*Client, error) {
 		return nil, err
 	}
 	c.sql = newStatements(c.table)
-	c.keep = newKeeper(db, c.sessionConnString(), &c.calls, c.leaseDuration)
+	c.keep = newKeeper(db, c.sessionConnString(), &c.calls, c.leaseDuration, c.log)
 	c.heartbeats = newHeartbeater(c)
 	c.waits = newWaitRoom(c)
 	c.closing, c.close = context.WithCancel(context.Background())
@@ -275,6 +275,12 @@ func (c *Client) Do(ctx context.Context, name string, f func(context.Context, *L
 	case lost != nil:
 		return &OtherError{fmt.Errorf("%w (and the release failed: %w)", lost, rerr)}
 	}
+	// A release that never ran left the lock held: stop its heartbeat, so
+	// that the row expires after a lease, as logged.
+	c.heartbeats.remove(l)
+	if l.end(errReleaseUnknown) {
+		c.stats.released.Add(1)
+	}
 	c.log.Warn("lock not released after Do; its row expires after a lease", "lock", name, "owner", c.owner, "error", rerr)
 	return nil
 }
@@ -392,8 +398,10 @@ func (c *Client) readRow(ctx context.Context, name string) (storedRow, error) {
 	var r storedRow
 	err := c.statement(ctx, func(ctx context.Context) error {
 		return retry(ctx, c.log, func() error {
-			var got string
-			return c.db.QueryRowContext(ctx, c.sql.get, name).Scan(&got, &r.owner, &r.data, &r.rvn)
+			return c.keep.onPool(ctx, func(ctx context.Context, q querier) error {
+				var got string
+				return q.QueryRowContext(ctx, c.sql.get, name).Scan(&got, &r.owner, &r.data, &r.rvn)
+			})
 		})
 	}, nil)
 	switch {
@@ -475,9 +483,11 @@ func (c *Client) ForceRelease(ctx context.Context, name string) error {
 	var affected int64
 	err := c.statement(ctx, func(ctx context.Context) error {
 		return retry(ctx, c.log, func() error {
-			var err error
-			affected, err = execAffected(ctx, c.db, c.sql.forceRelease, name, c.sql.channel)
-			return err
+			return c.keep.onPool(ctx, func(ctx context.Context, q querier) error {
+				var err error
+				affected, err = execAffected(ctx, q, c.sql.forceRelease, name, c.sql.channel)
+				return err
+			})
 		})
 	}, nil)
 	switch {

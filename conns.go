@@ -5,7 +5,9 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"errors"
+	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lib/pq"
@@ -30,15 +32,22 @@ type keeper struct {
 	db       *sql.DB // the caller's pool
 	connect  driver.Connector
 	calls    *bounded.Runner
+	log      *slog.Logger
 	dialFor  time.Duration // how long a connection of the own pool may take to open
 	stopDial context.Context
 	stop     context.CancelFunc
+
+	// split is set once a pooler split a statement of the caller's pool
+	// (see isSplit): every statement then runs on the client's own pool,
+	// held open while it runs.
+	split atomic.Bool
 
 	mu        sync.Mutex
 	holders   int         // hold calls not matched by letGo
 	own       *sql.DB     // the client's own pool: open while holders > 0, and linger after
 	lingering *time.Timer // closes own once it lingered unused
 	dialing   bool        // a connection of own is being opened in the background
+	closed    bool
 }
 
 // ownIdleConns is how many idle connections the client's own pool keeps:
@@ -59,8 +68,8 @@ const ownLinger = 100 * time.Millisecond
 // newKeeper returns the keeper of a client on db whose sessions connect
 // with dsn ("" when there is none). Its own connections may take dialFor
 // to open.
-func newKeeper(db *sql.DB, dsn string, calls *bounded.Runner, dialFor time.Duration) *keeper {
-	k := &keeper{db: db, calls: calls, dialFor: dialFor}
+func newKeeper(db *sql.DB, dsn string, calls *bounded.Runner, dialFor time.Duration, log *slog.Logger) *keeper {
+	k := &keeper{db: db, calls: calls, dialFor: dialFor, log: log}
 	k.stopDial, k.stop = context.WithCancel(context.Background())
 	if dsn != "" {
 		k.connect = sessionConnector(db.Driver(), dsn)
@@ -102,12 +111,16 @@ func (c dsnConnector) Driver() driver.Driver                        { return c.d
 func (k *keeper) hold() {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	k.holdLocked()
+}
+
+func (k *keeper) holdLocked() {
 	k.holders++
 	if k.lingering != nil {
 		k.lingering.Stop()
 		k.lingering = nil
 	}
-	if k.own == nil && k.connect != nil {
+	if k.own == nil && k.connect != nil && !k.closed {
 		k.own = sql.OpenDB(k.connect)
 		k.own.SetMaxIdleConns(ownIdleConns)
 		k.dialLocked(k.own)
@@ -188,17 +201,10 @@ func (k *keeper) runWarm(ctx context.Context, f func(context.Context, querier) e
 // of the call the runner bounds: a driver may hang while connecting too.
 func (k *keeper) runOn(ctx context.Context, dial bool, f func(context.Context, querier) error) error {
 	err := k.calls.Run(ctx, func(ctx context.Context) error {
-		conn, err := k.conn(ctx, dial)
-		if err != nil {
-			return &notSentError{err}
+		own, err := k.onConn(ctx, dial, f)
+		if !own && k.splitSeen(err) {
+			_, err = k.onConn(ctx, true, f)
 		}
-		err = f(ctx, conn)
-		if isConnFault(err) {
-			// driver.ErrBadConn makes database/sql drop the connection
-			// instead of handing it out again.
-			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
-		}
-		_ = conn.Close()
 		return err
 	}, nil)
 	var abandoned *bounded.AbandonedError
@@ -208,21 +214,74 @@ func (k *keeper) runOn(ctx context.Context, dial bool, f func(context.Context, q
 	return err
 }
 
-// conn returns a connection for one statement: an idle one of the
-// client's own pool, else one of the caller's pool; with dial, it opens
+// onConn runs f on a connection of its own (see conn), and reports whether
+// that connection was of the client's own pool.
+func (k *keeper) onConn(ctx context.Context, dial bool, f func(context.Context, querier) error) (own bool, err error) {
+	if k.split.Load() {
+		k.hold()
+		defer k.letGo()
+	}
+	conn, own, err := k.conn(ctx, dial)
+	if err != nil {
+		return own, &notSentError{err}
+	}
+	err = f(ctx, conn)
+	if isConnFault(err) {
+		// driver.ErrBadConn makes database/sql drop the connection
+		// instead of handing it out again.
+		_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+	}
+	_ = conn.Close()
+	return own, err
+}
+
+// conn returns a connection for one statement, and whether it is of the
+// client's own pool: an idle one of that pool (any of it once a pooler
+// split a statement), else one of the caller's pool; with dial, it opens
 // one of the own pool in the background for the next statement.
-func (k *keeper) conn(ctx context.Context, dial bool) (*sql.Conn, error) {
+func (k *keeper) conn(ctx context.Context, dial bool) (*sql.Conn, bool, error) {
 	k.mu.Lock()
 	own := k.own
 	idle := own != nil && own.Stats().Idle > 0
-	if own != nil && !idle && dial {
+	split := k.split.Load()
+	if own != nil && !idle && !split && dial {
 		k.dialLocked(own)
 	}
 	k.mu.Unlock()
-	if idle {
-		return own.Conn(ctx)
+	if own != nil && (idle || split) {
+		c, err := own.Conn(ctx)
+		return c, true, err
 	}
-	return k.db.Conn(ctx)
+	c, err := k.db.Conn(ctx)
+	return c, false, err
+}
+
+// onPool runs f on the caller's pool, as the client's statements that do
+// not keep locks alive run; once a pooler split a statement (see isSplit),
+// on a connection of the client's own pool instead, the split one again
+// too.
+func (k *keeper) onPool(ctx context.Context, f func(context.Context, querier) error) error {
+	if !k.split.Load() {
+		err := f(ctx, k.db)
+		if !k.splitSeen(err) {
+			return err
+		}
+	}
+	_, err := k.onConn(ctx, true, f)
+	return err
+}
+
+// splitSeen reports whether err shows a statement a pooler split (see
+// isSplit) that the client's own pool, whose lib/pq connections send
+// binary parameters, can run instead. The first one is logged.
+func (k *keeper) splitSeen(err error) bool {
+	if k.connect == nil || !isSplit(err) {
+		return false
+	}
+	if !k.split.Swap(true) {
+		k.log.Warn(splitLog, "error", err)
+	}
+	return true
 }
 
 // flushIdle closes the idle connections of the client's own pool, so that
@@ -240,6 +299,7 @@ func (k *keeper) flushIdle() {
 func (k *keeper) close() {
 	k.stop()
 	k.mu.Lock()
+	k.closed = true
 	k.holders = 1
 	own := k.own
 	k.mu.Unlock()
@@ -252,7 +312,7 @@ func (k *keeper) close() {
 // isConnFault reports whether err may have left its connection unusable:
 // any error but a server's answer to the statement (or no row).
 func isConnFault(err error) bool {
-	if err == nil || errors.Is(err, sql.ErrNoRows) {
+	if err == nil || errors.Is(err, sql.ErrNoRows) || isSplit(err) {
 		return false
 	}
 	return sqlState(err) == "" || isUnavailable(err)

@@ -83,6 +83,14 @@
 // still held (a lock it cannot release is left to expire), stops everything
 // the client runs in the background, and never closes the *sql.DB.
 //
+// # Poolers
+//
+// Behind PgBouncer in session mode nothing changes. In transaction mode,
+// give pgx default_query_exec_mode=exec (or simple_protocol) and lib/pq
+// binary_parameters=yes, and give WithSessionDSN a direct or session-mode
+// connection string so that releases wake waiters; docs/poolers.md in the
+// repository has the details and figures.
+//
 // # Losing a lock, fencing
 //
 // A lock is lost when someone else took it over or no heartbeat succeeded for

@@ -136,3 +136,11 @@ var (
 func NotificationWaiter(conn any) (func(ctx context.Context) (channel, payload string, err error), bool) {
 	return notificationWaiter(conn)
 }
+
+// Polling bounds of waiters, and how long a new LISTEN session waits for
+// its probe, for the tests behind a pooler.
+const (
+	PollWithListener    = pollWithListener
+	PollWithoutListener = pollWithoutListener
+	ProbeBound          = probeBound
+)

@@ -52,6 +52,9 @@ func (r *waitRoom) startListener() *listener {
 func (r *waitRoom) listen(ctx context.Context, l *listener) {
 	readyOnce := sync.OnceFunc(func() { close(l.ready) })
 	defer readyOnce()
+	if r.deaf.Load() {
+		return // a probe showed notifications cannot arrive: waiters poll
+	}
 	dial := r.c.listenSource()
 	if dial == nil {
 		r.c.log.Debug("no way to LISTEN on this *sql.DB: waiters poll; see WithSessionDSN")
@@ -68,6 +71,12 @@ func (r *waitRoom) listen(ctx context.Context, l *listener) {
 			r.c.log.Debug("the driver cannot LISTEN: waiters poll")
 			return
 		}
+		if errors.Is(err, errNotDelivered) {
+			if !r.deaf.Swap(true) {
+				r.c.log.Warn(deafLog, "probe_bound", probeBound)
+			}
+			return
+		}
 		r.c.log.Debug("release listener lost, reconnecting", "error", err, "backoff", backoff)
 		t := time.NewTimer(jitter(backoff))
 		select {
@@ -80,18 +89,22 @@ func (r *waitRoom) listen(ctx context.Context, l *listener) {
 	}
 }
 
-// session runs one LISTEN session until it breaks or ctx ends.
+// session runs one LISTEN session until it breaks or ctx ends. It counts
+// as listening once its probe (see probe) arrived.
 func (r *waitRoom) session(ctx context.Context, dial dialFunc, ready func()) error {
 	n, err := dial(ctx, r.c.sql.channel)
 	if err != nil {
 		return err
 	}
 	defer n.close()
+	ready()
+	r.announce("", true) // releases between a waiter's last try and LISTEN
+	if err := r.probe(ctx, n); err != nil {
+		return err
+	}
 	r.sessions.Add(1)
 	defer r.sessions.Add(-1)
 	r.c.stats.listens.Add(1)
-	ready()
-	r.announce("", true) // releases between a waiter's last try and LISTEN
 	for {
 		payload, err := n.wait(ctx)
 		if err != nil {

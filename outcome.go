@@ -193,7 +193,7 @@ func (c *Client) moved(ctx context.Context, l *Lock) (bool, error) {
 // leaves the outcome unknown: the commit may have happened before.
 func neverRan(err error) bool {
 	var ns *notSentError
-	if errors.As(err, &ns) {
+	if errors.As(err, &ns) || isSplit(err) {
 		return true
 	}
 	switch state := sqlState(err); {

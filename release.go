@@ -125,10 +125,7 @@ func (c *Client) released(l *Lock, rvn int64) {
 
 // releaseError types the error of a failed release.
 func releaseError(l *Lock, err error) error {
-	if sqlState(err) == "26000" {
-		err = fmt.Errorf("%w (%s)", err, poolerHint)
-	}
-	return typeError(fmt.Errorf("pglock: cannot release %q: %w", l.name, err))
+	return typeError(fmt.Errorf("pglock: cannot release %q: %w", l.name, withPoolerHint(err)))
 }
 
 // startReleasing marks l as being released; it reports false when it was

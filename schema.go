@@ -86,7 +86,9 @@ func (c *Client) checkTable(ctx context.Context, creating bool) error {
 		shadowed  bool
 	)
 	err := c.statement(ctx, func(ctx context.Context) error {
-		return c.db.QueryRowContext(ctx, c.sql.resolveTable, c.table.quoted(), c.table.schema == "").Scan(&oid, &qualified, &shadowed)
+		return c.keep.onPool(ctx, func(ctx context.Context, q querier) error {
+			return q.QueryRowContext(ctx, c.sql.resolveTable, c.table.quoted(), c.table.schema == "").Scan(&oid, &qualified, &shadowed)
+		})
 	}, nil)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):

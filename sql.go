@@ -78,8 +78,9 @@ type statements struct {
 	createTable, createTableIfNotExists       string
 	createSequence, createSequenceIfNotExists string
 	ownedBy, dropTable, dropSequence          string
-	// listen subscribes a session to the table's release channel.
-	listen string
+	// listen subscribes a session to the table's release channel; notify
+	// sends a payload ($2) on a channel ($1).
+	listen, notify string
 
 	// sequence is the quoted name of the RVN sequence, the value of every
 	// statement's sequence parameter.
@@ -141,6 +142,7 @@ WHERE name = $1::text AND record_version_number = $2::bigint AND owner = $4::tex
 		dropSequence:              `DROP SEQUENCE IF EXISTS ` + seq,
 
 		listen: `LISTEN ` + pq.QuoteIdentifier(id.channel()),
+		notify: `SELECT pg_notify($1::text, $2::text)`,
 
 		sequence: seq,
 		channel:  id.channel(),

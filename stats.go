@@ -94,7 +94,9 @@ type Stats struct {
 	// Notifications counts release notifications received.
 	Notifications int64
 	// ListenerConnects counts LISTEN connections established: one when the
-	// first waiter comes, one more after each reconnection.
+	// first waiter comes, one more after each reconnection. A connection
+	// counts once a probe notification reached it; one that notifications
+	// cannot reach (a pooler in transaction mode) never counts.
 	ListenerConnects int64
 	// Listening is true while release notifications reach this client.
 	// While waiters wait and it is false, they poll: a pooler in

@@ -40,6 +40,9 @@ type waitRoom struct {
 	// stopped listener may take a moment to close its session while the
 	// next one already listens.
 	sessions atomic.Int32
+	// deaf is set once a probe showed that notifications cannot reach this
+	// client's sessions (see probe): no listener starts again.
+	deaf atomic.Bool
 }
 
 // waiter is one goroutine blocked in AcquireContext.
