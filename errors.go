@@ -149,7 +149,7 @@ func typeError(err error) error {
 // it), or nil while ctx is live.
 func contextError(ctx context.Context, sentinel error) error {
 	if err := ctx.Err(); err != nil {
-		if cause := context.Cause(ctx); cause != nil && cause != err {
+		if cause := context.Cause(ctx); cause != nil && cause != err { //nolint:errorlint // identity: a cause set apart from ctx.Err()
 			return &OtherError{errors.Join(sentinel, err, cause)}
 		}
 		return &OtherError{errors.Join(sentinel, err)}

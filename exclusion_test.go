@@ -61,10 +61,10 @@ func TestExclusionUnderFaultSchedules(t *testing.T) {
 	)
 	start := time.Now()
 	for range workers {
+		w := newScheduleWorker(t, table) // on the test's goroutine: it may fail the test
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			w := newScheduleWorker(t, table)
 			defer w.close()
 			for i := next.Add(1) - 1; i < int64(n); i = next.Add(1) - 1 {
 				s := w.schedule(base + uint64(i))
@@ -420,7 +420,7 @@ func (s *schedule) runDelayed() {
 // recordCommits notes the RVNs a statement that committed wrote, from the
 // rows it returned, with the time it committed.
 func (s *schedule) recordCommits(query string, rows [][]driver.Value) {
-	col := -1
+	var col int
 	switch {
 	case strings.Contains(query, "unnest("): // the batch heartbeat: name, old, new, present
 		col = 2

@@ -26,6 +26,7 @@ func TestFailoverAsync(t *testing.T) {
 }
 
 func testFailoverAsync(t *testing.T, partition time.Duration) {
+	t.Helper()
 	pair := newFailoverPair(t, false)
 	db := openFailoverDB(t, "postgres", pair)
 	opts := []pglock.ClientOption{pglock.WithLeaseDuration(6 * time.Second), pglock.WithHeartbeatFrequency(100 * time.Millisecond)}

@@ -42,6 +42,7 @@ type fencers struct {
 // startFencers starts perClient fencers on each client, on names, writing
 // through db into fence; they are stopped when t ends at the latest.
 func startFencers(t *testing.T, db *sql.DB, clients []*pglock.Client, perClient int, names []string, fence string) *fencers {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &fencers{cancel: cancel, rows: map[string]int{}}
 	t.Cleanup(func() { f.stop() })

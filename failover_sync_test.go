@@ -21,6 +21,7 @@ func TestFailoverSync(t *testing.T) {
 }
 
 func testFailoverSync(t *testing.T, driver string) {
+	t.Helper()
 	pair := newFailoverPair(t, true)
 	db := openFailoverDB(t, driver, pair)
 	holder, table := newClientTable(t, db, failoverLease...)

@@ -30,14 +30,14 @@ type failoverPair struct {
 }
 
 // newFailoverPair starts a primary with synchronous_commit on and a
-// standby replicating synchronously (sync) or asynchronously, both closed
-// when t ends.
-func newFailoverPair(t *testing.T, sync bool) *failoverPair {
+// standby replicating synchronously (synchronous) or asynchronously, both
+// closed when t ends.
+func newFailoverPair(t *testing.T, synchronous bool) *failoverPair {
 	t.Helper()
 	primary, err := pgserver.StartWith(pgserver.Options{SynchronousCommit: true, Local: true})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, primary.Close()) })
-	standby, err := primary.StartStandby(sync)
+	standby, err := primary.StartStandby(synchronous)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, standby.Close()) })
 	// connect_timeout bounds a connection attempt to a server that does
@@ -134,6 +134,7 @@ type rivals struct {
 // startRivals starts the goroutine; it is stopped when t ends at the
 // latest.
 func startRivals(t *testing.T, c *pglock.Client, names []string) *rivals {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &rivals{cancel: cancel}
 	r.wg.Add(1)
@@ -181,6 +182,7 @@ type acquired struct {
 // startAcquirer starts the goroutine, pausing pause between acquisitions;
 // it is stopped when t ends at the latest.
 func startAcquirer(t *testing.T, c *pglock.Client, prefix string, pause time.Duration) *acquirer {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &acquirer{cancel: cancel}
 	t.Cleanup(func() { a.stop() })

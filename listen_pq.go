@@ -25,15 +25,19 @@ func dialPQ(dsn string) dialFunc {
 		listened := make(chan error, 1)
 		go func() { listened <- n.l.Listen(channel) }()
 		var err error
+		returned := false
 		select {
 		case err = <-listened:
+			returned = true
 		case err = <-n.lost:
 		case <-ctx.Done():
 			err = ctx.Err()
 		}
 		if err != nil {
 			n.close()
-			<-listened // Listen returns once the listener is closed
+			if !returned {
+				<-listened //nolint:errcheck // Listen returns once the listener is closed; err says why
+			}
 			return nil, err
 		}
 		return n, nil

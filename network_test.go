@@ -328,10 +328,10 @@ func TestBusyPoolKeepsLocks(t *testing.T) {
 		open func(t *testing.T) *sql.DB
 		opts []pglock.ClientOption
 	}{
-		"postgres/sql.Open":                 {func(t *testing.T) *sql.DB { return openDSN(t, srv.DSN()) }, nil},
-		"pgx/sql.Open":                      {func(t *testing.T) *sql.DB { return openDriver(t, "pgx") }, nil},
+		"postgres/sql.Open":                 {func(t *testing.T) *sql.DB { t.Helper(); return openDSN(t, srv.DSN()) }, nil},
+		"pgx/sql.Open":                      {func(t *testing.T) *sql.DB { t.Helper(); return openDriver(t, "pgx") }, nil},
 		"postgres/connector+WithSessionDSN": {openConnector, session},
-		"pgx/stdlib.OpenDB+WithSessionDSN":  {func(t *testing.T) *sql.DB { return openDriver(t, pgxConnector) }, session},
+		"pgx/stdlib.OpenDB+WithSessionDSN":  {func(t *testing.T) *sql.DB { t.Helper(); return openDriver(t, pgxConnector) }, session},
 	}
 	for name, o := range opens {
 		t.Run(name, func(t *testing.T) {

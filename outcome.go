@@ -196,10 +196,10 @@ func neverRan(err error) bool {
 	if errors.As(err, &ns) || isSplit(err) {
 		return true
 	}
-	switch state := sqlState(err); {
-	case state == "53300", state == "57P03": // refused at connection time
+	switch state := sqlState(err); state {
+	case "53300", "57P03": // refused at connection time
 		return true
-	case state == "":
+	case "":
 		return false
 	default:
 		return !isUnavailable(err)

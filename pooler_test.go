@@ -102,6 +102,7 @@ func TestPoolerOperations(t *testing.T) {
 // poolerLockLife acquires a lock, keeps it past several leases, reads it,
 // guards a transaction with it and releases it to a waiter.
 func poolerLockLife(t *testing.T, c, other *pglock.Client, db *sql.DB) {
+	t.Helper()
 	ctx := testCtx(t)
 	l, err := c.AcquireContext(ctx, "job", pglock.WithData([]byte("payload")))
 	require.NoError(t, err, "Acquire")
@@ -144,6 +145,7 @@ func poolerLockLife(t *testing.T, c, other *pglock.Client, db *sql.DB) {
 // poolerElection campaigns, reads and observes the leader, proclaims, and
 // hands the leadership over.
 func poolerElection(t *testing.T, c, other *pglock.Client) {
+	t.Helper()
 	ctx := testCtx(t)
 	octx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -294,6 +296,7 @@ func (h handoffs) max() time.Duration { return quantileOf(h.lat, 1) }
 // poolerHandoffs hands a lock from a holder to a waiter on another client
 // through b in pc's set-up, ten times.
 func poolerHandoffs(t *testing.T, b *pgserver.PgBouncer, pc poolerCase, opts ...pglock.ClientOption) handoffs {
+	t.Helper()
 	ctx := testCtx(t)
 	holder, table := newClientTable(t, openPooled(t, b, pc))
 	t.Cleanup(func() { _ = holder.Close(bg) })
@@ -371,6 +374,7 @@ func TestPoolerExclusion(t *testing.T) {
 // terminated every 50 ms. A holder that enters while another holder's lock
 // is not ended is an overlap.
 func contendKilled(t *testing.T, dsn string, clients, perClient int, d time.Duration) (acquired, failed, killed, overlaps int64) {
+	t.Helper()
 	app := "pglock_pooler_" + randomHex(6)
 	db := openDSN(t, dsnWith(dsn, map[string]string{"application_name": app}))
 	opts := []pglock.ClientOption{pglock.WithLeaseDuration(2 * time.Second), pglock.WithHeartbeatFrequency(100 * time.Millisecond)}
@@ -440,6 +444,7 @@ func holdOnce(ctx context.Context, c *pglock.Client, mu *sync.Mutex, holders map
 // application_name is app, counting them in killed, until the returned
 // function is called.
 func killBackends(t *testing.T, app string, killed *int64) (stop func()) {
+	t.Helper()
 	admin := openDB(t)
 	done := make(chan struct{})
 	var wg sync.WaitGroup

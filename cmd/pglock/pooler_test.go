@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -81,5 +80,5 @@ func runNoOverlap(t *testing.T, env []string, table string) {
 	wg.Wait()
 	b, err := os.ReadFile(log)
 	require.NoError(t, err)
-	require.Equal(t, strings.Repeat("in\nout\n", loops*runs), string(b), fmt.Sprintf("commands overlapped behind %s", table))
+	require.Equal(t, strings.Repeat("in\nout\n", loops*runs), string(b), "commands overlapped behind %s", table)
 }

@@ -181,7 +181,7 @@ func TestCLITuneErrors(t *testing.T) {
 	db := testDB(t)
 	tx, err := db.Begin()
 	require.NoError(t, err)
-	defer tx.Rollback() //nolint:errcheck
+	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
 	_, err = tx.Exec(`SELECT * FROM ` + table)
 	require.NoError(t, err)
 	r = cli(t, "--table", table, "tune", "--rewrite", "--lock-timeout", "200ms")

@@ -411,7 +411,7 @@ func TestStandbyFailover(t *testing.T) {
 	waitRow(t, asyncSt.DSN(), 1)
 	var pqErr *pq.Error
 	require.ErrorAs(t, asyncSt.Exec("INSERT INTO replicated VALUES (2)"), &pqErr)
-	require.Equal(t, pq.ErrorCode("25006"), pqErr.Code, "a standby accepted a write")
+	require.EqualValues(t, "25006", pqErr.Code, "a standby accepted a write")
 
 	// The read-write server is found whatever its place in the list.
 	dsn := MultiHostDSN(syncSt, asyncSt, primary)
@@ -530,6 +530,7 @@ func TestPgBouncer(t *testing.T) {
 // setting; in transaction mode its next statement runs on another backend,
 // without the setting.
 func checkPooling(t *testing.T, db *sql.DB, mode string) {
+	t.Helper()
 	ctx := context.Background()
 	c1, err := db.Conn(ctx)
 	require.NoError(t, err)

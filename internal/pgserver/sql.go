@@ -75,10 +75,10 @@ func queryRowDSN(dsn, query string, dest ...any) error {
 
 // shorten returns query cut to a length fit for an error message.
 func shorten(query string) string {
-	const max = 60
+	const limit = 60
 	query = strings.Join(strings.Fields(query), " ")
-	if len(query) > max {
-		return query[:max] + "..."
+	if len(query) > limit {
+		return query[:limit] + "..."
 	}
 	return query
 }

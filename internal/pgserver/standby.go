@@ -73,28 +73,28 @@ func (s *Server) StartStandby(sync bool) (*Server, error) {
 // empty for other servers.
 func (s *Server) ApplicationName() string { return s.appName }
 
-// baseBackup creates st's temporary directory and copies primary's data
+// baseBackup creates s's temporary directory and copies primary's data
 // directory into it with pg_basebackup, with a recovery configuration.
-func (st *Server) baseBackup(primary *Server) error {
-	dir, err := makeTmp(tempParent(st.cred), "pgserver-standby-", st.cred)
+func (s *Server) baseBackup(primary *Server) error {
+	dir, err := makeTmp(tempParent(s.cred), "pgserver-standby-", s.cred)
 	if err != nil {
 		return err
 	}
-	st.tmpDir = dir
-	st.dataDir = filepath.Join(dir, "data")
-	st.logPath = filepath.Join(dir, "postgres.log")
-	conninfo := fmt.Sprintf("host=127.0.0.1 port=%d user=postgres application_name=%s", primary.port, st.appName)
-	if out, err := st.runTool(dir, "pg_basebackup",
-		"--pgdata="+st.dataDir,
+	s.tmpDir = dir
+	s.dataDir = filepath.Join(dir, "data")
+	s.logPath = filepath.Join(dir, "postgres.log")
+	conninfo := fmt.Sprintf("host=127.0.0.1 port=%d user=postgres application_name=%s", primary.port, s.appName)
+	if out, err := s.runTool(dir, "pg_basebackup",
+		"--pgdata="+s.dataDir,
 		"--dbname="+conninfo,
 		"--write-recovery-conf",
 		"--wal-method=stream",
 		"--checkpoint=fast",
 		"--no-sync",
 	); err != nil {
-		return fmt.Errorf("pgserver: pg_basebackup from %s failed: %w%s\n%s", primary.Addr(), err, st.permHint(err), lastLines(out, 30))
+		return fmt.Errorf("pgserver: pg_basebackup from %s failed: %w%s\n%s", primary.Addr(), err, s.permHint(err), lastLines(out, 30))
 	}
-	return dropSetting(filepath.Join(st.dataDir, "postgresql.auto.conf"), "synchronous_standby_names")
+	return dropSetting(filepath.Join(s.dataDir, "postgresql.auto.conf"), "synchronous_standby_names")
 }
 
 // dropSetting removes the lines setting name from the configuration file
