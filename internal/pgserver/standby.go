@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -17,7 +18,9 @@ import (
 var standbySeq atomic.Int64
 
 // StartStandby starts a streaming hot standby of the running server s:
-// pg_basebackup -R -X stream copies s into a new temporary directory, and
+// pg_basebackup -R -X stream copies s into a new temporary directory (where
+// the binaries lack pg_basebackup, s is stopped for a copy of its data
+// directory and started again), and
 // postgres runs on it on a free port of 127.0.0.1, with a primary_conninfo
 // carrying an application_name unique to the standby (ApplicationName).
 //
@@ -84,7 +87,11 @@ func (s *Server) baseBackup(primary *Server) error {
 	s.dataDir = filepath.Join(dir, "data")
 	s.logPath = filepath.Join(dir, "postgres.log")
 	conninfo := fmt.Sprintf("host=127.0.0.1 port=%d user=postgres application_name=%s", primary.port, s.appName)
-	if out, err := s.runTool(dir, "pg_basebackup",
+	if !isExecutable(filepath.Join(s.binDir, "pg_basebackup")) {
+		if err := s.coldCopy(primary, conninfo); err != nil {
+			return err
+		}
+	} else if out, err := s.runTool(dir, "pg_basebackup",
 		"--pgdata="+s.dataDir,
 		"--dbname="+conninfo,
 		"--write-recovery-conf",
@@ -94,7 +101,63 @@ func (s *Server) baseBackup(primary *Server) error {
 	); err != nil {
 		return fmt.Errorf("pgserver: pg_basebackup from %s failed: %w%s\n%s", primary.Addr(), err, s.permHint(err), lastLines(out, 30))
 	}
-	return dropSetting(filepath.Join(s.dataDir, "postgresql.auto.conf"), "synchronous_standby_names")
+	auto := filepath.Join(s.dataDir, "postgresql.auto.conf")
+	if err := dropSetting(auto, "synchronous_standby_names"); err != nil {
+		return err
+	}
+	// A standby whose primary restarts connects again within this, not the
+	// default 5 s.
+	return appendFile(auto, "wal_retrieve_retry_interval = '100ms'\n")
+}
+
+// coldCopy is baseBackup for server binaries that come without
+// pg_basebackup (the npm packages of server binaries): it stops primary,
+// copies its data directory (a cleanly shut down cluster is a consistent
+// base backup), starts primary again on its port, and configures the copy
+// as pg_basebackup -R would: standby.signal, and primary_conninfo set to
+// conninfo. Sessions open on primary are ended by the stop.
+func (s *Server) coldCopy(primary *Server, conninfo string) (err error) {
+	const streaming = "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'"
+	var standbys int
+	if err := queryRowDSN(primary.dsn, streaming, &standbys); err != nil {
+		return err
+	}
+	if err := primary.Stop(); err != nil {
+		return err
+	}
+	defer func() {
+		// The standbys the stop cut off reconnect (see baseBackup's retry
+		// interval) before the new one is started.
+		back := pollUntil(readyTimeout, "standbys of "+primary.Addr()+" back", func() error {
+			var n int
+			err := queryRowDSN(primary.dsn, streaming, &n)
+			if err == nil && n < standbys {
+				err = fmt.Errorf("%d of %d standbys streaming", n, standbys)
+			}
+			return err
+		})
+		if err == nil {
+			err = back
+		}
+	}()
+	out, err := exec.Command("cp", "-a", primary.dataDir, s.dataDir).CombinedOutput()
+	if rerr := primary.Restart(); rerr != nil {
+		return errors.Join(err, rerr)
+	}
+	if err != nil {
+		return fmt.Errorf("pgserver: copying the data directory of %s: %w\n%s", primary.Addr(), err, out)
+	}
+	signal := filepath.Join(s.dataDir, "standby.signal")
+	if err := os.WriteFile(signal, nil, 0o600); err != nil {
+		return fmt.Errorf("pgserver: %w", err)
+	}
+	if s.cred != nil {
+		if err := os.Chown(signal, int(s.cred.Uid), int(s.cred.Gid)); err != nil {
+			return fmt.Errorf("pgserver: %w", err)
+		}
+	}
+	setting := "primary_conninfo = '" + strings.ReplaceAll(conninfo, "'", "''") + "'\n"
+	return appendFile(filepath.Join(s.dataDir, "postgresql.auto.conf"), setting)
 }
 
 // dropSetting removes the lines setting name from the configuration file
