@@ -331,9 +331,10 @@ func (c *Client) beatStatement(locks []*Lock) ([]beatRow, error) {
 // attemptTimeout bounds one try of a read-back or a release's DELETE. A
 // statement that has not returned by then is given up (its connection may
 // be dead while the database is fine) and the next try goes out on another
-// connection.
+// connection. It is a quarter lease, and on a slow network at least twice
+// the latest answered statement's time (up to a lease), as beatTimeout.
 func (c *Client) attemptTimeout() time.Duration {
-	return c.leaseDuration / 4
+	return max(c.leaseDuration/4, min(2*time.Duration(c.trip.Load()), c.leaseDuration))
 }
 
 // beatTimeout bounds one try of a background heartbeat whose first lock
