@@ -1,6 +1,7 @@
 package pgserver
 
 import (
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -185,6 +186,9 @@ func (b *PgBouncer) start() error {
 	err = waitAnswers(p, b.DSN(), "pgbouncer", b.Addr(), func() string {
 		return fmt.Sprintf("log %s:\n%s", b.logPath, tailSince(b.logPath, logStart, 40))
 	})
+	if err == nil {
+		err = b.answersItself()
+	}
 	if err != nil {
 		_ = p.kill() // the startup error is the one to report
 		logFile.Close()
@@ -194,6 +198,46 @@ func (b *PgBouncer) start() error {
 	b.proc = p
 	b.mu.Unlock()
 	return nil
+}
+
+// answersItself checks that the pgbouncer answering on b's port is b's own,
+// by the log file its admin console reports: a pgbouncer of another test
+// may have taken the port between freePort and b's start, and then b's
+// process fails to listen while the other one answers. That case is
+// reported as "Address already in use", so that startOnFreePort tries
+// another port.
+func (b *PgBouncer) answersItself() error {
+	db, err := openDB(fmt.Sprintf("postgres://postgres@127.0.0.1:%d/pgbouncer?sslmode=disable", b.port))
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	rows, err := db.Query("SHOW CONFIG")
+	if err != nil {
+		return fmt.Errorf("pgserver: pgbouncer's admin console: %w", err)
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return fmt.Errorf("pgserver: pgbouncer's admin console: %w", err)
+	}
+	for rows.Next() {
+		row := make([]sql.NullString, len(cols))
+		dest := make([]any, len(cols))
+		for i := range row {
+			dest[i] = &row[i]
+		}
+		if err := rows.Scan(dest...); err != nil {
+			return fmt.Errorf("pgserver: pgbouncer's admin console: %w", err)
+		}
+		if len(row) > 1 && row[0].String == "logfile" {
+			if row[1].String != b.logPath {
+				return fmt.Errorf("pgserver: Address already in use: port %d answers with the pgbouncer of %s", b.port, row[1].String)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("pgserver: pgbouncer's admin console shows no logfile: %w", rows.Err())
 }
 
 // DSN returns the URL of pgbouncer, for user postgres and database
