@@ -3,6 +3,7 @@ package pglock
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"time"
@@ -14,12 +15,15 @@ import (
 // result tells who holds the lock.
 func (c *Client) acquire(ctx context.Context, l *Lock) (attemptResult, error) {
 	var w *waiter
+	waitStart := time.Now()
 	defer func() {
 		if w != nil {
+			if !w.timed { // a wait that gave up counts its time too
+				c.stats.recordWait(time.Since(waitStart))
+			}
 			c.waits.leave(w)
 		}
 	}()
-	waitStart := time.Now()
 	if !l.failIfLocked {
 		// Goroutines of this client already queue for the name: wait behind
 		// them instead of racing them, so none of them starves.
@@ -36,6 +40,11 @@ func (c *Client) acquire(ctx context.Context, l *Lock) (attemptResult, error) {
 		}
 		res, err := c.attempt(ctx, l)
 		switch {
+		case errors.Is(err, driver.ErrBadConn) && !l.maybeTaken:
+			// The statement may have taken the row before its reply was
+			// lost: the next attempt recognises the row as ours.
+			l.maybeTaken = true
+			continue
 		case err != nil:
 			return res, c.acquireError(ctx, l, err)
 		case res.acquired:
@@ -70,6 +79,9 @@ type attemptResult struct {
 	stale    sql.NullInt64 // the stale RVN a takeover expected
 	data     []byte        // the data the row kept, when not the caller's
 	ours     bool          // the row holds the caller's data
+	inserted bool          // the statement created the row
+	tookOver bool          // the row was held, at the stale RVN
+	renew    bool          // the RVN must be bumped before the lock is used
 }
 
 // attempt sends the acquire statement once, taking the lock over when this
@@ -83,6 +95,14 @@ func (c *Client) attempt(ctx context.Context, l *Lock) (attemptResult, error) {
 		return res, err
 	}
 	res.start, res.stale = start, expected
+	if !res.acquired && res.known && res.holder == c.owner && l.maybeTaken && !c.live.holdsOther(l.name, l) {
+		// An earlier attempt of this call, whose reply was lost, took the
+		// row: it carries this client's owner, and no Lock of it holds the
+		// name.
+		// Its RVN is bumped before it is used: waiters may have watched it
+		// for a while.
+		res.acquired, res.renew = true, true
+	}
 	if res.acquired {
 		return c.renewIfLate(ctx, l, res)
 	}
@@ -97,7 +117,8 @@ func (c *Client) attempt(ctx context.Context, l *Lock) (attemptResult, error) {
 // start, and handing out a lock about to expire helps nobody. A renewal
 // that finds the row taken over reports the lock not acquired.
 func (c *Client) renewIfLate(ctx context.Context, l *Lock, res attemptResult) (attemptResult, error) {
-	for res.acquired && c.clock.now().Sub(res.start) > c.leaseDuration/2 {
+	for res.acquired && (res.renew || c.clock.now().Sub(res.start) > c.leaseDuration/2) {
+		res.renew = false
 		start := c.clock.now()
 		rvn := res.rvn
 		var renewed int64
@@ -127,7 +148,7 @@ func (c *Client) acquired(l *Lock, res attemptResult, w *waiter, waitStart time.
 	}
 	l.hold(res.rvn, res.start)
 	c.waits.forget(l.name)
-	if res.stale.Valid {
+	if res.tookOver {
 		c.stats.steals.Add(1)
 		c.log.Debug("took over a stale lock", "lock", l.name, "owner", c.owner, "rvn", res.rvn,
 			"stale_rvn", res.stale.Int64, "lease", c.leaseDuration)
@@ -137,6 +158,7 @@ func (c *Client) acquired(l *Lock, res attemptResult, w *waiter, waitStart time.
 	}
 	waited := time.Since(waitStart)
 	c.stats.recordWait(waited)
+	w.timed = true
 	if at := w.notified.Load(); at != 0 {
 		c.stats.recordHandoff(time.Duration(monoNow() - at))
 	}
@@ -178,14 +200,16 @@ func (c *Client) tryAcquire(ctx context.Context, l *Lock, expected sql.NullInt64
 	err := c.statement(ctx, func(ctx context.Context) error {
 		return retry(ctx, c.log, func() error {
 			return c.keep.onPool(ctx, func(ctx context.Context, q querier) error {
-				var err error
-				res, err = c.acquireRow(ctx, q, l, expected)
-				return err
+				return onOneConn(ctx, q, func(q querier) error {
+					var err error
+					res, err = c.acquireRow(ctx, q, l, expected)
+					return err
+				})
 			})
 		})
 	}, func(err error) {
 		if err == nil && res.acquired {
-			c.releaseOrphan(l.name, res.rvn)
+			c.releaseOrphan(l, res)
 		}
 	})
 	if err != nil {
@@ -202,7 +226,7 @@ func (c *Client) acquireRow(ctx context.Context, q querier, l *Lock, expected sq
 	)
 	start := c.clock.now()
 	row := q.QueryRowContext(ctx, c.sql.acquire, l.name, l.data, c.owner, l.replaceData, expected, c.sql.sequence)
-	switch err := row.Scan(&res.acquired, &res.rvn, &res.data, &res.ours, &holder); {
+	switch err := row.Scan(&res.acquired, &res.rvn, &res.data, &res.ours, &holder, &res.inserted, &res.tookOver); {
 	case errors.Is(err, sql.ErrNoRows):
 		return attemptResult{}, nil // inserted or released concurrently: not known
 	case err != nil:
@@ -213,17 +237,24 @@ func (c *Client) acquireRow(ctx context.Context, q querier, l *Lock, expected sq
 	return res, nil
 }
 
-// releaseOrphan deletes the row of a lock acquired by a statement its
-// caller gave up on. It runs on the abandoned statement's goroutine, which
-// the client's runner owns.
-func (c *Client) releaseOrphan(name string, rvn int64) {
+// releaseOrphan frees the row of a lock acquired by a statement its caller
+// gave up on. A row the statement created is deleted, unless the lock keeps
+// its row on release; a row that existed before (a kept row, a stale one
+// taken over) is released keeping its data, so the cleanup destroys nothing
+// the acquire did not create. It runs on the abandoned statement's
+// goroutine, which the client's runner owns.
+func (c *Client) releaseOrphan(l *Lock, res attemptResult) {
+	query := c.sql.release
+	if l.keepOnRelease || !res.inserted {
+		query = c.sql.releaseKeep
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.attemptTimeout())
 	defer cancel()
 	err := c.keep.onPool(ctx, func(ctx context.Context, q querier) error {
-		_, err := execAffected(ctx, q, c.sql.release, name, rvn, c.sql.channel, c.owner)
+		_, err := execAffected(ctx, q, query, l.name, res.rvn, c.sql.channel, c.owner)
 		return err
 	})
 	if err != nil {
-		c.log.Debug("cannot release a lock acquired after its caller gave up; it expires after a lease", "lock", name, "error", err)
+		c.log.Debug("cannot release a lock acquired after its caller gave up; it expires after a lease", "lock", l.name, "error", err)
 	}
 }

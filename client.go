@@ -38,6 +38,7 @@ type Client struct {
 	keep       *keeper
 	heartbeats *heartbeater
 	waits      *waitRoom
+	live       heldLocks
 
 	closing   context.Context // ends when Close is called
 	close     context.CancelFunc
@@ -85,6 +86,7 @@ func UnsafeNew(db *sql.DB, opts ...ClientOption) (*Client, error) {
 		return nil, err
 	}
 	c.sql = newStatements(c.table)
+	c.calls.Bound = c.statementBound()
 	c.keep = newKeeper(db, c.sessionConnString(), &c.calls, c.leaseDuration, c.log)
 	c.heartbeats = newHeartbeater(c)
 	c.waits = newWaitRoom(c)
@@ -217,10 +219,17 @@ func (c *Client) AcquireContext(ctx context.Context, name string, opts ...LockOp
 		}
 		return nil, err
 	}
+	c.stats.acquired.Add(1)
+	c.live.add(l)
+	if c.closing.Err() != nil {
+		// Close may have swept the held locks before this one was added:
+		// free it at once.
+		_ = c.release(context.WithoutCancel(ctx), l)
+		return nil, &OtherError{errors.Join(ErrNotAcquired, ErrClosed)}
+	}
 	if c.heartbeatFrequency > 0 {
 		c.heartbeats.add(l)
 	}
-	c.stats.acquired.Add(1)
 	c.log.Debug("lock acquired", "lock", name, "owner", c.owner, "rvn", l.RecordVersionNumber())
 	return l, nil
 }
@@ -250,6 +259,10 @@ func (c *Client) untilClosed(ctx context.Context) (context.Context, context.Canc
 // for another reason (the database cannot be reached) after f ran under a
 // lock that was never counted lost does not change Do's result either; the
 // row is then left to expire, and the failure is logged.
+//
+// The release is deferred: when f panics or calls runtime.Goexit, the lock
+// is released and f's context cancelled all the same, and the panic goes
+// on unchanged.
 func (c *Client) Do(ctx context.Context, name string, f func(context.Context, *Lock) error, opts ...LockOption) error {
 	if f == nil {
 		return &OtherError{errors.New("pglock: Do needs a function")}
@@ -260,7 +273,16 @@ func (c *Client) Do(ctx context.Context, name string, f func(context.Context, *L
 	}
 	fctx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(doneContext(l), cancel)
+	finished := false
+	defer func() {
+		if !finished { // f panicked or called runtime.Goexit: release all the same
+			stop()
+			cancel()
+			_ = c.ReleaseContext(context.WithoutCancel(ctx), l)
+		}
+	}()
 	ferr := f(fctx, l)
+	finished = true
 	stop()
 	cancel()
 	lost := l.Err()
@@ -275,12 +297,7 @@ func (c *Client) Do(ctx context.Context, name string, f func(context.Context, *L
 	case lost != nil:
 		return &OtherError{fmt.Errorf("%w (and the release failed: %w)", lost, rerr)}
 	}
-	// A release that never ran left the lock held: stop its heartbeat, so
-	// that the row expires after a lease, as logged.
-	c.heartbeats.remove(l)
-	if l.end(errReleaseUnknown) {
-		c.stats.released.Add(1)
-	}
+	// The release ended the lock but could not free its row.
 	c.log.Warn("lock not released after Do; its row expires after a lease", "lock", name, "owner", c.owner, "error", rerr)
 	return nil
 }
@@ -310,25 +327,28 @@ func (c *Client) Release(l *Lock) error {
 	return c.ReleaseContext(context.Background(), l)
 }
 
-// ReleaseContext stops the lock's heartbeat and releases the lock: its row
+// ReleaseContext ends the lock and releases it: first the lock ends here
+// (Done closes, IsReleased reports true, the heartbeat stops), then its row
 // is deleted, or kept with a NULL record version number under
-// KeepOnRelease, and waiting clients are woken.
+// KeepOnRelease, and waiting clients are woken. No goroutine watching Done
+// still believes it holds the lock once another client can take it.
 //
-// It returns nil when it released the row, also for a lock whose lease had
+// It returns nil when it freed the row, also for a lock whose lease had
 // lapsed (Done was closed, Err tells) when nobody took the row over
 // meanwhile, as in the original library; such a lock is counted lost in
 // Stats, not released. It returns an error wrapping ErrLockAlreadyReleased
 // when the lock was already released, or its row no longer carried its
 // record version number (the lock was lost).
 //
-// On other errors, the lock is ended (Done closed) unless the error shows
-// that nothing reached the server (no connection could be had): then the
-// lock stays held, its heartbeat goes on, and Release may be called again.
-// When the release statement's outcome is unknown (the connection broke
-// after sending it), it is sent again until it answers or ctx ends; if it
-// never does, the error says so and the row may stay until its lease runs
-// out. It is safe to call from any goroutine, any number of times, and
-// returns within ctx.
+// Whatever else happens, the lock stays ended and is never held again.
+// When the statement fails, or its outcome is unknown (the connection
+// broke after sending it), it is sent again until it answers, ctx ends or
+// a quarter of a lease passed; the error then says the row was not freed.
+// Calling ReleaseContext again tries again to free the row at the lock's
+// record version number; otherwise the row expires a lease after its last
+// heartbeat. A ctx that had already ended frees the row on a goroutine of
+// the client's, within a quarter of a lease. It is safe to call from any
+// goroutine, any number of times, and returns within ctx.
 func (c *Client) ReleaseContext(ctx context.Context, l *Lock) error {
 	if l == nil || l.client == nil {
 		return errNilLock
@@ -480,6 +500,13 @@ func (c *Client) ForceRelease(ctx context.Context, name string) error {
 	if err := c.checkTable(ctx, false); err != nil {
 		return err
 	}
+	for _, l := range c.live.named(name) {
+		// This client's own lock ends before its row can go.
+		if l.end(errForced) {
+			c.stats.released.Add(1)
+		}
+		c.heartbeats.remove(l)
+	}
 	var affected int64
 	err := c.statement(ctx, func(ctx context.Context) error {
 		return retry(ctx, c.log, func() error {
@@ -501,10 +528,10 @@ func (c *Client) ForceRelease(ctx context.Context, name string) error {
 }
 
 // Close stops everything the client runs in the background, and returns
-// within ctx. It releases every lock the client still holds with a
-// heartbeat; a lock it cannot release (the database cannot be reached) is
-// ended all the same (its Done closes) and its row is left to expire a
-// lease after its last heartbeat. It stops waiters (their AcquireContext
+// within ctx. It releases every lock the client still holds, as
+// ReleaseContext does: each lock ends before its row is freed, and a row it
+// cannot free (the database cannot be reached) is left to expire a lease
+// after its last heartbeat. It stops waiters (their AcquireContext
 // returns an error wrapping ErrNotAcquired and ErrClosed), election
 // observers and the release listener, and waits for their goroutines and
 // for statements that callers gave up on, until ctx ends. It returns the
@@ -514,11 +541,10 @@ func (c *Client) ForceRelease(ctx context.Context, name string) error {
 func (c *Client) Close(ctx context.Context) error {
 	c.closeOnce.Do(c.close)
 	var errs []error
-	for _, l := range c.heartbeats.held() {
+	for _, l := range c.live.named("") {
 		if err := c.ReleaseContext(ctx, l); err != nil && !errors.Is(err, ErrLockAlreadyReleased) {
 			errs = append(errs, err)
 		}
-		l.end(errClosed)
 	}
 	c.heartbeats.close()
 	c.waits.close()

@@ -201,6 +201,8 @@ func (ld *Leadership) Proclaim(ctx context.Context, value []byte) error {
 		return contextError(ctx, fmt.Errorf("pglock: cannot proclaim in election %q: %w", l.name, err))
 	}
 	defer l.op.unlock()
+	ctx, cancel := l.withinLease(ctx)
+	defer cancel()
 	affected, err := c.proclaim(ctx, l, value)
 	if err == nil && affected == 0 {
 		// The row may carry the RVN of a heartbeat of unknown outcome.
@@ -245,8 +247,10 @@ func (c *Client) proclaim(ctx context.Context, l *Lock, value []byte) (int64, er
 // Resign gives the leadership up at once: the lock is released, and a
 // waiting candidate takes over without waiting for a lease. It returns an
 // error wrapping ErrLockAlreadyReleased when the leadership had already
-// ended. As with ReleaseContext, when the database cannot be reached the
-// error is returned and the leadership lasts, so Resign may be called again.
+// ended. As with ReleaseContext, the leadership ends before anything is
+// sent, whatever the outcome: when the database cannot be reached the error
+// is returned, and Resign may be called again to free the row, which
+// otherwise expires a lease after the last heartbeat.
 func (ld *Leadership) Resign(ctx context.Context) error {
 	return ld.lock.client.ReleaseContext(ctx, ld.lock)
 }

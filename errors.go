@@ -163,11 +163,8 @@ var (
 	errLeaseExpired = fmt.Errorf("%w: lost: no heartbeat succeeded for a whole lease", ErrLockAlreadyReleased)
 	errStolen       = fmt.Errorf("%w: lost: the row no longer carries this lock's record version number", ErrLockAlreadyReleased)
 	errNotHeld      = fmt.Errorf("%w: the lock was never held", ErrLockAlreadyReleased)
-	errClosed       = fmt.Errorf("%w: lost: the client was closed and could not release it; its row expires after a lease", ErrLockAlreadyReleased)
-	// errReleaseUnknown is a release (it wraps errReleased) whose outcome
-	// is unknown: the row may stay until its lease runs out.
-	errReleaseUnknown = fmt.Errorf("%w, but the release's outcome is unknown: the row may stay until its lease runs out", errReleased)
-	errNilLock        = fmt.Errorf("%w: nil lock", ErrLockAlreadyReleased)
+	errForced       = fmt.Errorf("%w by ForceRelease", errReleased)
+	errNilLock      = fmt.Errorf("%w: nil lock", ErrLockAlreadyReleased)
 )
 
 // errUnsettled: a lock's row moved, maybe by our own heartbeat whose outcome

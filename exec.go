@@ -3,6 +3,7 @@ package pglock
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"log/slog"
 	"math/rand/v2"
@@ -17,6 +18,29 @@ type querier interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// onOneConn runs f on one connection of q when q is a pool, so that
+// database/sql does not send the statement again on another connection when
+// the driver answers driver.ErrBadConn: a statement that committed before
+// its reply was lost would then run twice, and the caller would see only
+// the second answer. The caller gets driver.ErrBadConn instead, and knows
+// the first send's outcome is unknown.
+func onOneConn(ctx context.Context, q querier, f func(querier) error) error {
+	db, ok := q.(*sql.DB)
+	if !ok {
+		return f(q)
+	}
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	err = f(conn)
+	if errors.Is(err, driver.ErrBadConn) {
+		_ = conn.Raw(func(any) error { return driver.ErrBadConn }) // drop it from the pool
+	}
+	_ = conn.Close()
+	return err
 }
 
 // sqlState returns the SQLSTATE of a server error from either lib/pq or pgx

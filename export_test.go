@@ -144,3 +144,16 @@ const (
 	PollWithoutListener = pollWithoutListener
 	ProbeBound          = probeBound
 )
+
+// AskReadBack starts a read-back of l's row as settle does, and returns
+// the function that applies its answer (the row's RVN and owner) whenever
+// it arrives.
+func AskReadBack(l *Lock) func(rvn int64, owner string) {
+	asked := l.asked()
+	return func(rvn int64, owner string) {
+		l.settleTo(rowState{rvn: sql.NullInt64{Int64: rvn, Valid: true}, owner: sql.NullString{String: owner, Valid: true}}, asked)
+	}
+}
+
+// Closing reports whether Close was called on c.
+func Closing(c *Client) bool { return c.closing.Err() != nil }

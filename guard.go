@@ -63,6 +63,8 @@ func (l *Lock) Guard(ctx context.Context, tx *sql.Tx) error {
 		return contextError(ctx, fmt.Errorf("pglock: cannot guard %q: %w", l.name, err))
 	}
 	defer l.op.unlock()
+	ctx, cancel := l.withinLease(ctx)
+	defer cancel()
 	err := l.guard(ctx, tx)
 	if errors.Is(err, sql.ErrNoRows) && !l.unsettledSince().IsZero() {
 		// The row may carry the RVN of a heartbeat of unknown outcome.

@@ -22,6 +22,9 @@ type Lock struct {
 	keepOnRelease    bool
 	replaceData      bool
 	heartbeatContext context.Context
+	// maybeTaken is set by the acquiring goroutine when an attempt's reply
+	// was lost (driver.ErrBadConn): the row may already be ours.
+	maybeTaken bool
 
 	// op is held while a statement that depends on or changes this lock's
 	// RVN is in flight: a heartbeat, a release, a Guard check, a Proclaim.
@@ -36,7 +39,12 @@ type Lock struct {
 	ended       bool
 	endErr      error
 	done        chan struct{}
-	releasing   bool // Release has run or is running
+	// released is set once Release ended the lock; freeing while a
+	// release attempt runs; freed once the row is known freed or gone, so
+	// that a later Release has nothing left to do (see release.go).
+	released bool
+	freeing  bool
+	freed    bool
 	// unsettled is the start of the earliest statement that may have moved
 	// the row without the lock knowing (see outcome.go); zero when none.
 	unsettled time.Time
@@ -64,7 +72,7 @@ func newEndedLock(c *Client, name, owner string, data []byte, rvn int64, err err
 	done := make(chan struct{})
 	close(done)
 	return &Lock{client: c, name: name, owner: owner, data: data, rvn: rvn,
-		ended: true, endErr: err, releasing: true, done: done, op: newOpLock()}
+		ended: true, endErr: err, released: true, freed: true, done: done, op: newOpLock()}
 }
 
 // opLock is a mutex whose lock gives up when a context ends.
@@ -122,11 +130,16 @@ func (l *Lock) armLocked() {
 
 // refresh records that the row carries rvn, written by a statement that
 // began at start (or, for a row read back, by one that began no earlier).
-// It reports false, and changes nothing, when the lock had already ended.
+// It reports false when the lock had already ended; it then changes
+// nothing, except that a lock Release ended keeps track of its row's RVN,
+// so that the release frees the row a heartbeat in flight just moved.
 func (l *Lock) refresh(rvn int64, start time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.endedLocked(l.now()) {
+		if l.released && !l.freed {
+			l.rvn, l.unsettled = rvn, time.Time{}
+		}
 		return false
 	}
 	l.rvn, l.unsettled = rvn, time.Time{}
@@ -159,6 +172,9 @@ func (l *Lock) now() time.Time {
 // held, nor be refreshed back to life, once no heartbeat succeeded for
 // holdFor. l.mu must be held.
 func (l *Lock) endedLocked(now time.Time) bool {
+	if l.client == nil {
+		return true // the zero Lock was never held
+	}
 	if !l.ended && l.expiry != nil && !now.Before(l.refreshedAt.Add(l.client.holdFor())) {
 		l.endLocked(errLeaseExpired)
 	}
@@ -194,6 +210,30 @@ func (l *Lock) state() (held heldAt, ended bool) {
 	defer l.mu.Unlock()
 	ended = l.endedLocked(l.now())
 	return heldAt{l.rvn, l.refreshedAt}, ended
+}
+
+// claimsRow reports whether l holds its row, or a release of it is
+// running.
+func (l *Lock) claimsRow() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return !l.endedLocked(l.now()) || l.freeing
+}
+
+// claimsRowQuietly is claimsRow without running l's expiry, for callers
+// that hold a mutex l's expiry may take.
+func (l *Lock) claimsRowQuietly() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return !l.ended || l.freeing
+}
+
+// withinLease bounds ctx by the time l's lease has left: a statement that
+// holds l's op lock keeps the heartbeat off l, and past that time the lock
+// is lost whatever the statement says.
+func (l *Lock) withinLease(ctx context.Context) (context.Context, context.CancelFunc) {
+	held, _ := l.state()
+	return context.WithTimeout(ctx, held.at.Add(l.client.holdFor()).Sub(l.client.clock.now()))
 }
 
 // heldAt is a lock's RVN and when the statement that set it began.
@@ -271,15 +311,23 @@ func (l *Lock) IsReleased() bool {
 // is already closed.
 func (l *Lock) Done() <-chan struct{} {
 	if l == nil {
-		done := make(chan struct{})
-		close(done)
-		return done
+		return closedChan
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.endedLocked(l.now())
+	if l.done == nil {
+		return closedChan // the zero Lock was never held
+	}
 	return l.done
 }
+
+// closedChan is the Done channel of a Lock that was never held.
+var closedChan = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
 
 // Err returns nil while the lock is held. Afterwards it tells why it ended:
 // ErrLockAlreadyReleased wrapped with the reason.

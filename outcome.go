@@ -47,14 +47,13 @@ func (l *Lock) unsettledSince() time.Time {
 	return l.unsettled
 }
 
-// adopt takes rvn, read back from the row with our owner, as the lock's
-// RVN: only when it is newer than the RVN the lock knows and a statement of
-// unknown outcome could have written it. Its lease counts from the start of
-// the earliest such statement. It reports whether it adopted rvn.
-func (l *Lock) adopt(rvn int64) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.endedLocked(l.now()) || l.unsettled.IsZero() || rvn <= l.rvn {
+// adoptLocked takes rvn, read back from the row with our owner, as the
+// lock's RVN: only when it is newer than the RVN the lock knows and a
+// statement of unknown outcome could have written it. Its lease counts from
+// the start of the earliest such statement. It reports whether it adopted
+// rvn. l.mu must be held.
+func (l *Lock) adoptLocked(rvn int64) bool {
+	if l.unsettled.IsZero() || rvn <= l.rvn {
 		return false
 	}
 	l.rvn = rvn
@@ -64,6 +63,45 @@ func (l *Lock) adopt(rvn int64) bool {
 	}
 	l.unsettled = time.Time{}
 	return true
+}
+
+// settledState is what a read-back asks about: the RVN a lock knew and the
+// start of its earliest statement of unknown outcome, when the read began.
+type settledState struct {
+	rvn       int64
+	unsettled time.Time
+}
+
+// asked returns the state a read-back of l starting now asks about.
+func (l *Lock) asked() settledState {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return settledState{l.rvn, l.unsettled}
+}
+
+// settleTo settles l from its row r, read back by a read that began in
+// state asked. A row still at the known RVN and owner was not moved: the
+// lock is held if its lease runs. A row at a newer RVN with our owner was
+// moved by a statement of ours: adoptLocked dates its lease. Anything else
+// (no row, a released row, another owner, an older RVN) means the lock is
+// lost. An answer to a state the lock has left (it refreshed, or met
+// another statement of unknown outcome, meanwhile) says nothing about it
+// and changes nothing. It reports whether the lock is still held.
+func (l *Lock) settleTo(r rowState, asked settledState) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case l.endedLocked(l.now()):
+		return false
+	case l.rvn != asked.rvn || !l.unsettled.Equal(asked.unsettled):
+		return true
+	case r.rvn.Valid && r.rvn.Int64 == l.rvn && r.owner.String == l.owner:
+		return true
+	case r.rvn.Valid && r.owner.String == l.owner && l.adoptLocked(r.rvn.Int64):
+		return true
+	}
+	l.endLocked(errStolen)
+	return false
 }
 
 // markUnknown handles a statement begun at start that failed with err on
@@ -102,18 +140,33 @@ func (c *Client) readBack(ctx context.Context, locks []*Lock) {
 }
 
 // settle reads the rows of unsettled locks back, in one statement, within
-// ctx, and decides from each whether its lock is still held. When the read
-// fails it returns false and nothing changes: the lease expiry still ends
-// the locks in time if nothing settles them before.
+// ctx, and settles each from its row (see settleTo). When the read fails it
+// returns false and nothing changes: the lease expiry still ends the locks
+// in time if nothing settles them before.
 func (c *Client) settle(ctx context.Context, locks []*Lock) bool {
 	if len(locks) == 0 {
 		return true
 	}
 	names := make(pq.StringArray, len(locks))
+	asked := make([]settledState, len(locks))
 	for i, l := range locks {
-		names[i] = l.name
+		names[i], asked[i] = l.name, l.asked()
 	}
-	current := make(map[string]rowState, len(locks))
+	current, err := c.readRows(ctx, names)
+	if err != nil {
+		c.log.Debug("cannot read back locks of unknown state", "locks", len(locks), "error", err)
+		return false
+	}
+	for i, l := range locks {
+		l.settleTo(current[l.name], asked[i])
+	}
+	return true
+}
+
+// readRows reads the RVN and owner of the rows of names, in one statement,
+// on the client's own connection.
+func (c *Client) readRows(ctx context.Context, names pq.StringArray) (map[string]rowState, error) {
+	current := make(map[string]rowState, len(names))
 	err := c.keep.run(ctx, func(ctx context.Context, q querier) error {
 		return retry(ctx, c.log, func() error {
 			clear(current)
@@ -130,33 +183,15 @@ func (c *Client) settle(ctx context.Context, locks []*Lock) bool {
 			}, c.sql.reread, names)
 		})
 	})
-	if err != nil {
-		c.log.Debug("cannot read back locks of unknown state", "locks", len(locks), "error", err)
-		return false
-	}
-	for _, l := range locks {
-		c.decide(l, current[l.name])
-	}
-	return true
+	return current, err
 }
 
-// decide settles l from its row r as read back. A row still at the known
-// RVN and owner was not moved: the lock is held if its lease runs. A row at a newer
-// RVN with our owner was moved by a statement of ours: adopt dates its
-// lease. Anything else (no row, a released row, another owner, an older
-// RVN) means the lock is lost. It reports whether the lock is still held.
-func (c *Client) decide(l *Lock, r rowState) bool {
-	held, ended := l.state()
-	switch {
-	case ended:
-		return false
-	case r.rvn.Valid && r.rvn.Int64 == held.rvn && r.owner.String == l.owner:
-		return true
-	case r.rvn.Valid && r.owner.String == c.owner && l.adopt(r.rvn.Int64):
-		return true
-	}
-	l.end(errStolen)
-	return false
+// readOne reads the RVN and owner of name's row, within an attempt's time.
+func (c *Client) readOne(ctx context.Context, name string) (rowState, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.attemptTimeout())
+	defer cancel()
+	current, err := c.readRows(ctx, pq.StringArray{name})
+	return current[name], err
 }
 
 // resettle reads back, in one statement, the unsettled locks a heartbeat

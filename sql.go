@@ -24,9 +24,12 @@ const LockTableFillfactor = 50
 type statements struct {
 	// acquire inserts the row, or takes it over when it is released (NULL
 	// RVN) or still carries the RVN the waiter watched for a lease ($5). It
-	// returns (true, new RVN, stored data, ours, NULL) when it took the lock,
-	// or (false, current RVN, NULL, false, holder) when someone else holds
-	// it, in one statement and one round trip. A row seen held in the
+	// returns (true, new RVN, stored data, ours, NULL, inserted, stale) when
+	// it took the lock, or (false, current RVN, NULL, false, holder, false,
+	// false) when someone else holds it, in one statement and one round
+	// trip. inserted tells a row the statement created from one it took
+	// over (xmax is 0 only on a freshly inserted row version); stale tells
+	// a takeover of a held row whose RVN went stale from one of a free row. A row seen held in the
 	// statement's snapshot is not touched at all: no row lock is waited for
 	// (a Guard transaction may hold one) and no RVN is drawn from the
 	// sequence. The stored data is sent back only when it differs from the
@@ -167,11 +170,13 @@ func acquireSQL(t string) string {
 	WHERE l.record_version_number IS NULL OR l.record_version_number = $5::bigint
 	RETURNING l.record_version_number,
 		CASE WHEN $4::boolean OR l.data IS NOT DISTINCT FROM $2::bytea THEN NULL ELSE l.data END AS data,
-		$4::boolean OR l.data IS NOT DISTINCT FROM $2::bytea AS ours
+		$4::boolean OR l.data IS NOT DISTINCT FROM $2::bytea AS ours,
+		l.xmax = 0 AS inserted
 )
-SELECT true, record_version_number, data, ours, NULL::text FROM acquired
+SELECT true, record_version_number, data, ours, NULL::text, inserted,
+	EXISTS (SELECT 1 FROM current WHERE record_version_number IS NOT NULL) FROM acquired
 UNION ALL
-SELECT false, record_version_number, NULL::bytea, false, owner::text FROM current
+SELECT false, record_version_number, NULL::bytea, false, owner::text, false, false FROM current
 WHERE record_version_number IS NOT NULL AND NOT EXISTS (SELECT 1 FROM acquired)`
 }
 

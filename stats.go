@@ -29,6 +29,13 @@ func (s *counters) recordWait(d time.Duration) {
 	storeMax(&s.maxWaitNanos, int64(d))
 }
 
+// releasedAsLost moves a lock counted released to lost: its release found
+// that the row had been taken over before.
+func (s *counters) releasedAsLost() {
+	s.released.Add(-1)
+	s.lost.Add(1)
+}
+
 func (s *counters) recordHandoff(d time.Duration) {
 	d = max(d, 0)
 	s.handoffs.Add(1)
@@ -71,10 +78,12 @@ type Stats struct {
 	Acquired int64
 	// Released counts locks released by Release, Close or Do.
 	Released int64
-	// Waits counts acquisitions that found the lock held and waited.
+	// Waits counts acquisitions that found the lock held and waited, from
+	// the moment they began to wait.
 	Waits int64
-	// WaitTime is the total time waits took until the lock was acquired;
-	// waits that gave up (the context ended) are not included.
+	// WaitTime is the total time of the waits that ended, whether they
+	// acquired the lock or gave up (their context ended): WaitTime/Waits is
+	// the mean wait, once no wait is in progress.
 	WaitTime time.Duration
 	// MaxWait is the longest of those waits.
 	MaxWait time.Duration

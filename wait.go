@@ -54,6 +54,7 @@ type waiter struct {
 	// notified is when a release notification of its name last woke it, in
 	// monotonic nanoseconds (see monoNow); 0 if none did.
 	notified atomic.Int64
+	timed    bool // its wait time was recorded (by the acquiring goroutine)
 }
 
 // sighting is an RVN seen on a held row: when it was first seen, and when

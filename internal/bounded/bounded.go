@@ -25,8 +25,12 @@ type Runner struct {
 	// return on its own (as pgx's calls do, with their own error) before
 	// it is left behind; DefaultGrace when zero.
 	Grace time.Duration
+	// Bound, when positive, bounds every call whose context has no
+	// deadline, so that no call runs unbounded whatever its caller's
+	// context.
+	Bound time.Duration
 
-	wg        sync.WaitGroup
+	running   tracker
 	stuck     atomic.Int64 // calls left behind that have not returned yet
 	abandoned atomic.Int64 // calls ever left behind
 }
@@ -51,14 +55,19 @@ func (e *AbandonedError) Unwrap() error { return e.Err }
 // alone; when it returns, late (if not nil) receives its error, so the
 // caller can clean up what a call it gave up on did after all.
 func (r *Runner) Run(ctx context.Context, f func(context.Context) error, late func(error)) error {
+	if _, ok := ctx.Deadline(); !ok && r.Bound > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, r.Bound)
+		defer cancel()
+	}
 	if ctx.Done() == nil {
 		return f(ctx) // a context that never ends cannot be outlived
 	}
 	var state atomic.Int32
 	done := make(chan error, 1)
-	r.wg.Add(1)
+	r.running.add()
 	go func() {
-		defer r.wg.Done()
+		defer r.running.done()
 		err := f(ctx)
 		if state.CompareAndSwap(running, returned) {
 			done <- err
@@ -98,9 +107,9 @@ func (r *Runner) grace() time.Duration {
 
 // Spawn runs f on a goroutine of the runner's, which Wait joins.
 func (r *Runner) Spawn(f func()) {
-	r.wg.Add(1)
+	r.running.add()
 	go func() {
-		defer r.wg.Done()
+		defer r.running.done()
 		f()
 	}()
 }
@@ -108,13 +117,8 @@ func (r *Runner) Spawn(f func()) {
 // Wait waits until every call left behind and every spawned function
 // returned, or ctx ends, and then returns ctx's error.
 func (r *Runner) Wait(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() {
-		r.wg.Wait()
-		close(done)
-	}()
 	select {
-	case <-done:
+	case <-r.running.idle():
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -126,3 +130,46 @@ func (r *Runner) Stuck() int64 { return r.stuck.Load() }
 
 // Abandoned is how many calls were ever left behind.
 func (r *Runner) Abandoned() int64 { return r.abandoned.Load() }
+
+// tracker counts running goroutines. Unlike a sync.WaitGroup, it may gain
+// a goroutine while another waits for it to reach zero: a client's reads
+// go on after Close began waiting.
+type tracker struct {
+	mu   sync.Mutex
+	n    int
+	zero chan struct{} // closed when n reaches 0; nil while nobody waits
+}
+
+func (t *tracker) add() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.n++
+}
+
+func (t *tracker) done() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.n--; t.n == 0 && t.zero != nil {
+		close(t.zero)
+		t.zero = nil
+	}
+}
+
+// idle returns a channel closed once no goroutine runs.
+func (t *tracker) idle() <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.n == 0 {
+		return closedChan
+	}
+	if t.zero == nil {
+		t.zero = make(chan struct{})
+	}
+	return t.zero
+}
+
+var closedChan = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()

@@ -1,0 +1,77 @@
+package pglock
+
+import "sync"
+
+// heldLocks is the set of locks a Client believes it holds, with or
+// without a heartbeat: what Close releases, ForceRelease of a name held
+// here ends first, and what tells a row of this client's owner that no
+// Lock holds (left by a statement whose reply was lost) from one a Lock of
+// this client holds.
+type heldLocks struct {
+	mu    sync.Mutex
+	locks map[*Lock]struct{}
+	adds  int // since the last sweep
+}
+
+// sweepEvery is how many additions pass between sweeps of the locks that
+// ended without a release (lost ones), so the set does not grow with them.
+const sweepEvery = 1024
+
+// add records l as held.
+func (h *heldLocks) add(l *Lock) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.locks == nil {
+		h.locks = make(map[*Lock]struct{})
+	}
+	h.locks[l] = struct{}{}
+	if h.adds++; h.adds < sweepEvery {
+		return
+	}
+	h.adds = 0
+	for old := range h.locks {
+		if !old.claimsRowQuietly() {
+			delete(h.locks, old)
+		}
+	}
+}
+
+// remove forgets l.
+func (h *heldLocks) remove(l *Lock) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.locks, l)
+}
+
+// named returns the locks of name still held or being released, and
+// forgets the others; with name "", every such lock.
+func (h *heldLocks) named(name string) []*Lock {
+	h.mu.Lock()
+	all := make([]*Lock, 0, len(h.locks))
+	for l := range h.locks {
+		if name == "" || l.name == name {
+			all = append(all, l)
+		}
+	}
+	h.mu.Unlock()
+	held := all[:0]
+	for _, l := range all {
+		if !l.claimsRow() {
+			h.remove(l)
+			continue
+		}
+		held = append(held, l)
+	}
+	return held
+}
+
+// holdsOther reports whether a Lock of this client other than l holds
+// name, or is freeing its row.
+func (h *heldLocks) holdsOther(name string, l *Lock) bool {
+	for _, o := range h.named(name) {
+		if o != l {
+			return true
+		}
+	}
+	return false
+}
