@@ -4,7 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"strconv"
@@ -31,9 +33,19 @@ import (
 // that RVN could first be seen.
 //
 // Each schedule drives three clients on two names, one action at a time:
-// acquire with FailIfLocked, a batch heartbeat tick, SendHeartbeat, Release,
-// Guard in a transaction, time passing, or a delayed statement reaching the
-// server. Every statement the clients send meets a fate chosen by the seed:
+// acquire with FailIfLocked (or KeepOnRelease, or a Campaign), a batch
+// heartbeat tick, SendHeartbeat, Release or Resign (with a live, a short or
+// an ended context), Do (whose function returns, fails or panics), Close
+// of a client (replaced by a new one), Guard in a transaction, time
+// passing, or a delayed statement reaching the server.
+//
+// A holder's belief lasts from the moment its acquire returns until its
+// Done closes, and the oracle samples it while statements are in flight
+// too: at the instant any acquire commits, no other client may still
+// believe it holds the name. A statement that frees a row may run a
+// rival's acquire between its commit and its reply, so that a release,
+// Resign or Close whose reply is delayed overlaps another client's
+// action. Every statement the clients send meets a fate chosen by the seed:
 // it runs, fails before reaching the server, runs and commits but loses its
 // reply (as a connection reset or as lib/pq's driver.ErrBadConn, which
 // database/sql answers by sending the statement again), fails with a
@@ -166,6 +178,7 @@ func (w *scheduleWorker) close() {
 // rarely refreshes while others look on, and others a quiet network.
 type schedule struct {
 	t         *testing.T
+	table     string
 	seed      uint64
 	rng       *rand.Rand
 	mu        sync.Mutex // guards rng, trace and totals: fates run inside statements
@@ -174,12 +187,14 @@ type schedule struct {
 	names     []string
 	clients   []*pglock.Client
 	dbs       []schedDB
-	held      []map[string]*pglock.Lock // per client, the lock it believes it holds
-	faultRate []int                     // per client, percent of statements that meet a fault
-	tickRate  []int                     // per client, weight of its heartbeat ticks
-	active    int                       // how many of the clients act
-	duel      bool                      // one holder, one watcher (see pickDuel)
-	steps     int                       // how many actions the schedule takes
+	held      []map[string]*pglock.Lock // per client, the lock it believes it holds; under mu
+	leaders   []map[string]*pglock.Leadership
+	finishing bool  // the schedule is over: no more rival actions
+	faultRate []int // per client, percent of statements that meet a fault
+	tickRate  []int // per client, weight of its heartbeat ticks
+	active    int   // how many of the clients act
+	duel      bool  // one holder, one watcher (see pickDuel)
+	steps     int   // how many actions the schedule takes
 	trace     []string
 	totals    scheduleTotals
 	// committed is when each RVN of the schedule's names was first seen
@@ -190,7 +205,7 @@ type schedule struct {
 // schedule starts the schedule of seed on w's clients.
 func (w *scheduleWorker) schedule(seed uint64) *schedule {
 	s := &schedule{
-		t: w.t, seed: seed, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
+		t: w.t, table: w.table, seed: seed, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		clock: w.clock, lease: scheduleLease, dbs: w.dbs, clients: w.clients,
 		names:     []string{fmt.Sprintf("s%d-a", seed), fmt.Sprintf("s%d-b", seed)},
 		committed: map[int64]time.Time{},
@@ -200,10 +215,11 @@ func (w *scheduleWorker) schedule(seed uint64) *schedule {
 	s.steps = []int{40, 80}[s.rng.IntN(2)]
 	for i, d := range w.dbs {
 		s.held = append(s.held, map[string]*pglock.Lock{})
+		s.leaders = append(s.leaders, map[string]*pglock.Leadership{})
 		s.faultRate = append(s.faultRate, []int{2, 15, 40, 75}[s.rng.IntN(4)])
 		s.tickRate = append(s.tickRate, []int{1, 5, 20}[s.rng.IntN(3)])
 		d.cnt.SetFates(func(query string, args []driver.NamedValue, inTx bool) sqlcount.Fate {
-			return s.fate(i, query)
+			return s.fate(i, query, args)
 		})
 	}
 	if s.duel = s.rng.IntN(2) == 0; s.duel {
@@ -215,14 +231,19 @@ func (w *scheduleWorker) schedule(seed uint64) *schedule {
 
 // fate decides what becomes of one statement of client i, and may move the
 // clock before it runs and after.
-func (s *schedule) fate(i int, query string) sqlcount.Fate {
+func (s *schedule) fate(i int, query string, args []driver.NamedValue) sqlcount.Fate {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.rng.IntN(3) == 0 {
 		s.clock.Advance(s.jitterLocked())
 	}
+	rival := isReleaseStatement(query) && s.rng.IntN(2) == 0
 	f := sqlcount.Fate{After: func(rows [][]driver.Value) {
 		s.recordCommits(query, rows)
+		s.checkSuccession(i, query, args, rows)
+		if rival {
+			s.rivalAcquires(i, args)
+		}
 		s.mu.Lock()
 		d := s.jitterLocked()
 		s.mu.Unlock()
@@ -288,6 +309,8 @@ const (
 	actHeartbeat
 	actRelease
 	actGuard
+	actDo
+	actClose
 	actAdvance
 	actDelayed
 )
@@ -297,27 +320,23 @@ func (s *schedule) step() {
 	s.mu.Lock()
 	i, name, act := s.pick()
 	s.totals.actions++
-	s.mu.Unlock()
-	c, l := s.clients[i], s.held[i][name]
+	l := s.held[i][name]
 	if l != nil && l.IsReleased() {
 		delete(s.held[i], name) // only a lock the client no longer believes it holds is forgotten
+		delete(s.leaders[i], name)
 		l = nil
 	}
-	if l == nil && act != actAdvance && act != actDelayed && act != actTick {
+	c := s.clients[i]
+	s.mu.Unlock()
+	if l == nil && act != actAdvance && act != actDelayed && act != actTick && act != actDo && act != actClose {
 		act = actAcquire
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	switch act {
 	case actAcquire:
-		if l != nil {
-			return
-		}
-		s.log("c%d acquire %s", i, name)
-		if l, err := c.AcquireContext(ctx, name, pglock.FailIfLocked(), pglock.WithCustomHeartbeatContext(bg)); err == nil {
-			s.held[i][name] = l
-			s.totals.acquisitions++
-			s.log("  c%d holds %s at rvn %d", i, name, l.RecordVersionNumber())
+		if l == nil {
+			s.acquire(ctx, i, name)
 		}
 	case actTick:
 		s.log("c%d tick", i)
@@ -325,13 +344,178 @@ func (s *schedule) step() {
 	case actHeartbeat:
 		s.log("c%d heartbeat %s: %v", i, name, c.SendHeartbeat(ctx, l))
 	case actRelease:
-		s.log("c%d release %s: %v", i, name, c.ReleaseContext(ctx, l))
+		s.release(i, name, l)
 	case actGuard:
 		s.guard(ctx, i, l)
+	case actDo:
+		if l == nil {
+			s.do(ctx, i, name)
+		}
+	case actClose:
+		s.closeClient(i)
 	case actAdvance:
 		s.advance()
 	default:
 		s.runDelayed()
+	}
+}
+
+// believe records that client i holds name with l.
+func (s *schedule) believe(i int, name string, l *pglock.Lock) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.held[i][name] = l
+	s.totals.acquisitions++
+	s.trace = append(s.trace, fmt.Sprintf("  c%d holds %s at rvn %d", i, name, l.RecordVersionNumber()))
+}
+
+// acquire has client i take name without waiting: plainly, keeping its
+// row on release, or as a candidate of an election.
+func (s *schedule) acquire(ctx context.Context, i int, name string) {
+	s.mu.Lock()
+	how, c := s.rng.IntN(4), s.clients[i]
+	s.mu.Unlock()
+	opts := []pglock.LockOption{pglock.FailIfLocked(), pglock.WithCustomHeartbeatContext(bg)}
+	switch how {
+	case 0:
+		s.log("c%d campaign %s", i, name)
+		ld, err := c.NewElection(name).Campaign(ctx, []byte("v"), opts...)
+		if err == nil {
+			s.mu.Lock()
+			s.leaders[i][name] = ld
+			s.mu.Unlock()
+			s.believe(i, name, ld.Lock())
+		}
+		return
+	case 1:
+		opts = append(opts, pglock.KeepOnRelease())
+	}
+	s.log("c%d acquire %s (keep %v)", i, name, how == 1)
+	if l, err := c.AcquireContext(ctx, name, opts...); err == nil {
+		s.believe(i, name, l)
+	}
+}
+
+// release has client i give up name, by Release or Resign, with a live, a
+// short or an already ended context.
+func (s *schedule) release(i int, name string, l *pglock.Lock) {
+	s.mu.Lock()
+	kind, c, ld := s.rng.IntN(3), s.clients[i], s.leaders[i][name]
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), []time.Duration{10 * time.Second, time.Millisecond, 0}[kind])
+	defer cancel()
+	var err error
+	if ld != nil && ld.Lock() == l {
+		err = ld.Resign(ctx)
+	} else {
+		err = c.ReleaseContext(ctx, l)
+	}
+	s.log("c%d release %s (context %s, resign %v): %v", i, name, []string{"live", "short", "ended"}[kind], ld != nil, err)
+	if !l.IsReleased() {
+		s.fail("c%d still holds %s after its release returned %v", i, name, err)
+	}
+}
+
+// do runs Do on client i, whose function checks the beliefs while it holds
+// the lock and then returns, fails or panics.
+func (s *schedule) do(ctx context.Context, i int, name string) {
+	s.mu.Lock()
+	how, c := s.rng.IntN(3), s.clients[i]
+	s.mu.Unlock()
+	var done *pglock.Lock
+	err := func() (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("panicked: %v", r)
+			}
+		}()
+		return c.Do(ctx, name, func(ctx context.Context, l *pglock.Lock) error {
+			done = l
+			s.believe(i, name, l)
+			s.check()
+			switch how {
+			case 1:
+				return errors.New("f failed")
+			case 2:
+				panic("f panics")
+			}
+			return nil
+		}, pglock.FailIfLocked(), pglock.WithCustomHeartbeatContext(bg))
+	}()
+	s.log("c%d do %s (f %s): %v", i, name, []string{"returns", "fails", "panics"}[how], err)
+	if done != nil && !done.IsReleased() {
+		s.fail("c%d still holds %s after Do returned %v", i, name, err)
+	}
+}
+
+// closeClient closes client i, whose locks must all end, and puts a new
+// client in its place.
+func (s *schedule) closeClient(i int) {
+	s.mu.Lock()
+	old := s.clients[i]
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err := old.Close(ctx)
+	c, nerr := pglock.NewSimulated(s.dbs[i].db, s.clock, pglock.WithCustomTable(s.table),
+		pglock.WithLeaseDuration(scheduleLease), pglock.WithHeartbeatFrequency(scheduleLease/4),
+		pglock.WithOwner(fmt.Sprintf("%s-c%d-%s", s.t.Name(), i, randomHex(4))))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.trace = append(s.trace, fmt.Sprintf("c%d close: %v", i, err))
+	if nerr != nil {
+		s.t.Error(nerr)
+		return
+	}
+	s.clients[i] = c
+	for name, l := range s.held[i] {
+		if !l.IsReleased() {
+			s.t.Errorf("seed %d: c%d still holds %s after Close", s.seed, i, name)
+		}
+	}
+}
+
+// checkSuccession is the oracle at the instant a statement of client i
+// committed: when it acquired a name, no other client may still believe
+// it holds that name.
+func (s *schedule) checkSuccession(i int, query string, args []driver.NamedValue, rows [][]driver.Value) {
+	if !strings.HasPrefix(query, "WITH current AS") || len(rows) == 0 || rows[0][0] != true || len(args) == 0 {
+		return
+	}
+	name, _ := args[0].Value.(string)
+	s.mu.Lock()
+	others := map[int]*pglock.Lock{}
+	for j := range s.held {
+		if l := s.held[j][name]; j != i && l != nil {
+			others[j] = l
+		}
+	}
+	s.mu.Unlock()
+	for j, l := range others {
+		if !l.IsReleased() {
+			s.fail("c%d acquired %s at rvn %v while c%d still believed it held it at rvn %d", i, name, rows[0][1], j, l.RecordVersionNumber())
+		}
+	}
+}
+
+// rivalAcquires has another client try to take the name whose row a
+// statement of client i just freed, before that statement's reply reaches
+// client i.
+func (s *schedule) rivalAcquires(i int, args []driver.NamedValue) {
+	name, _ := args[0].Value.(string)
+	s.mu.Lock()
+	k := s.rng.IntN(s.active)
+	free := k != i && s.held[k][name] == nil && !s.finishing
+	c := s.clients[k]
+	s.mu.Unlock()
+	if !free {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s.log("  c%d acquires %s while c%d's release is in flight", k, name, i)
+	if l, err := c.AcquireContext(ctx, name, pglock.FailIfLocked(), pglock.WithCustomHeartbeatContext(bg)); err == nil {
+		s.believe(k, name, l)
 	}
 }
 
@@ -345,17 +529,21 @@ func (s *schedule) pick() (i int, name string, act int) {
 	i, r := s.rng.IntN(s.active), s.rng.IntN(100)
 	heartbeats := s.rng.IntN(20) < s.tickRate[i] // some clients heartbeat rarely
 	switch {
-	case r < 30:
+	case r < 28:
 		return i, name, actAcquire
-	case r < 50 && heartbeats:
+	case r < 46 && heartbeats:
 		return i, name, actTick
-	case r < 60 && heartbeats:
+	case r < 56 && heartbeats:
 		return i, name, actHeartbeat
-	case r < 65:
+	case r < 64:
 		return i, name, actRelease
-	case r < 70:
+	case r < 68:
 		return i, name, actGuard
-	case r < 95:
+	case r < 71:
+		return i, name, actDo
+	case r < 72:
+		return i, name, actClose
+	case r < 96:
 		return i, name, actAdvance
 	}
 	return i, name, actDelayed
@@ -455,10 +643,16 @@ var reported atomic.Bool
 // whether all was well.
 func (s *schedule) check() bool {
 	ok := true
+	s.mu.Lock()
+	beliefs := make([]map[string]*pglock.Lock, len(s.held))
+	for i := range s.held {
+		beliefs[i] = maps.Clone(s.held[i])
+	}
+	s.mu.Unlock()
 	for _, name := range s.names {
 		var holders []string
-		for i := range s.clients {
-			l := s.held[i][name]
+		for i := range beliefs {
+			l := beliefs[i][name]
 			if l == nil || l.IsReleased() {
 				continue
 			}
@@ -523,7 +717,9 @@ func (s *schedule) landInFlight() bool {
 // fail reports a violation with the seed that replays it, and the trace of
 // the first violation of the run.
 func (s *schedule) fail(format string, args ...any) {
+	s.mu.Lock()
 	s.totals.violations++
+	s.mu.Unlock()
 	msg := fmt.Sprintf("seed %d: %s; replay with PGLOCK_SCHEDULE_SEED=%d PGLOCK_SCHEDULES=1",
 		s.seed, fmt.Sprintf(format, args...), s.seed)
 	if reported.CompareAndSwap(false, true) {
@@ -543,6 +739,13 @@ func (s *schedule) log(format string, args ...any) {
 // finish stops the faults, lets the statements held back reach the server,
 // and releases what is held, so the clients start the next schedule clean.
 func (s *schedule) finish() {
+	s.mu.Lock()
+	s.finishing = true
+	held := make([]map[string]*pglock.Lock, len(s.held))
+	for i := range s.held {
+		held[i] = maps.Clone(s.held[i])
+	}
+	s.mu.Unlock()
 	for _, d := range s.dbs {
 		d.cnt.SetFates(nil)
 		for d.cnt.Delayed() > 0 {
@@ -552,9 +755,12 @@ func (s *schedule) finish() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for i, c := range s.clients {
-		for _, l := range s.held[i] {
+		for _, l := range held[i] {
 			_ = c.ReleaseContext(ctx, l)
 		}
+	}
+	for _, c := range s.clients {
+		_ = pglock.WaitIdle(ctx, c) // releases freeing rows in the background
 	}
 }
 

@@ -27,12 +27,15 @@ type ManualClock struct {
 }
 
 type manualTimer struct {
+	clock   *ManualClock
 	at      time.Time
 	f       func()
-	stopped bool
+	stopped bool // under clock.mu
 }
 
 func (t *manualTimer) Stop() bool {
+	t.clock.mu.Lock()
+	defer t.clock.mu.Unlock()
 	was := !t.stopped
 	t.stopped = true
 	return was
@@ -50,7 +53,7 @@ func (m *ManualClock) now() time.Time {
 func (m *ManualClock) afterFunc(d time.Duration, f func()) stopper {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	t := &manualTimer{at: m.t.Add(d), f: f}
+	t := &manualTimer{clock: m, at: m.t.Add(d), f: f}
 	m.timers = append(m.timers, t)
 	return t
 }
@@ -157,3 +160,6 @@ func AskReadBack(l *Lock) func(rvn int64, owner string) {
 
 // Closing reports whether Close was called on c.
 func Closing(c *Client) bool { return c.closing.Err() != nil }
+
+// WaitIdle waits until no statement or background release of c runs.
+func WaitIdle(ctx context.Context, c *Client) error { return c.calls.Wait(ctx) }
