@@ -77,10 +77,10 @@
 // server or the network stopped answering: run releases its lock, the lock
 // client stops its heartbeats and its own connections, and the connections
 // are closed, all under that one deadline. What did not finish in time is
-// reported as a warning and left behind as pglock exits: a lock that could
-// not be released stays held until a lease after its last heartbeat, as
-// when a holder dies. The exit status is not changed by
-// such a warning: run still exits with its command's status.
+// reported as a warning and left behind as pglock exits: a lock whose row
+// could not be freed has ended, and its row expires a lease after its last
+// heartbeat, as when a holder dies. The exit status is not changed by such
+// a warning: run still exits with its command's status.
 //
 // # Exit statuses
 //
