@@ -13,7 +13,10 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/lib/pq"
+
 	"cirello.io/pglock/internal/bounded"
+	"cirello.io/pglock/internal/redact"
 )
 
 // Client is the entry point: it acquires and releases named locks kept in a
@@ -28,6 +31,7 @@ type Client struct {
 	heartbeatFrequency time.Duration
 	owner              string
 	sessionDSN         string
+	secrets            *redact.Secrets // kept out of errors and logs (see secrets.go)
 	log                *slog.Logger
 	stats              counters
 	clock              clock
@@ -81,11 +85,14 @@ func UnsafeNew(db *sql.DB, opts ...ClientOption) (*Client, error) {
 			opt(c)
 		}
 	}
+	c.secrets = c.clientSecrets()
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
+	c.log = redactLogger(c.log, c.secrets)
 	c.sql = newStatements(c.table)
 	c.keep = newKeeper(db, c.sessionConnString(), &c.calls, c.leaseDuration, c.log)
+	c.keep.secrets = c.secrets
 	c.heartbeats = newHeartbeater(c)
 	c.waits = newWaitRoom(c)
 	c.closing, c.close = context.WithCancel(context.Background())
@@ -114,6 +121,9 @@ func (c *Client) validate() error {
 	if err := validName(c.owner); err != nil {
 		return fmt.Errorf("owner: %w", err)
 	}
+	if err := c.checkSessionDSN(); err != nil {
+		return err
+	}
 	table, err := parseTableName(c.tableName)
 	c.table = table
 	return err
@@ -127,6 +137,22 @@ func (c *Client) sessionConnString() string {
 	}
 	dsn, _ := connString(c.db)
 	return dsn
+}
+
+// checkSessionDSN refuses a WithSessionDSN connection string lib/pq cannot
+// parse; the driver's error is kept, scrubbed of the string. pgx parses
+// its connection strings only when it connects.
+func (c *Client) checkSessionDSN() error {
+	if c.sessionDSN == "" {
+		return nil
+	}
+	switch c.db.Driver().(type) {
+	case *pq.Driver, pq.Driver:
+		if _, err := pq.NewConfig(c.sessionDSN); err != nil {
+			return fmt.Errorf("pglock: WithSessionDSN: cannot parse the connection string: %w", c.secrets.Error(err))
+		}
+	}
+	return nil
 }
 
 // validName checks that s fits the name and owner columns.
@@ -153,7 +179,7 @@ func validName(s string) error {
 func (c *Client) statement(ctx context.Context, f func(context.Context) error, late func(error)) error {
 	ctx, cancel := context.WithTimeout(ctx, c.statementBound())
 	defer cancel()
-	return c.calls.Run(ctx, f, late)
+	return c.secrets.Error(c.calls.Run(ctx, f, late))
 }
 
 // statementBound bounds a statement whose caller's context allows longer:

@@ -10,30 +10,24 @@ import (
 // password masked, as pgx writes them, is no longer a substring).
 const copyRun = 12
 
-// quoted replaces the quoted fragments of msg ("..." or `...`) that come
+// quoted hides the quoted fragments of msg ("..." or `...`) that come
 // from a connection string: drivers quote the piece they could not parse,
 // which may be the rest of the string or a piece of its password.
-func (s *Secrets) quoted(msg string) string {
-	var b strings.Builder
-	for {
-		i := strings.IndexAny(msg, "\"`")
+func (s *Secrets) quoted(msg string, hide func(start, end int)) {
+	for from := 0; ; {
+		i := strings.IndexAny(msg[from:], "\"`")
 		if i < 0 {
-			b.WriteString(msg)
-			return b.String()
+			return
 		}
+		i += from
 		end := closingQuote(msg, i)
 		if end < 0 {
-			b.WriteString(msg)
-			return b.String()
+			return
 		}
-		b.WriteString(msg[:i+1])
-		frag := msg[i+1 : end]
-		if s.fromDSN(frag, msg[i]) {
-			frag = Placeholder
+		if s.fromDSN(msg[i+1:end], msg[i]) {
+			hide(i+1, end)
 		}
-		b.WriteString(frag)
-		b.WriteByte(msg[end])
-		msg = msg[end+1:]
+		from = end + 1
 	}
 }
 

@@ -71,17 +71,64 @@ func (s *Secrets) Empty() bool {
 
 // String returns msg with every connection string, every password, and
 // every quoted fragment taken from a connection string replaced by
-// Placeholder.
+// Placeholder. All three are found in msg as it is, so that one covering
+// part of another is replaced whole.
 func (s *Secrets) String(msg string) string {
 	if s.Empty() {
 		return msg
 	}
-	msg = s.quoted(msg)
-	for _, dsn := range s.dsns {
-		msg = strings.ReplaceAll(msg, dsn, Placeholder)
+	hidden := make([]bool, len(msg))
+	hide := func(start, end int) {
+		for i := start; i < end; i++ {
+			hidden[i] = true
+		}
 	}
-	for _, w := range s.words {
-		msg = strings.ReplaceAll(msg, w, Placeholder)
+	for _, secret := range append(append([]string(nil), s.dsns...), s.words...) {
+		for from := 0; ; {
+			i := strings.Index(msg[from:], secret)
+			if i < 0 {
+				break
+			}
+			hide(from+i, from+i+len(secret))
+			from += i + 1
+		}
 	}
-	return msg
+	s.pieces(msg, hide)
+	s.quoted(msg, hide)
+	var b strings.Builder
+	for i := 0; i < len(msg); i++ {
+		switch {
+		case !hidden[i]:
+			b.WriteByte(msg[i])
+		case i == 0 || !hidden[i-1]:
+			b.WriteString(Placeholder)
+		}
+	}
+	return b.String()
+}
+
+// pieceBytes is how much of a password a run of text must hold for pieces
+// to hide it: fewer bytes would match ordinary words.
+const pieceBytes = 6
+
+// pieces hides every run of msg that stands in a connection string over
+// pieceBytes of its password (or all of a shorter one): a driver that
+// misreads where the password ends quotes a piece of it with the text
+// around.
+func (s *Secrets) pieces(msg string, hide func(start, end int)) {
+	for k, dsn := range s.dsns {
+		for _, sp := range s.spans[k] {
+			for i := 0; i < len(msg); i++ {
+				for j := 0; j < len(dsn); j++ {
+					n := 0
+					for i+n < len(msg) && j+n < len(dsn) && msg[i+n] == dsn[j+n] {
+						n++
+					}
+					if overlap := min(sp.end, j+n) - max(sp.start, j); overlap >= min(pieceBytes, sp.end-sp.start) && overlap > 0 {
+						hide(i, i+n)
+					}
+				}
+			}
+		}
+	}
 }
