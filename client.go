@@ -105,11 +105,8 @@ func (c *Client) validate() error {
 		c.log = discardLogger
 	}
 	c.heartbeatFrequency = max(c.heartbeatFrequency, 0) // negative means off, as in the original
-	switch {
-	case c.leaseDuration <= 0:
-		return fmt.Errorf("%w: lease %v must be positive", ErrDurationTooSmall, c.leaseDuration)
-	case c.heartbeatFrequency > 0 && c.leaseDuration < 2*c.heartbeatFrequency:
-		return fmt.Errorf("%w: lease %v must be at least twice the heartbeat frequency %v", ErrDurationTooSmall, c.leaseDuration, c.heartbeatFrequency)
+	if err := checkDurations(c.leaseDuration, c.heartbeatFrequency); err != nil {
+		return err
 	}
 	if c.owner == "" {
 		n, err := rand.Int(rand.Reader, big.NewInt(1<<62))
@@ -210,20 +207,21 @@ func (c *Client) Acquire(name string, opts ...LockOption) (*Lock, error) {
 // heartbeat runs while ctx lives: a ctx cancelled right after
 // AcquireContext returns stops it.
 //
-// A name that cannot be stored (see ErrInvalidName) is refused at once. A
-// database error ends the wait too, as an UnavailableError when the database
+// Every error it returns wraps ErrNotAcquired. A name that cannot be
+// stored (see ErrInvalidName) is refused at once. A database error ends
+// the wait too, as an UnavailableError when the database
 // could not be reached or the connection broke, a FailedPreconditionError
 // when serialization failures outlasted ctx, or an OtherError. After Close
 // it returns an error wrapping ErrNotAcquired and ErrClosed.
 func (c *Client) AcquireContext(ctx context.Context, name string, opts ...LockOption) (*Lock, error) {
 	if err := validName(name); err != nil {
-		return nil, &OtherError{err}
+		return nil, &OtherError{&notAcquiredError{err}}
 	}
 	if c.closing.Err() != nil {
 		return nil, &OtherError{errors.Join(ErrNotAcquired, ErrClosed)}
 	}
 	if err := c.checkTable(ctx, false); err != nil {
-		return nil, err
+		return nil, &notAcquiredError{err}
 	}
 	l := &Lock{client: c, name: name, owner: c.owner, heartbeatContext: ctx, op: newOpLock()}
 	for _, opt := range opts {

@@ -75,6 +75,8 @@ func TestNewValidatesDurations(t *testing.T) {
 		"zero lease":                      {pglock.WithLeaseDuration(0), pglock.WithHeartbeatFrequency(0)},
 		"negative lease":                  {pglock.WithLeaseDuration(-time.Second)},
 		"default heartbeat, short lease":  {pglock.WithLeaseDuration(9 * time.Second)},
+		"heartbeat off, 1ns lease":        {pglock.WithLeaseDuration(time.Nanosecond), pglock.WithHeartbeatFrequency(0)},
+		"heartbeat off, 1ms lease":        {pglock.WithLeaseDuration(time.Millisecond), pglock.WithHeartbeatFrequency(0)},
 	}
 	for name, opts := range bad {
 		for _, newFn := range []func(*sql.DB, ...pglock.ClientOption) (*pglock.Client, error){pglock.New, pglock.UnsafeNew} {
@@ -87,8 +89,8 @@ func TestNewValidatesDurations(t *testing.T) {
 	good := map[string][]pglock.ClientOption{
 		"defaults":                        nil,
 		"lease exactly twice":             {pglock.WithLeaseDuration(time.Second), pglock.WithHeartbeatFrequency(500 * time.Millisecond)},
-		"heartbeat off, short lease":      {pglock.WithLeaseDuration(time.Millisecond), pglock.WithHeartbeatFrequency(0)},
-		"negative heartbeat is off":       {pglock.WithLeaseDuration(time.Millisecond), pglock.WithHeartbeatFrequency(-time.Second)},
+		"heartbeat off, shortest lease":   {pglock.WithLeaseDuration(pglock.MinLeaseDuration), pglock.WithHeartbeatFrequency(0)},
+		"negative heartbeat is off":       {pglock.WithLeaseDuration(pglock.MinLeaseDuration), pglock.WithHeartbeatFrequency(-time.Second)},
 		"default lease, faster heartbeat": {pglock.WithHeartbeatFrequency(time.Second)},
 	}
 	for name, opts := range good {

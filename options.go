@@ -17,6 +17,11 @@ const (
 	// DefaultHeartbeatFrequency is how often a held lock's record version
 	// number is bumped.
 	DefaultHeartbeatFrequency = 5 * time.Second
+	// MinLeaseDuration is the shortest lease New accepts: a lock must
+	// outlive the statement that takes it, and every statement of a client
+	// is bounded by two leases, so a shorter lease would end acquisitions
+	// on their own bound rather than on the caller's context.
+	MinLeaseDuration = 100 * time.Millisecond
 )
 
 // ClientOption reconfigures the lock client on creation.
@@ -24,8 +29,9 @@ type ClientOption func(*Client)
 
 // WithLeaseDuration sets how long a lock lives without a heartbeat before
 // others may take it over. Clients sharing a table must use the same lease:
-// a waiter times the lease with its own setting. It must be positive and, when
-// heartbeats are on, at least twice the heartbeat frequency.
+// a waiter times the lease with its own setting. It must be at least
+// MinLeaseDuration and, when heartbeats are on, at least twice the
+// heartbeat frequency; New refuses other leases with ErrDurationTooSmall.
 func WithLeaseDuration(d time.Duration) ClientOption {
 	return func(c *Client) { c.leaseDuration = d }
 }
