@@ -483,3 +483,14 @@ func init() {
 	sql.Register("pglock-tests-proxy", proxyDriver{})
 	sql.Register("pglock-tests-none", noDatabaseDriver{})
 }
+
+// TestEmptyOwnerGetsRandomOwner checks that WithOwner("") is accepted, as
+// the original library accepted it, and stores a random owner.
+func TestEmptyOwnerGetsRandomOwner(t *testing.T) {
+	t.Parallel()
+	c := newClient(t, openDB(t), pglock.WithOwner(""))
+	l, err := c.Acquire("x")
+	require.NoError(t, err)
+	defer l.Close()
+	assert.Regexp(t, `^pglock-[0-9]+$`, l.Owner())
+}

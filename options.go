@@ -62,8 +62,9 @@ func WithCustomTable(tableName string) ClientOption {
 }
 
 // WithOwner sets the owner string stored with every lock this client holds.
-// It must be at most 255 bytes of UTF-8 without NUL. By default each client
-// gets a random owner ("pglock-" and a random number). Give every client its
+// It must be at most 255 bytes of UTF-8 without NUL. By default, and for an
+// empty owner as in the original library, each client gets a random owner
+// ("pglock-" and a random number). Give every client its
 // own owner: after a heartbeat whose outcome is unknown, a client recognises
 // its own refresh of a row by the owner.
 func WithOwner(owner string) ClientOption {
