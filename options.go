@@ -77,7 +77,9 @@ func WithOwner(owner string) ClientOption {
 // locks, so that a busy pool or a dead pooled connection never holds them
 // up. It must reach the same database as the *sql.DB, directly or through
 // a pooler in session mode: give it when the *sql.DB goes through a pooler
-// in transaction mode, where LISTEN cannot work.
+// in transaction mode, where LISTEN cannot work. Under lib/pq, New refuses
+// a connection string the driver cannot parse; its error, like every
+// message of the client, never shows the string or its password.
 //
 // Without it the client reuses the connection string the *sql.DB was
 // opened with by sql.Open, which it reads from the *sql.DB (see the
