@@ -170,7 +170,7 @@ func (c *Client) acquireError(ctx context.Context, l *Lock, err error) error {
 	if cerr := contextError(ctx, ErrNotAcquired); cerr != nil {
 		return cerr
 	}
-	return typeError(fmt.Errorf("pglock: cannot acquire %q: %w", l.name, withPoolerHint(err)))
+	return typeError(&notAcquiredError{fmt.Errorf("pglock: cannot acquire %q: %w", l.name, withPoolerHint(err))})
 }
 
 // sleep waits until a release of name is announced, the watched RVN turns

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -556,3 +557,44 @@ func (h countHandler) Handle(_ context.Context, r slog.Record) error {
 }
 func (h countHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
 func (h countHandler) WithGroup(string) slog.Handler      { return h }
+
+// TestEveryAcquireErrorWrapsErrNotAcquired fails acquisitions every way
+// but a held lock (a name that cannot be stored, a missing table, a server
+// that cannot be reached) and checks that each error wraps ErrNotAcquired
+// besides its reason.
+func TestEveryAcquireErrorWrapsErrNotAcquired(t *testing.T) {
+	t.Parallel()
+	db := openDB(t)
+	c := newClient(t, db)
+	_, err := c.Acquire("")
+	assert.ErrorIs(t, err, pglock.ErrNotAcquired, "invalid name")
+	assert.ErrorIs(t, err, pglock.ErrInvalidName)
+
+	missing, err := pglock.New(db, pglock.WithCustomTable(tableName(t)))
+	require.NoError(t, err)
+	_, err = missing.Acquire("x")
+	assert.ErrorIs(t, err, pglock.ErrNotAcquired, "missing table")
+	var other *pglock.OtherError
+	assert.ErrorAs(t, err, &other, "missing table")
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	closed := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	unreachable, err := pglock.New(openDSN(t, "postgres://postgres@"+closed+"/postgres?sslmode=disable"))
+	require.NoError(t, err)
+	_, err = unreachable.AcquireContext(testCtx(t), "x")
+	assert.ErrorIs(t, err, pglock.ErrNotAcquired, "unreachable server")
+	var unavailable *pglock.UnavailableError
+	assert.ErrorAs(t, err, &unavailable, "unreachable server")
+}
+
+// TestShortestLeaseAcquires acquires with the shortest lease New accepts
+// and heartbeats off: the statement's own bound does not end it.
+func TestShortestLeaseAcquires(t *testing.T) {
+	t.Parallel()
+	c := newClient(t, openDB(t), pglock.WithLeaseDuration(pglock.MinLeaseDuration), pglock.WithHeartbeatFrequency(0))
+	l, err := c.AcquireContext(testCtx(t), "tiny-lease")
+	require.NoError(t, err)
+	_ = c.Release(l) // the lease may have lapsed already
+}

@@ -13,7 +13,10 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/lib/pq"
+
 	"cirello.io/pglock/internal/bounded"
+	"cirello.io/pglock/internal/redact"
 )
 
 // Client is the entry point: it acquires and releases named locks kept in a
@@ -28,6 +31,7 @@ type Client struct {
 	heartbeatFrequency time.Duration
 	owner              string
 	sessionDSN         string
+	secrets            *redact.Secrets // kept out of errors and logs (see secrets.go)
 	log                *slog.Logger
 	stats              counters
 	clock              clock
@@ -82,12 +86,15 @@ func UnsafeNew(db *sql.DB, opts ...ClientOption) (*Client, error) {
 			opt(c)
 		}
 	}
+	c.secrets = c.clientSecrets()
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
+	c.log = redactLogger(c.log, c.secrets)
 	c.sql = newStatements(c.table)
 	c.calls.Bound = c.statementBound()
 	c.keep = newKeeper(db, c.sessionConnString(), &c.calls, c.leaseDuration, c.log)
+	c.keep.secrets = c.secrets
 	c.heartbeats = newHeartbeater(c)
 	c.waits = newWaitRoom(c)
 	c.closing, c.close = context.WithCancel(context.Background())
@@ -100,11 +107,8 @@ func (c *Client) validate() error {
 		c.log = discardLogger
 	}
 	c.heartbeatFrequency = max(c.heartbeatFrequency, 0) // negative means off, as in the original
-	switch {
-	case c.leaseDuration <= 0:
-		return fmt.Errorf("%w: lease %v must be positive", ErrDurationTooSmall, c.leaseDuration)
-	case c.heartbeatFrequency > 0 && c.leaseDuration < 2*c.heartbeatFrequency:
-		return fmt.Errorf("%w: lease %v must be at least twice the heartbeat frequency %v", ErrDurationTooSmall, c.leaseDuration, c.heartbeatFrequency)
+	if err := checkDurations(c.leaseDuration, c.heartbeatFrequency); err != nil {
+		return err
 	}
 	if c.owner == "" {
 		n, err := rand.Int(rand.Reader, big.NewInt(1<<62))
@@ -115,6 +119,9 @@ func (c *Client) validate() error {
 	}
 	if err := validName(c.owner); err != nil {
 		return fmt.Errorf("owner: %w", err)
+	}
+	if err := c.checkSessionDSN(); err != nil {
+		return err
 	}
 	table, err := parseTableName(c.tableName)
 	c.table = table
@@ -129,6 +136,22 @@ func (c *Client) sessionConnString() string {
 	}
 	dsn, _ := connString(c.db)
 	return dsn
+}
+
+// checkSessionDSN refuses a WithSessionDSN connection string lib/pq cannot
+// parse; the driver's error is kept, scrubbed of the string. pgx parses
+// its connection strings only when it connects.
+func (c *Client) checkSessionDSN() error {
+	if c.sessionDSN == "" {
+		return nil
+	}
+	switch c.db.Driver().(type) {
+	case *pq.Driver, pq.Driver:
+		if _, err := pq.NewConfig(c.sessionDSN); err != nil {
+			return fmt.Errorf("pglock: WithSessionDSN: cannot parse the connection string: %w", c.secrets.Error(err))
+		}
+	}
+	return nil
 }
 
 // validName checks that s fits the name and owner columns.
@@ -155,7 +178,7 @@ func validName(s string) error {
 func (c *Client) statement(ctx context.Context, f func(context.Context) error, late func(error)) error {
 	ctx, cancel := context.WithTimeout(ctx, c.statementBound())
 	defer cancel()
-	return c.calls.Run(ctx, f, late)
+	return c.secrets.Error(c.calls.Run(ctx, f, late))
 }
 
 // statementBound bounds a statement whose caller's context allows longer:
@@ -186,20 +209,21 @@ func (c *Client) Acquire(name string, opts ...LockOption) (*Lock, error) {
 // heartbeat runs while ctx lives: a ctx cancelled right after
 // AcquireContext returns stops it.
 //
-// A name that cannot be stored (see ErrInvalidName) is refused at once. A
-// database error ends the wait too, as an UnavailableError when the database
+// Every error it returns wraps ErrNotAcquired. A name that cannot be
+// stored (see ErrInvalidName) is refused at once. A database error ends
+// the wait too, as an UnavailableError when the database
 // could not be reached or the connection broke, a FailedPreconditionError
 // when serialization failures outlasted ctx, or an OtherError. After Close
 // it returns an error wrapping ErrNotAcquired and ErrClosed.
 func (c *Client) AcquireContext(ctx context.Context, name string, opts ...LockOption) (*Lock, error) {
 	if err := validName(name); err != nil {
-		return nil, &OtherError{err}
+		return nil, &OtherError{&notAcquiredError{err}}
 	}
 	if c.closing.Err() != nil {
 		return nil, &OtherError{errors.Join(ErrNotAcquired, ErrClosed)}
 	}
 	if err := c.checkTable(ctx, false); err != nil {
-		return nil, err
+		return nil, &notAcquiredError{err}
 	}
 	l := &Lock{client: c, name: name, owner: c.owner, heartbeatContext: ctx, op: newOpLock()}
 	for _, opt := range opts {

@@ -75,6 +75,8 @@ func TestNewValidatesDurations(t *testing.T) {
 		"zero lease":                      {pglock.WithLeaseDuration(0), pglock.WithHeartbeatFrequency(0)},
 		"negative lease":                  {pglock.WithLeaseDuration(-time.Second)},
 		"default heartbeat, short lease":  {pglock.WithLeaseDuration(9 * time.Second)},
+		"heartbeat off, 1ns lease":        {pglock.WithLeaseDuration(time.Nanosecond), pglock.WithHeartbeatFrequency(0)},
+		"heartbeat off, 1ms lease":        {pglock.WithLeaseDuration(time.Millisecond), pglock.WithHeartbeatFrequency(0)},
 	}
 	for name, opts := range bad {
 		for _, newFn := range []func(*sql.DB, ...pglock.ClientOption) (*pglock.Client, error){pglock.New, pglock.UnsafeNew} {
@@ -87,8 +89,8 @@ func TestNewValidatesDurations(t *testing.T) {
 	good := map[string][]pglock.ClientOption{
 		"defaults":                        nil,
 		"lease exactly twice":             {pglock.WithLeaseDuration(time.Second), pglock.WithHeartbeatFrequency(500 * time.Millisecond)},
-		"heartbeat off, short lease":      {pglock.WithLeaseDuration(time.Millisecond), pglock.WithHeartbeatFrequency(0)},
-		"negative heartbeat is off":       {pglock.WithLeaseDuration(time.Millisecond), pglock.WithHeartbeatFrequency(-time.Second)},
+		"heartbeat off, shortest lease":   {pglock.WithLeaseDuration(pglock.MinLeaseDuration), pglock.WithHeartbeatFrequency(0)},
+		"negative heartbeat is off":       {pglock.WithLeaseDuration(pglock.MinLeaseDuration), pglock.WithHeartbeatFrequency(-time.Second)},
 		"default lease, faster heartbeat": {pglock.WithHeartbeatFrequency(time.Second)},
 	}
 	for name, opts := range good {
@@ -480,4 +482,15 @@ func (noDatabaseDriver) Open(string) (driver.Conn, error) {
 func init() {
 	sql.Register("pglock-tests-proxy", proxyDriver{})
 	sql.Register("pglock-tests-none", noDatabaseDriver{})
+}
+
+// TestEmptyOwnerGetsRandomOwner checks that WithOwner("") is accepted, as
+// the original library accepted it, and stores a random owner.
+func TestEmptyOwnerGetsRandomOwner(t *testing.T) {
+	t.Parallel()
+	c := newClient(t, openDB(t), pglock.WithOwner(""))
+	l, err := c.Acquire("x")
+	require.NoError(t, err)
+	defer l.Close()
+	assert.Regexp(t, `^pglock-[0-9]+$`, l.Owner())
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/lib/pq"
 
 	"cirello.io/pglock/internal/bounded"
+	"cirello.io/pglock/internal/redact"
 )
 
 // keeper runs the statements that keep held locks alive and settle them:
@@ -33,7 +34,8 @@ type keeper struct {
 	connect  driver.Connector
 	calls    *bounded.Runner
 	log      *slog.Logger
-	dialFor  time.Duration // how long a connection of the own pool may take to open
+	secrets  *redact.Secrets // scrubbed from the errors it returns
+	dialFor  time.Duration   // how long a connection of the own pool may take to open
 	stopDial context.Context
 	stop     context.CancelFunc
 
@@ -211,7 +213,7 @@ func (k *keeper) runOn(ctx context.Context, dial bool, f func(context.Context, q
 	if errors.As(err, &abandoned) || isConnFault(err) {
 		k.flushIdle() // connections opened alongside a dead one may be dead too
 	}
-	return err
+	return k.secrets.Error(err)
 }
 
 // onConn runs f on a connection of its own (see conn), and reports whether
@@ -264,11 +266,11 @@ func (k *keeper) onPool(ctx context.Context, f func(context.Context, querier) er
 	if !k.split.Load() {
 		err := f(ctx, k.db)
 		if !k.splitSeen(err) {
-			return err
+			return k.secrets.Error(err)
 		}
 	}
 	_, err := k.onConn(ctx, true, f)
-	return err
+	return k.secrets.Error(err)
 }
 
 // splitSeen reports whether err shows a statement a pooler split (see

@@ -122,7 +122,11 @@
 // UnavailableError when the database could not be reached or the connection
 // broke, FailedPreconditionError for serialization failures (SQLSTATE 40001)
 // that outlasted the internal retries, NotExistError for a missing lock, and
-// OtherError for the rest. Both drivers' errors are classified alike.
+// OtherError for the rest. Both drivers' errors are classified alike. Every
+// error of an acquisition wraps ErrNotAcquired, whatever its cause. An error
+// showing the lock table missing says to create it. No error or log record
+// carries a connection string or its password, whatever the driver wrote
+// into its own error, which stays wrapped for errors.Is and errors.As.
 //
 // # Drivers
 //

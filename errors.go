@@ -30,9 +30,12 @@ var (
 	// ErrLockNotFound is returned by Get and GetData when no row has the name.
 	ErrLockNotFound = &NotExistError{errors.New("pglock: lock not found")}
 
-	// ErrDurationTooSmall is returned by New when the lease is not positive,
-	// the heartbeat frequency is negative, or heartbeats are on and the lease
-	// is shorter than twice the heartbeat frequency.
+	// ErrDurationTooSmall is returned by New when the lease is shorter than
+	// MinLeaseDuration, or heartbeats are on and the lease is shorter than
+	// twice the heartbeat frequency. A negative heartbeat frequency is not
+	// refused: it turns heartbeats off, as zero does. The error's message
+	// names the option that is wrong and why; the sentinel's own text is
+	// the original library's.
 	ErrDurationTooSmall = errors.New("pglock: heartbeat period is too small compared to the lease duration")
 
 	// ErrNilDB is returned by New and UnsafeNew when the *sql.DB is nil. It
@@ -135,6 +138,9 @@ func typeError(err error) error {
 	case errors.As(err, &notExist), errors.As(err, &unavailable),
 		errors.As(err, &failedPre), errors.As(err, &other):
 		return err
+	}
+	err = withTableHint(err)
+	switch {
 	case isSerializationFailure(err):
 		return &FailedPreconditionError{err}
 	case isUnavailable(err):
@@ -170,3 +176,26 @@ var (
 // errUnsettled: a lock's row moved, maybe by our own heartbeat whose outcome
 // is unknown, and reading it back failed.
 var errUnsettled = errors.New("pglock: cannot tell whether the lock is still held: its last heartbeat's outcome is unknown and the database cannot be read")
+
+// missingTableHint is added to errors that show the lock table, or its
+// record version number sequence, missing (SQLSTATE 42P01).
+const missingTableHint = "the lock table or its sequence does not exist: create them with Client.CreateTable or Client.TryCreateTable, or with `pglock init`"
+
+// withTableHint adds missingTableHint to an error of a missing relation.
+func withTableHint(err error) error {
+	if sqlState(err) == "42P01" {
+		return fmt.Errorf("%w (%s)", err, missingTableHint)
+	}
+	return err
+}
+
+// notAcquiredError is an acquisition that failed for another reason than
+// the lock being held or the context ending (a database error, a name that
+// cannot be stored): it wraps that reason, whose text it has, and
+// ErrNotAcquired, as every error of an acquisition does.
+type notAcquiredError struct{ err error }
+
+func (e *notAcquiredError) Error() string { return e.err.Error() }
+
+// Unwrap returns the reason and ErrNotAcquired.
+func (e *notAcquiredError) Unwrap() []error { return []error{e.err, ErrNotAcquired} }

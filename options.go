@@ -17,6 +17,11 @@ const (
 	// DefaultHeartbeatFrequency is how often a held lock's record version
 	// number is bumped.
 	DefaultHeartbeatFrequency = 5 * time.Second
+	// MinLeaseDuration is the shortest lease New accepts: a lock must
+	// outlive the statement that takes it, and every statement of a client
+	// is bounded by two leases, so a shorter lease would end acquisitions
+	// on their own bound rather than on the caller's context.
+	MinLeaseDuration = 100 * time.Millisecond
 )
 
 // ClientOption reconfigures the lock client on creation.
@@ -24,8 +29,9 @@ type ClientOption func(*Client)
 
 // WithLeaseDuration sets how long a lock lives without a heartbeat before
 // others may take it over. Clients sharing a table must use the same lease:
-// a waiter times the lease with its own setting. It must be positive and, when
-// heartbeats are on, at least twice the heartbeat frequency.
+// a waiter times the lease with its own setting. It must be at least
+// MinLeaseDuration and, when heartbeats are on, at least twice the
+// heartbeat frequency; New refuses other leases with ErrDurationTooSmall.
 func WithLeaseDuration(d time.Duration) ClientOption {
 	return func(c *Client) { c.leaseDuration = d }
 }
@@ -56,8 +62,9 @@ func WithCustomTable(tableName string) ClientOption {
 }
 
 // WithOwner sets the owner string stored with every lock this client holds.
-// It must be at most 255 bytes of UTF-8 without NUL. By default each client
-// gets a random owner ("pglock-" and a random number). Give every client its
+// It must be at most 255 bytes of UTF-8 without NUL. By default, and for an
+// empty owner as in the original library, each client gets a random owner
+// ("pglock-" and a random number). Give every client its
 // own owner: after a heartbeat whose outcome is unknown, a client recognises
 // its own refresh of a row by the owner.
 func WithOwner(owner string) ClientOption {
@@ -70,7 +77,9 @@ func WithOwner(owner string) ClientOption {
 // locks, so that a busy pool or a dead pooled connection never holds them
 // up. It must reach the same database as the *sql.DB, directly or through
 // a pooler in session mode: give it when the *sql.DB goes through a pooler
-// in transaction mode, where LISTEN cannot work.
+// in transaction mode, where LISTEN cannot work. Under lib/pq, New refuses
+// a connection string the driver cannot parse; its error, like every
+// message of the client, never shows the string or its password.
 //
 // Without it the client reuses the connection string the *sql.DB was
 // opened with by sql.Open, which it reads from the *sql.DB (see the

@@ -16,6 +16,7 @@ import (
 
 	"cirello.io/pglock"
 	"cirello.io/pglock/internal/pgserver"
+	"cirello.io/pglock/internal/testmain"
 )
 
 // poolerCase is one way through PgBouncer: a pool mode, and a driver with
@@ -49,14 +50,11 @@ var poolerCases = []poolerCase{
 }
 
 // startBouncer starts PgBouncer in mode in front of the test server,
-// stopped when t ends. A missing binary fails the test with how to
-// install it.
+// stopped when t ends. Without the binary the test is skipped, saying how
+// to install it (it fails under CI=true).
 func startBouncer(t testing.TB, mode string) *pgserver.PgBouncer {
 	t.Helper()
-	b, err := pgserver.StartPgBouncer(srv, mode)
-	require.NoError(t, err, "PgBouncer is needed for these tests (.ci/checks setup installs it)")
-	t.Cleanup(func() { assert.NoError(t, b.Close()) })
-	return b
+	return testmain.StartPgBouncer(t, srv, mode)
 }
 
 // openPooled opens a pool through b with pc's driver and settings, closed

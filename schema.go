@@ -217,13 +217,13 @@ func (c *Client) createTable(ctx context.Context, ifNotExists bool) error {
 	if ifNotExists {
 		createTable, createSeq = c.sql.createTableIfNotExists, c.sql.createSequenceIfNotExists
 	}
-	if _, err := c.db.ExecContext(ctx, createTable); err != nil && !(ifNotExists && isAlreadyExists(err)) {
+	if _, err := c.exec(ctx, createTable); err != nil && !(ifNotExists && isAlreadyExists(err)) {
 		return typeError(fmt.Errorf("pglock: cannot create table %s: %w", c.table.quoted(), err))
 	}
-	_, err := c.db.ExecContext(ctx, createSeq+c.sql.ownedBy)
+	_, err := c.exec(ctx, createSeq+c.sql.ownedBy)
 	if err != nil && ifNotExists && isOwnershipMismatch(err) {
 		c.log.Debug("sequence created without OWNED BY: the table belongs to another role", "table", c.table.quoted(), "error", err)
-		_, err = c.db.ExecContext(ctx, createSeq)
+		_, err = c.exec(ctx, createSeq)
 	}
 	if err != nil && !(ifNotExists && isAlreadyExists(err)) {
 		return typeError(fmt.Errorf("pglock: cannot create sequence %s: %w", c.sql.sequence, err))
@@ -239,14 +239,21 @@ func (c *Client) DropTable() error {
 	if err := c.checkTable(ctx, false); err != nil {
 		return err
 	}
-	if _, err := c.db.ExecContext(ctx, c.sql.dropTable); err != nil {
+	if _, err := c.exec(ctx, c.sql.dropTable); err != nil {
 		return typeError(fmt.Errorf("pglock: cannot drop table %s: %w", c.table.quoted(), err))
 	}
 	// The sequence went with the table when it was OWNED BY it.
-	if _, err := c.db.ExecContext(ctx, c.sql.dropSequence); err != nil {
+	if _, err := c.exec(ctx, c.sql.dropSequence); err != nil {
 		return typeError(fmt.Errorf("pglock: cannot drop sequence %s: %w", c.sql.sequence, err))
 	}
 	return nil
+}
+
+// exec runs a DDL statement on the caller's pool, its error scrubbed of
+// secrets.
+func (c *Client) exec(ctx context.Context, query string) (sql.Result, error) {
+	res, err := c.db.ExecContext(ctx, query)
+	return res, c.secrets.Error(err)
 }
 
 // isAlreadyExists is true for errors of concurrent IF NOT EXISTS creation:

@@ -393,3 +393,40 @@ func TestTableNameWithoutStandardConformingStrings(t *testing.T) {
 	name := `scs\'x_` + randomHex(3)
 	tableRoundTrip(t, db, name, "", name)
 }
+
+// TestMissingTableErrorsSayToCreateIt makes every call on a table that does
+// not exist, and on one dropped under a held lock: each error says how to
+// create the table and wraps the driver's error.
+func TestMissingTableErrorsSayToCreateIt(t *testing.T) {
+	t.Parallel()
+	for _, driverName := range driverNames {
+		db := openDriver(t, driverName)
+		c, err := pglock.New(db, pglock.WithCustomTable(tableName(t)), pglock.WithHeartbeatFrequency(0))
+		require.NoError(t, err)
+		ctx := testCtx(t)
+		_, acquireErr := c.AcquireContext(ctx, "customer-42")
+		_, getErr := c.GetContext(ctx, "customer-42")
+		_, getAllErr := c.GetAllLocksContext(ctx)
+		errs := map[string]error{
+			"Acquire":      acquireErr,
+			"Get":          getErr,
+			"GetAllLocks":  getAllErr,
+			"ForceRelease": c.ForceRelease(ctx, "customer-42"),
+		}
+		held, table := newClientTable(t, db, pglock.WithHeartbeatFrequency(0))
+		l, err := held.AcquireContext(ctx, "customer-42")
+		require.NoError(t, err)
+		mustExec(t, db, "DROP TABLE "+quote(table))
+		errs["SendHeartbeat"] = held.SendHeartbeat(ctx, l)
+		for call, err := range errs {
+			require.Error(t, err, "%s/%s", driverName, call)
+			for _, hint := range []string{"does not exist", "CreateTable", "TryCreateTable", "pglock init"} {
+				assert.Contains(t, err.Error(), hint, "%s/%s", driverName, call)
+			}
+			var state interface{ SQLState() string }
+			if assert.ErrorAs(t, err, &state, "%s/%s: the driver's error is not wrapped", driverName, call) {
+				assert.Equal(t, "42P01", state.SQLState())
+			}
+		}
+	}
+}

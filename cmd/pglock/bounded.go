@@ -77,7 +77,7 @@ func (g *globals) joinCalls() {
 
 // warn reports a problem that does not change the exit status, on one line.
 func (g *globals) warn(format string, args ...any) {
-	msg := strings.ReplaceAll(fmt.Sprintf(format, args...), "\n", "; ")
+	msg := strings.ReplaceAll(unprefixed(fmt.Sprintf(format, args...)), "\n", "; ")
 	fmt.Fprintf(g.stderr, "pglock: warning: %s\n", msg)
 }
 

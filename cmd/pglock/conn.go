@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/lib/pq"
@@ -16,8 +17,9 @@ import (
 // envDSN is the environment variable read when --dsn is not given.
 const envDSN = "PGLOCK_DSN"
 
-// connectTimeout bounds the first connection to the server.
-const connectTimeout = 15 * time.Second
+// connectTimeout bounds the first connection to the server; the exit path
+// (--exit-timeout) comes after it. A variable for the tests.
+var connectTimeout = 15 * time.Second
 
 // source returns the connection string to use and where it came from.
 // An empty string makes lib/pq read libpq's PG* environment variables.
@@ -80,6 +82,9 @@ func (g *globals) explain(err error) error {
 	}
 	switch pqErr.Code {
 	case "42P01": // undefined_table
+		if strings.Contains(err.Error(), "pglock init") { // the library's own hint
+			return fmt.Errorf("table %q does not exist: %w", g.tableName(), err)
+		}
 		return fmt.Errorf("table %q does not exist: create it with `pglock init` (%w)", g.tableName(), err)
 	case "3F000": // invalid_schema_name
 		return fmt.Errorf("the schema of table %q does not exist: create it first (%w)", g.tableName(), err)

@@ -83,11 +83,12 @@ type timings struct {
 	handover time.Duration // from the leader's Resign to its successor
 }
 
-// say prints one line with the time since the demo began.
+// say prints one line with the time since the demo began, scrubbed of
+// secrets as pglock's messages are.
 func (d *demo) say(format string, args ...any) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	fmt.Fprintf(d.g.stdout, "[%6.2fs] "+format+"\n", append([]any{time.Since(d.start).Seconds()}, args...)...)
+	fmt.Fprintf(secretWriter{w: d.g.stdout, g: d.g}, "[%6.2fs] "+format+"\n", append([]any{time.Since(d.start).Seconds()}, args...)...)
 }
 
 // run runs the demo on the server given, or on a throwaway one, and stops

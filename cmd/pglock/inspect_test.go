@@ -16,7 +16,8 @@ import (
 func TestCLIMissingTable(t *testing.T) {
 	t.Parallel()
 	table := cliTable(t)
-	for _, args := range [][]string{{"ls"}, {"get", "x"}, {"release", "x", "--force"}, {"run", "x", "--", "true"}} {
+	for _, args := range [][]string{{"ls"}, {"get", "x"}, {"release", "x", "--force"}, {"run", "x", "--", "true"},
+		{"run", "x", "--try", "--", "true"}} {
 		r := cli(t, append([]string{"--table", table}, args...)...)
 		assert.Equal(t, exitError, r.code, "%q", args)
 		assert.Contains(t, r.stderr, "does not exist", "%q", args)

@@ -17,18 +17,21 @@
 // safe: control characters and escape sequences become dots.
 //
 // get NAME [--json] [--data] shows one lock; --data writes its raw data to
-// stdout and nothing else. It exits 1 when there is no such lock.
+// stdout and nothing else. It exits 1 when there is no such lock; a row
+// kept with KeepOnRelease is shown as released, with status 0.
 //
-// run NAME [--try] [--timeout D] [--lease D] [--grace D] -- CMD [ARGS...]
+// run NAME [--try] [--timeout D] [--lease D] [--grace D] [--] CMD [ARGS...]
 // acquires the lock, runs CMD while holding it, releases it when CMD exits,
-// and exits with CMD's status. CMD gets pglock's stdin, stdout and stderr,
-// and the SIGINT and SIGTERM pglock receives. When the lock is lost while
-// CMD runs (its heartbeats failed for a whole lease, or an operator broke
-// it with release --force) CMD gets SIGTERM, then SIGKILL --grace later
-// (default 10s), and pglock exits 123. --try exits 122 at once when the
-// lock is held; --timeout gives up waiting after D with 124. Every client
-// of a lock must use the same --lease (default 20s); heartbeats run every
-// quarter lease.
+// and exits with CMD's status. CMD starts at "--", or at the first argument
+// after NAME that is not one of run's flags; write "--" when CMD starts
+// with "-". CMD gets pglock's stdin, stdout and stderr, and the SIGINT and
+// SIGTERM pglock receives. When the lock is lost while CMD runs (its
+// heartbeats failed for a whole lease, or an operator broke it with
+// release --force) CMD gets SIGTERM, then SIGKILL --grace later (default
+// 10s), and pglock exits 123. --try exits 122 at once when the lock is
+// held; --timeout gives up waiting after D with 124. Every client of a lock
+// must use the same --lease (default 20s, at least 100ms); heartbeats run
+// every quarter lease.
 //
 // release NAME --force deletes a lock's row whoever holds it: the
 // operator's override for a holder known to be dead. Its holder goes on
@@ -62,13 +65,17 @@
 //
 // The server is given by --dsn, else $PGLOCK_DSN, else libpq's PG*
 // variables (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE, PGSSLMODE...).
-// The DSN is never printed: it may hold a password. A server that does not
-// answer within 15 seconds of the first connection attempt is given up on
-// (exit status 125). --table names the lock
-// table (default "locks"); it may be schema-qualified ("myschema.locks")
-// and quoted (`"My Locks"`), and is read as the library reads it, so that
-// no name can change the SQL pglock sends. Global flags may also follow the
-// command.
+// No message shows the DSN, its password, $PGPASSWORD, or the piece of the
+// DSN a driver quotes in its error: each is replaced by "[redacted]". A
+// server that does not answer within 15 seconds of the first connection
+// attempt is given up on (exit status 125); pglock then leaves within
+// --exit-timeout, warning about the connection attempt it leaves behind.
+// --table names the lock table (default "locks"; an empty name is an
+// error); it may be schema-qualified ("myschema.locks") and quoted
+// (`"My Locks"`), and is read as the library reads it, so that no name can
+// change the SQL pglock sends. Global flags may also follow the command. A
+// bad flag value is reported with the flag, the value and the form
+// expected: durations take a unit, as in 5s.
 //
 // # Leaving within a bound
 //
@@ -107,6 +114,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -133,7 +141,7 @@ Commands:
   ls [--all] [--json]  list the held locks (--all: released rows kept too)
   get NAME [--json] [--data]
                        show one lock (--data: write its raw data to stdout)
-  run NAME [--try] [--timeout D] [--lease D] [--grace D] -- CMD [ARGS...]
+  run NAME [--try] [--timeout D] [--lease D] [--grace D] [--] CMD [ARGS...]
                        hold the lock while CMD runs
   release NAME --force delete a lock row whoever holds it (operator override)
   tune [--apply] [--rewrite] [--lock-timeout D]
@@ -199,7 +207,8 @@ func main() {
 
 // realMain runs the command line args and returns the exit status.
 func realMain(args []string, stdout, stderr io.Writer) int {
-	g := &globals{exitTimeout: defaultExitTimeout, stdout: stdout, stderr: stderr, calls: newCalls()}
+	g := &globals{exitTimeout: defaultExitTimeout, stdout: stdout, calls: newCalls()}
+	g.stderr = secretWriter{w: stderr, g: g}
 	fs := g.flagSet("pglock")
 	if err := fs.Parse(args); err != nil {
 		return g.usageError(err)
@@ -232,33 +241,9 @@ func (g *globals) flagSet(name string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&g.dsn, "dsn", g.dsn, "PostgreSQL connection string")
-	fs.StringVar(&g.table, "table", g.table, "lock table")
-	fs.Var(positiveDuration{&g.exitTimeout}, "exit-timeout", "bound on releasing, stopping and disconnecting at exit")
+	fs.Var(tableFlag{&g.table}, "table", "lock table")
+	durationVar(fs, &g.exitTimeout, "exit-timeout", g.exitTimeout, 0, true, "bound on releasing, stopping and disconnecting at exit")
 	return fs
-}
-
-// positiveDuration is a flag holding a duration above zero.
-type positiveDuration struct{ d *time.Duration }
-
-// String returns the duration, as flag.Value requires.
-func (p positiveDuration) String() string {
-	if p.d == nil {
-		return ""
-	}
-	return p.d.String()
-}
-
-// Set parses s, refusing durations that are not positive.
-func (p positiveDuration) Set(s string) error {
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return err
-	}
-	if d <= 0 {
-		return fmt.Errorf("%v is not positive", d)
-	}
-	*p.d = d
-	return nil
 }
 
 // usageError reports a usage error and returns its status; -h and --help
@@ -268,14 +253,20 @@ func (g *globals) usageError(err error) int {
 		fmt.Fprint(g.stdout, usage)
 		return exitOK
 	}
-	fmt.Fprintf(g.stderr, "pglock: %v\nRun `pglock help` for usage.\n", err)
+	fmt.Fprintf(g.stderr, "pglock: %s\nRun `pglock help` for usage.\n", unprefixed(flagError(err).Error()))
 	return exitError
 }
 
 // fail reports an error and returns status.
 func (g *globals) fail(status int, format string, args ...any) int {
-	fmt.Fprintf(g.stderr, "pglock: "+format+"\n", args...)
+	fmt.Fprintf(g.stderr, "pglock: %s\n", unprefixed(fmt.Sprintf(format, args...)))
 	return status
+}
+
+// unprefixed drops the "pglock: " the library's errors start with, where
+// pglock's own message starts with it already or puts it after a colon.
+func unprefixed(msg string) string {
+	return strings.ReplaceAll(strings.TrimPrefix(msg, "pglock: "), ": pglock: ", ": ")
 }
 
 // parseArgs parses fs's flags wherever they stand among args and returns the

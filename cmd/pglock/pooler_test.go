@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"cirello.io/pglock/internal/pgserver"
+	"cirello.io/pglock/internal/testmain"
 )
 
 // TestCLIBehindPgBouncer runs the commands through PgBouncer in session
@@ -22,9 +22,7 @@ func TestCLIBehindPgBouncer(t *testing.T) {
 	for _, mode := range []string{"session", "transaction"} {
 		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
-			b, err := pgserver.StartPgBouncer(srv, mode)
-			require.NoError(t, err, "PgBouncer is needed for this test (.ci/checks setup installs it)")
-			t.Cleanup(func() { assert.NoError(t, b.Close()) })
+			b := testmain.StartPgBouncer(t, srv, mode)
 			env := cliEnv(envDSN + "=" + b.DSN())
 			table := cliTable(t)
 			run := func(args ...string) cliResult {

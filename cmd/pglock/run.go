@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/lib/pq"
+
 	"cirello.io/pglock"
 )
 
@@ -29,9 +31,9 @@ func parseRun(g *globals, args []string) (runOptions, error) {
 	var o runOptions
 	fs := g.flagSet("run")
 	fs.BoolVar(&o.try, "try", false, "exit at once with status 122 if the lock is held")
-	fs.DurationVar(&o.timeout, "timeout", 0, "give up waiting for the lock after this long, with status 124 (0: wait forever)")
-	fs.DurationVar(&o.lease, "lease", pglock.DefaultLeaseDuration, "lease; every client of the lock must use the same")
-	fs.DurationVar(&o.grace, "grace", 10*time.Second, "after the lock is lost, how long the command has between SIGTERM and SIGKILL")
+	durationVar(fs, &o.timeout, "timeout", 0, 0, false, "give up waiting for the lock after this long, with status 124 (0: wait forever)")
+	durationVar(fs, &o.lease, "lease", pglock.DefaultLeaseDuration, pglock.MinLeaseDuration, true, "lease; every client of the lock must use the same")
+	durationVar(fs, &o.grace, "grace", 10*time.Second, 0, false, "after the lock is lost, how long the command has between SIGTERM and SIGKILL")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -46,8 +48,6 @@ func parseRun(g *globals, args []string) (runOptions, error) {
 	switch {
 	case len(o.argv) == 0:
 		return o, errors.New("run needs a command: pglock run NAME -- CMD [ARGS...]")
-	case o.lease < 100*time.Millisecond, o.timeout < 0, o.grace < 0:
-		return o, errors.New("--lease must be at least 100ms, --timeout and --grace not negative")
 	}
 	return o, nil
 }
@@ -124,12 +124,28 @@ func (r *runner) lock() (status int, ok bool) {
 func (r *runner) acquireFailure(err error) int {
 	name := safeText(r.name, 0)
 	switch {
-	case r.try && errors.Is(err, pglock.ErrNotAcquired) && !errors.Is(err, context.DeadlineExceeded):
+	case r.try && heldByOther(err):
 		return r.g.fail(exitHeld, "lock %q is held by someone else", name)
 	case errors.Is(err, context.DeadlineExceeded):
 		return r.g.fail(exitTimeout, "lock %q not acquired within %v", name, r.timeout)
 	}
 	return r.g.fail(exitError, "%v", r.g.explain(err))
+}
+
+// heldByOther reports whether err, of an acquisition with FailIfLocked,
+// means that the lock is held. Every failed acquisition wraps
+// ErrNotAcquired; one that failed on the database, on the name, or on its
+// context wraps that reason as well.
+func heldByOther(err error) bool {
+	var (
+		pqErr       *pq.Error
+		unavailable *pglock.UnavailableError
+	)
+	return errors.Is(err, pglock.ErrNotAcquired) &&
+		!errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) &&
+		!errors.As(err, &pqErr) && !errors.As(err, &unavailable) &&
+		!errors.Is(err, pglock.ErrInvalidName) && !errors.Is(err, pglock.ErrInvalidTableName) &&
+		!errors.Is(err, pglock.ErrClosed)
 }
 
 // execute runs the command under the lock, passes signals on to it, and

@@ -8,7 +8,7 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
 
 	"cirello.io/pglock"
-	"cirello.io/pglock/internal/pgserver"
+	"cirello.io/pglock/internal/testmain"
 )
 
 // BenchmarkHandoffBehindPgBouncer is BenchmarkHandoff with holder and
@@ -19,11 +19,7 @@ import (
 // (WithSessionDSN) and a release wakes it; with listener=pooled it has
 // none, finds that its LISTEN cannot deliver, and polls.
 func BenchmarkHandoffBehindPgBouncer(b *testing.B) {
-	bouncer, err := pgserver.StartPgBouncer(srv, "transaction")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = bouncer.Close() })
+	bouncer := testmain.StartPgBouncer(b, srv, "transaction")
 	for _, drv := range []struct{ name, driver, dsn string }{
 		{"pgx-exec", "pgx", bouncer.DSN() + "&default_query_exec_mode=exec"},
 		{"lib-pq-binary", "postgres", bouncer.DSN() + "&binary_parameters=yes"},

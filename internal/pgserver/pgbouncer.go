@@ -27,6 +27,14 @@ var pgbouncerFallback = "/usr/sbin/pgbouncer"
 const errNoPgBouncer = "pgserver: no pgbouncer binary found (looked at $" + EnvPgBouncer +
 	", PATH and /usr/sbin/pgbouncer); install it with `apt-get install pgbouncer` or set " + EnvPgBouncer
 
+// ErrNoPgBouncer is returned, or wrapped, by StartPgBouncer when it finds
+// no pgbouncer binary to run.
+var ErrNoPgBouncer = errors.New(errNoPgBouncer)
+
+// InstallPgBouncer is the command that installs pgbouncer where the tests
+// run (Debian and Ubuntu, as CI).
+const InstallPgBouncer = "apt-get install pgbouncer"
+
 // PgBouncer is a pgbouncer process in front of a Server, listening on a
 // free port of 127.0.0.1.
 type PgBouncer struct {
@@ -82,7 +90,7 @@ func StartPgBouncer(target *Server, mode string) (*PgBouncer, error) {
 func findPgBouncer() (string, error) {
 	if p := os.Getenv(EnvPgBouncer); p != "" {
 		if !isExecutable(p) {
-			return "", fmt.Errorf("pgserver: %s=%q is not an executable file; install pgbouncer with `apt-get install pgbouncer` or fix %s", EnvPgBouncer, p, EnvPgBouncer)
+			return "", fmt.Errorf("pgserver: %s=%q is not an executable file; install pgbouncer with `apt-get install pgbouncer` or fix %s: %w", EnvPgBouncer, p, EnvPgBouncer, ErrNoPgBouncer)
 		}
 		return filepath.Abs(p)
 	}
@@ -92,7 +100,7 @@ func findPgBouncer() (string, error) {
 	if isExecutable(pgbouncerFallback) {
 		return pgbouncerFallback, nil
 	}
-	return "", errors.New(errNoPgBouncer)
+	return "", ErrNoPgBouncer
 }
 
 // isExecutable reports whether path is a file with an execute permission

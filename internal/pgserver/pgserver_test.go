@@ -17,6 +17,8 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib"
 	"github.com/lib/pq"
 	"github.com/stretchr/testify/require"
+
+	"cirello.io/pglock/internal/needtool"
 )
 
 func TestServerLifecycle(t *testing.T) {
@@ -499,6 +501,9 @@ func TestPgBouncer(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			before := waiters()
 			b, err := StartPgBouncer(s, mode)
+			if errors.Is(err, ErrNoPgBouncer) {
+				needtool.Missing(t, InstallPgBouncer, err)
+			}
 			require.NoError(t, err)
 			defer b.Close()
 			require.Equal(t, before+1, waiters())

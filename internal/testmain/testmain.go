@@ -1,6 +1,7 @@
 // Package testmain is the TestMain of pglock's test packages: it starts a
-// throwaway PostgreSQL (internal/pgserver), runs the tests against it, and
-// fails the run if goroutines the tests started outlive them.
+// throwaway PostgreSQL (internal/pgserver), runs the tests against it,
+// fails the run if goroutines the tests started outlive them, and reports
+// the tests skipped for a missing tool.
 package testmain
 
 import (
@@ -10,6 +11,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"cirello.io/pglock/internal/needtool"
 	"cirello.io/pglock/internal/pgserver"
 )
 
@@ -20,9 +22,13 @@ const serverWaiter = "cirello.io/pglock/internal/pgserver.(*proc).wait"
 
 // Run starts the server (or uses PGLOCK_TEST_DSN), sets *srv to it, runs
 // the tests, stops the server, and returns the exit code for os.Exit. The
-// run fails if the tests pass but leave goroutines behind.
+// run fails if the tests pass but leave goroutines behind. The tests
+// skipped for a missing tool (see StartPgBouncer) are reported after the
+// run, whatever its outcome.
 func Run(m *testing.M, srv **pgserver.Server) int {
-	return pgserver.MainServer(leakCheck{m}, srv)
+	code := pgserver.MainServer(leakCheck{m}, srv)
+	needtool.Report(packagePath(), os.Stderr)
+	return code
 }
 
 // leakCheck runs the tests, then looks for goroutines that outlive them.

@@ -82,7 +82,9 @@ func run(dsn, table, ledger string, names []string, lease, heartbeat, duration t
 		l, err := c.AcquireContext(actx, name, pglock.WithCustomHeartbeatContext(ctx))
 		acancel()
 		if err != nil {
-			if !errors.Is(err, pglock.ErrNotAcquired) {
+			// Not acquired in time is routine here; any other failure
+			// (it wraps ErrNotAcquired too) is counted.
+			if !errors.Is(err, context.DeadlineExceeded) {
 				if rep.AcquireErrors < 3 {
 					fmt.Fprintln(os.Stderr, "acquire:", err)
 				}
