@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/lib/pq"
 )
 
 // acquire takes l for its name, waiting as AcquireContext describes. The
@@ -29,6 +31,7 @@ func (c *Client) acquire(ctx context.Context, l *Lock) (attemptResult, error) {
 		// them instead of racing them, so none of them starves.
 		if w = c.waits.joinIfQueued(l.name); w != nil {
 			c.stats.waits.Add(1)
+			l.waiting = true
 			if err := c.waits.waitTurn(ctx, w); err != nil {
 				return attemptResult{}, contextError(ctx, ErrNotAcquired)
 			}
@@ -58,11 +61,12 @@ func (c *Client) acquire(ctx context.Context, l *Lock) (attemptResult, error) {
 			c.stats.waits.Add(1)
 			c.log.Debug("lock is held, waiting", "lock", l.name, "owner", c.owner, "holder_rvn", res.rvn)
 			w = c.waits.join(l.name)
+			l.waiting = true
 			if err := c.waits.waitTurn(ctx, w); err != nil {
 				return res, contextError(ctx, ErrNotAcquired)
 			}
 		default:
-			if err := c.sleep(ctx, w, l.name); err != nil {
+			if err := c.awaitChance(ctx, w, l); err != nil {
 				return res, err
 			}
 		}
@@ -173,22 +177,68 @@ func (c *Client) acquireError(ctx context.Context, l *Lock, err error) error {
 	return typeError(&notAcquiredError{fmt.Errorf("pglock: cannot acquire %q: %w", l.name, withPoolerHint(err))})
 }
 
+// awaitChance sleeps until l's row may be taken: a release of its name was
+// announced, the watched RVN turns stale, or a poll finds the row free,
+// released or stale. A waiter with data looks at the row with a plain read
+// on a poll, so that its data goes to the server only with an attempt that
+// can take the row; one without data attempts at once, which costs the same.
+func (c *Client) awaitChance(ctx context.Context, w *waiter, l *Lock) error {
+	for {
+		polled, err := c.sleep(ctx, w, l.name)
+		if err != nil || !polled || len(l.data) == 0 {
+			return err
+		}
+		r, err := c.peek(ctx, l.name)
+		if err != nil || !r.rvn.Valid {
+			return nil // the attempt tells what went wrong, or takes the row
+		}
+		now := c.clock.now()
+		c.waits.observe(l.name, r.rvn.Int64, now)
+		if stale, _ := c.waits.stale(l.name, now); stale.Valid {
+			return nil
+		}
+	}
+}
+
 // sleep waits until a release of name is announced, the watched RVN turns
-// stale, the poll interval passes, or ctx ends.
-func (c *Client) sleep(ctx context.Context, w *waiter, name string) error {
-	d := c.waits.pollInterval()
-	if _, staleAt := c.waits.stale(name, c.clock.now()); !staleAt.IsZero() {
-		d = min(d, staleAt.Sub(c.clock.now()))
+// stale, the poll interval passes, or ctx ends. It reports whether it woke
+// for the poll alone.
+func (c *Client) sleep(ctx context.Context, w *waiter, name string) (polled bool, err error) {
+	d := c.waits.pollInterval(w.polls == 0)
+	w.polls++
+	_, staleAt := c.waits.stale(name, c.clock.now())
+	if !staleAt.IsZero() && staleAt.Sub(c.clock.now()) <= d {
+		d = staleAt.Sub(c.clock.now())
+	} else {
+		staleAt = time.Time{}
 	}
 	t := time.NewTimer(max(d, 0))
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
-		return contextError(ctx, ErrNotAcquired)
+		return false, contextError(ctx, ErrNotAcquired)
 	case <-w.wake:
+		return false, nil
 	case <-t.C:
+		return staleAt.IsZero(), nil
 	}
-	return nil
+}
+
+// peek reads name's row (its RVN and owner) on the caller's pool, without
+// sending anything else.
+func (c *Client) peek(ctx context.Context, name string) (rowState, error) {
+	var r rowState
+	err := c.statement(ctx, func(ctx context.Context) error {
+		return c.keep.onOwn(ctx, func(ctx context.Context, q querier) error {
+			var n string
+			err := q.QueryRowContext(ctx, c.sql.reread, pq.StringArray{name}).Scan(&n, &r.rvn, &r.owner)
+			if errors.Is(err, sql.ErrNoRows) {
+				return nil
+			}
+			return err
+		})
+	}, nil)
+	return r, err
 }
 
 // tryAcquire sends the one acquire statement, on the caller's pool. A
@@ -197,9 +247,13 @@ func (c *Client) sleep(ctx context.Context, w *waiter, name string) error {
 // for a lock nobody holds.
 func (c *Client) tryAcquire(ctx context.Context, l *Lock, expected sql.NullInt64) (attemptResult, error) {
 	var res attemptResult
+	lane := c.keep.onPool
+	if l.waiting {
+		lane = c.keep.onOwn // a poll
+	}
 	err := c.statement(ctx, func(ctx context.Context) error {
 		return retry(ctx, c.log, func() error {
-			return c.keep.onPool(ctx, func(ctx context.Context, q querier) error {
+			return lane(ctx, func(ctx context.Context, q querier) error {
 				return onOneConn(ctx, q, func(q querier) error {
 					var err error
 					res, err = c.acquireRow(ctx, q, l, expected)
@@ -225,7 +279,12 @@ func (c *Client) acquireRow(ctx context.Context, q querier, l *Lock, expected sq
 		holder sql.NullString
 	)
 	start := c.clock.now()
-	row := q.QueryRowContext(ctx, c.sql.acquire, l.name, l.data, c.owner, l.replaceData, expected, c.sql.sequence)
+	var row *sql.Row
+	if l.announce {
+		row = q.QueryRowContext(ctx, c.sql.acquireNotify, l.name, l.data, c.owner, l.replaceData, expected, c.sql.sequence, c.sql.channel)
+	} else {
+		row = q.QueryRowContext(ctx, c.sql.acquire, l.name, l.data, c.owner, l.replaceData, expected, c.sql.sequence)
+	}
 	switch err := row.Scan(&res.acquired, &res.rvn, &res.data, &res.ours, &holder, &res.inserted, &res.tookOver); {
 	case errors.Is(err, sql.ErrNoRows):
 		return attemptResult{}, nil // inserted or released concurrently: not known

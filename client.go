@@ -236,15 +236,16 @@ func (c *Client) AcquireContext(ctx context.Context, name string, opts ...LockOp
 	}
 	actx, stop := c.untilClosed(ctx)
 	defer stop()
+	c.live.add(l) // before any statement: a release of an older Lock of the name must not free what this one takes
 	res, err := c.acquire(actx, l)
 	if err != nil {
+		c.live.remove(l)
 		if l.failIfLocked && res.known && errors.Is(err, ErrNotAcquired) {
 			return newEndedLock(c, name, res.holder, l.data, res.rvn, errNotHeld), err
 		}
 		return nil, err
 	}
 	c.stats.acquired.Add(1)
-	c.live.add(l)
 	if c.closing.Err() != nil {
 		// Close may have swept the held locks before this one was added:
 		// free it at once.
@@ -436,13 +437,19 @@ type storedRow struct {
 
 // readRow reads the named row; ErrLockNotFound when there is none.
 func (c *Client) readRow(ctx context.Context, name string) (storedRow, error) {
+	return c.readRowOn(ctx, name, c.keep.onPool)
+}
+
+// readRowOn is readRow on lane: the caller's pool, or the client's own
+// connections for an election's watch, which polls.
+func (c *Client) readRowOn(ctx context.Context, name string, lane func(context.Context, func(context.Context, querier) error) error) (storedRow, error) {
 	if err := c.checkTable(ctx, false); err != nil {
 		return storedRow{}, err
 	}
 	var r storedRow
 	err := c.statement(ctx, func(ctx context.Context) error {
 		return retry(ctx, c.log, func() error {
-			return c.keep.onPool(ctx, func(ctx context.Context, q querier) error {
+			return lane(ctx, func(ctx context.Context, q querier) error {
 				var got string
 				return q.QueryRowContext(ctx, c.sql.get, name).Scan(&got, &r.owner, &r.data, &r.rvn)
 			})
@@ -524,7 +531,7 @@ func (c *Client) ForceRelease(ctx context.Context, name string) error {
 	if err := c.checkTable(ctx, false); err != nil {
 		return err
 	}
-	for _, l := range c.live.named(name) {
+	for _, l := range c.live.named(name, false) {
 		// This client's own lock ends before its row can go.
 		if l.end(errForced) {
 			c.stats.released.Add(1)
@@ -565,7 +572,7 @@ func (c *Client) ForceRelease(ctx context.Context, name string) error {
 func (c *Client) Close(ctx context.Context) error {
 	c.closeOnce.Do(c.close)
 	var errs []error
-	for _, l := range c.live.named("") {
+	for _, l := range c.live.named("", false) {
 		if err := c.ReleaseContext(ctx, l); err != nil && !errors.Is(err, ErrLockAlreadyReleased) {
 			errs = append(errs, err)
 		}

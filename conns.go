@@ -216,6 +216,22 @@ func (k *keeper) runOn(ctx context.Context, dial bool, f func(context.Context, q
 	return k.secrets.Error(err)
 }
 
+// onOwn runs f as run does, but on the calling goroutine, for a caller
+// that bounds it already: the statements of waiters and observers, which
+// poll. On the client's own pool, whose lib/pq connections send a
+// statement with its parameters in one round trip, a poll costs the server
+// one transaction instead of two.
+func (k *keeper) onOwn(ctx context.Context, f func(context.Context, querier) error) error {
+	own, err := k.onConn(ctx, true, f)
+	if !own && k.splitSeen(err) {
+		_, err = k.onConn(ctx, true, f)
+	}
+	if isConnFault(err) {
+		k.flushIdle()
+	}
+	return err
+}
+
 // onConn runs f on a connection of its own (see conn), and reports whether
 // that connection was of the client's own pool.
 func (k *keeper) onConn(ctx context.Context, dial bool, f func(context.Context, querier) error) (own bool, err error) {

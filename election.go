@@ -6,15 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"time"
 )
 
 // ErrNoLeader is returned by Election.Leader when nobody leads the election:
 // its row is absent, or was released with KeepOnRelease.
 var ErrNoLeader = &NotExistError{errors.New("pglock: election has no leader")}
-
-// observeInterval is how often Observe reads the leader.
-const observeInterval = 100 * time.Millisecond
 
 // Election is a leader election among the clients of one table. It is the
 // lock of the same name: the leader is the lock's holder, and its value is
@@ -62,10 +58,10 @@ type Leader struct {
 // When ctx ends first it returns an error wrapping ErrNotAcquired and
 // ctx.Err(), and leaves nothing held.
 func (e *Election) Campaign(ctx context.Context, value []byte, opts ...LockOption) (*Leadership, error) {
-	all := make([]LockOption, 0, len(opts)+3)
+	all := make([]LockOption, 0, len(opts)+4)
 	all = append(all, WithCustomHeartbeatContext(context.WithoutCancel(ctx)))
 	all = append(all, opts...)
-	all = append(all, WithData(value), ReplaceData())
+	all = append(all, WithData(value), ReplaceData(), announceAcquisition)
 	l, err := e.c.AcquireContext(ctx, e.name, all...)
 	if err != nil {
 		return nil, err
@@ -78,10 +74,15 @@ func (e *Election) Campaign(ctx context.Context, value []byte, opts ...LockOptio
 // still reported until a candidate takes over, a lease after its last
 // heartbeat: no absolute time is stored that would tell a reader it died.
 func (e *Election) Leader(ctx context.Context) (Leader, error) {
+	return e.leader(ctx, e.c.keep.onPool)
+}
+
+// leader is Leader, reading on lane.
+func (e *Election) leader(ctx context.Context, lane func(context.Context, func(context.Context, querier) error) error) (Leader, error) {
 	if err := validName(e.name); err != nil {
 		return Leader{}, &OtherError{err}
 	}
-	r, err := e.c.readRow(ctx, e.name)
+	r, err := e.c.readRowOn(ctx, e.name, lane)
 	switch {
 	case errors.Is(err, ErrLockNotFound):
 		return Leader{}, ErrNoLeader
@@ -99,56 +100,30 @@ func (e *Election) Leader(ctx context.Context) (Leader, error) {
 // differs from the last one sent, or when the election was seen without a
 // leader in between. A vacancy itself is not sent.
 //
-// Observe reads the leader every 100ms, so changes closer together than
-// that may be coalesced into the last of them; changes further apart are
-// all reported, in the order they happened. A receiver that falls behind
-// coalesces changes the same way, and never blocks the election. Read errors
-// (the database is unreachable) are retried at the same pace. The goroutine
-// behind the channel exits when ctx ends or the client is closed; receive
-// until the channel is closed to wait for it.
+// All Observe calls of one election on one Client share one reader. It
+// reads the leader when a notification tells of a change (a candidate's
+// acquisition or takeover, a resignation, a Proclaim), and every quarter
+// lease to catch what no notification tells (a leader that died and was
+// taken over a lease later, clients of the original library): changes
+// closer together than a read may be coalesced into the last of them. A
+// receiver that falls behind coalesces changes the same way, and never
+// blocks the election. Read errors (the database is unreachable) are
+// retried at the same pace. The goroutine behind the channel exits when
+// ctx ends or the client is closed; receive until the channel is closed to
+// wait for it.
 func (e *Election) Observe(ctx context.Context) <-chan Leader {
 	ch := make(chan Leader)
 	ctx, stop := e.c.untilClosed(ctx)
+	w := e.c.waits.watchFor(e)
 	e.c.observers.Add(1)
 	go func() {
 		defer e.c.observers.Done()
 		defer stop()
+		defer e.c.waits.unwatch(w)
 		defer close(ch)
-		e.observe(ctx, ch)
+		w.observe(ctx, ch)
 	}()
 	return ch
-}
-
-// observe sends ch the leaders of e, as Observe describes, until ctx ends.
-func (e *Election) observe(ctx context.Context, ch chan<- Leader) {
-	var (
-		last Leader
-		sent bool // last was sent and no vacancy was seen since
-	)
-	t := time.NewTimer(0)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		cur, err := e.Leader(ctx)
-		switch {
-		case errors.Is(err, ErrNoLeader):
-			sent = false
-		case err != nil:
-			e.c.log.Debug("election observer cannot read the leader", "election", e.name, "error", err)
-		case !sent || cur.Owner != last.Owner || !bytes.Equal(cur.Value, last.Value):
-			select {
-			case ch <- cur:
-			case <-ctx.Done():
-				return
-			}
-			last, sent = cur, true
-		}
-		t.Reset(observeInterval)
-	}
 }
 
 // Leadership is a term as leader of an election, won by Campaign. It lasts
@@ -234,7 +209,7 @@ func (c *Client) proclaim(ctx context.Context, l *Lock, value []byte) (int64, er
 	err := c.keep.runWarm(ctx, func(ctx context.Context, q querier) error {
 		return retry(ctx, c.log, func() error {
 			var err error
-			affected, err = execAffected(ctx, q, c.sql.proclaim, l.name, held.rvn, value, l.owner)
+			affected, err = execAffected(ctx, q, c.sql.proclaim, l.name, held.rvn, value, l.owner, c.sql.channel)
 			return err
 		})
 	})

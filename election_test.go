@@ -295,3 +295,60 @@ func TestElectionObserveSeesEveryChange(t *testing.T) {
 	<-observed
 	require.Equal(t, []string{"cand-0=a1", "cand-0=a2", "cand-1=b1", "cand-1=b2", "cand-0=a2"}, seen)
 }
+
+// TestElectionObserversShareOneWatch: the Observe calls of one client on
+// one election share one reader, which reads when a notification tells of
+// a change and otherwise once a quarter lease: five observers cost the
+// statements of one, and a Proclaim reaches all five long before a poll
+// would have.
+func TestElectionObserversShareOneWatch(t *testing.T) {
+	t.Parallel()
+	const lease = 20 * time.Second // a poll every 5 s
+	table, plain := newTable(t)
+	db, cnt := countedDB(t)
+	observer := unsafeClient(t, db, table, pglock.WithLeaseDuration(lease))
+	leader := sameTable(t, plain, table, pglock.WithLeaseDuration(lease))
+	ld, err := leader.NewElection("shared").Campaign(testCtx(t), []byte("v0"))
+	require.NoError(t, err)
+	defer func() { _ = ld.Resign(bg) }()
+
+	ctx, cancel := context.WithCancel(bg)
+	defer cancel()
+	const observers = 5
+	type seen struct {
+		value string
+		at    time.Time
+	}
+	got := make(chan seen, 100)
+	var wg sync.WaitGroup
+	for range observers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for l := range observer.NewElection("shared").Observe(ctx) {
+				got <- seen{string(l.Value), time.Now()}
+			}
+		}()
+	}
+	for range observers {
+		require.Equal(t, "v0", (<-got).value)
+	}
+	require.Eventually(t, func() bool { return observer.Stats().Listening }, waitBound, time.Millisecond)
+	before := cnt.Statements()
+	time.Sleep(2 * time.Second)
+	idle := cnt.Statements() - before
+	for i := 1; i <= 3; i++ {
+		value := fmt.Sprintf("v%d", i)
+		start := time.Now()
+		require.NoError(t, ld.Proclaim(bg, []byte(value)))
+		for range observers {
+			s := <-got
+			require.Equal(t, value, s.value)
+			assert.Less(t, s.at.Sub(start), lease/8, "a notification, not a poll, told the observers")
+		}
+	}
+	t.Logf("%d observers on one client: %d statements in 2 s of quiet", observers, idle)
+	assert.LessOrEqual(t, idle, int64(2), "one reader for all observers, polling once a quarter lease")
+	cancel()
+	wg.Wait()
+}

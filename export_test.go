@@ -143,7 +143,6 @@ func NotificationWaiter(conn any) (func(ctx context.Context) (channel, payload s
 // Polling bounds of waiters, and how long a new LISTEN session waits for
 // its probe, for the tests behind a pooler.
 const (
-	PollWithListener    = pollWithListener
 	PollWithoutListener = pollWithoutListener
 	ProbeBound          = probeBound
 )

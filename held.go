@@ -2,11 +2,12 @@ package pglock
 
 import "sync"
 
-// heldLocks is the set of locks a Client believes it holds, with or
-// without a heartbeat: what Close releases, ForceRelease of a name held
-// here ends first, and what tells a row of this client's owner that no
-// Lock holds (left by a statement whose reply was lost) from one a Lock of
-// this client holds.
+// heldLocks is the set of locks a Client is acquiring or believes it
+// holds, with or without a heartbeat: what Close releases, what
+// ForceRelease of a name held here ends first, and what tells a row of
+// this client's owner that no Lock holds or may be taking (left by a
+// statement whose reply was lost) from one a Lock of this client holds or
+// is taking. A Lock joins it before its acquire statement is sent.
 type heldLocks struct {
 	mu    sync.Mutex
 	locks map[*Lock]struct{}
@@ -44,8 +45,9 @@ func (h *heldLocks) remove(l *Lock) {
 }
 
 // named returns the locks of name still held or being released, and
-// forgets the others; with name "", every such lock.
-func (h *heldLocks) named(name string) []*Lock {
+// forgets those that ended; with name "", every such lock. Locks still
+// being acquired are left out unless acquiring is set.
+func (h *heldLocks) named(name string, acquiring bool) []*Lock {
 	h.mu.Lock()
 	all := make([]*Lock, 0, len(h.locks))
 	for l := range h.locks {
@@ -56,19 +58,20 @@ func (h *heldLocks) named(name string) []*Lock {
 	h.mu.Unlock()
 	held := all[:0]
 	for _, l := range all {
-		if !l.claimsRow() {
+		switch claims, got := l.claimsRow(); {
+		case !claims:
 			h.remove(l)
-			continue
+		case got || acquiring:
+			held = append(held, l)
 		}
-		held = append(held, l)
 	}
 	return held
 }
 
 // holdsOther reports whether a Lock of this client other than l holds
-// name, or is freeing its row.
+// name, is freeing its row, or is being acquired.
 func (h *heldLocks) holdsOther(name string, l *Lock) bool {
-	for _, o := range h.named(name) {
+	for _, o := range h.named(name, true) {
 		if o != l {
 			return true
 		}

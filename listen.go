@@ -35,10 +35,16 @@ type listener struct {
 	ready chan struct{} // closed once the first session is up, or failed
 }
 
-// startListener starts a listener for r's waiters. r.mu must be held.
+// startListener starts a listener for r's waiters and observers, and holds
+// the client's own connections meanwhile: their polls go out there, in one
+// round trip each (see keeper.onOwn). r.mu must be held.
 func (r *waitRoom) startListener() *listener {
+	r.c.keep.hold()
 	ctx, cancel := context.WithCancel(context.Background())
-	l := &listener{stop: cancel, ready: make(chan struct{})}
+	l := &listener{stop: func() {
+		cancel()
+		r.c.keep.letGo()
+	}, ready: make(chan struct{})}
 	r.listeners.Add(1)
 	go func() {
 		defer r.listeners.Done()
@@ -57,7 +63,9 @@ func (r *waitRoom) listen(ctx context.Context, l *listener) {
 	}
 	dial := r.c.listenSource()
 	if dial == nil {
-		r.c.log.Debug("no way to LISTEN on this *sql.DB: waiters poll; see WithSessionDSN")
+		r.pollNote.Do(func() {
+			r.c.log.Info("no way to LISTEN on this *sql.DB: waiters poll every 250ms; give WithSessionDSN a connection string for release notifications")
+		})
 		return
 	}
 	backoff := 10 * time.Millisecond
@@ -68,7 +76,9 @@ func (r *waitRoom) listen(ctx context.Context, l *listener) {
 			return
 		}
 		if errors.Is(err, errNoNotifications) {
-			r.c.log.Debug("the driver cannot LISTEN: waiters poll")
+			r.pollNote.Do(func() {
+				r.c.log.Info("the driver's connections cannot LISTEN: waiters poll every 250ms; give WithSessionDSN a connection string for release notifications")
+			})
 			return
 		}
 		if errors.Is(err, errNotDelivered) {

@@ -22,9 +22,13 @@ type Lock struct {
 	keepOnRelease    bool
 	replaceData      bool
 	heartbeatContext context.Context
+	announce         bool // notify the release channel on acquisition (a campaign)
 	// maybeTaken is set by the acquiring goroutine when an attempt's reply
 	// was lost (driver.ErrBadConn): the row may already be ours.
 	maybeTaken bool
+	// waiting is set by the acquiring goroutine once it waits: its attempts
+	// are polls.
+	waiting bool
 
 	// op is held while a statement that depends on or changes this lock's
 	// RVN is in flight: a heartbeat, a release, a Guard check, a Proclaim.
@@ -212,12 +216,12 @@ func (l *Lock) state() (held heldAt, ended bool) {
 	return heldAt{l.rvn, l.refreshedAt}, ended
 }
 
-// claimsRow reports whether l holds its row, or a release of it is
-// running.
-func (l *Lock) claimsRow() bool {
+// claimsRow reports whether l holds its row, is being acquired, or a
+// release of it is running; got tells whether it was acquired.
+func (l *Lock) claimsRow() (claims, got bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return !l.endedLocked(l.now()) || l.freeing
+	return !l.endedLocked(l.now()) || l.freeing, l.done != nil
 }
 
 // claimsRowQuietly is claimsRow without running l's expiry, for callers

@@ -184,3 +184,7 @@ func KeepOnRelease() LockOption {
 func WithCustomHeartbeatContext(ctx context.Context) LockOption {
 	return func(l *Lock) { l.heartbeatContext = ctx }
 }
+
+// announceAcquisition makes an acquisition notify the release channel, so
+// that election observers learn of a new leader at once.
+func announceAcquisition(l *Lock) { l.announce = true }

@@ -35,6 +35,11 @@ type statements struct {
 	// sequence. The stored data is sent back only when it differs from the
 	// caller's (ours is then false), so data does not travel twice.
 	acquire string
+	// acquireNotify is acquire that also notifies the release channel
+	// ($7) with the name when it takes the lock: an election's candidates
+	// use it, so that observers learn of a new leader at once. Plain
+	// acquires do not pay for a NOTIFY.
+	acquireNotify string
 	// release deletes the row if it still carries our RVN and owner ($4)
 	// and notifies waiters; releaseKeep sets the RVN to NULL instead. Rows
 	// affected: 1 if released, 0 if the lock was lost.
@@ -62,8 +67,9 @@ type statements struct {
 	// transaction; isolation reads the transaction's isolation level.
 	guard, isolation string
 	// proclaim replaces the data of a held row if it still carries our RVN
-	// and owner ($4), without bumping the RVN. Rows affected: 1 if stored,
-	// 0 if not.
+	// and owner ($4), without bumping the RVN, and notifies the release
+	// channel ($5) so that observers learn of it. Rows affected: 1 if
+	// stored, 0 if not.
 	proclaim string
 	// forceRelease deletes a row whatever its RVN and notifies waiters. It
 	// returns the name when a row was deleted.
@@ -99,7 +105,8 @@ func newStatements(id identifier) statements {
 	releaseNotify := ` SELECT released.name FROM released CROSS JOIN LATERAL pg_notify($3::text, released.name::text)`
 	columns := tableColumns()
 	return statements{
-		acquire: acquireSQL(t),
+		acquire:       acquireSQL(t, ""),
+		acquireNotify: acquireSQL(t, " CROSS JOIN LATERAL pg_notify($7::text, $1::text)"),
 
 		release: `WITH released AS (
 	DELETE FROM ` + t + ` WHERE name = $1::text AND record_version_number = $2::bigint AND owner = $4::text
@@ -127,8 +134,10 @@ RETURNING record_version_number`,
 
 		isolation: `SELECT current_setting('transaction_isolation')`,
 
-		proclaim: `UPDATE ` + t + ` SET data = $3::bytea
-WHERE name = $1::text AND record_version_number = $2::bigint AND owner = $4::text`,
+		proclaim: `WITH released AS (
+	UPDATE ` + t + ` SET data = $3::bytea
+	WHERE name = $1::text AND record_version_number = $2::bigint AND owner = $4::text RETURNING name
+) SELECT released.name FROM released CROSS JOIN LATERAL pg_notify($5::text, released.name::text)`,
 
 		forceRelease: `WITH released AS (
 	DELETE FROM ` + t + ` WHERE name = $1::text RETURNING name
@@ -152,8 +161,9 @@ WHERE name = $1::text AND record_version_number = $2::bigint AND owner = $4::tex
 	}
 }
 
-// acquireSQL is statements.acquire on the quoted table t.
-func acquireSQL(t string) string {
+// acquireSQL is statements.acquire on the quoted table t; notify, when not
+// empty, is joined to the row acquired (statements.acquireNotify).
+func acquireSQL(t, notify string) string {
 	return `WITH current AS (
 	SELECT record_version_number, owner FROM ` + t + ` WHERE name = $1::text
 ), acquired AS (
@@ -174,7 +184,7 @@ func acquireSQL(t string) string {
 		l.xmax = 0 AS inserted
 )
 SELECT true, record_version_number, data, ours, NULL::text, inserted,
-	EXISTS (SELECT 1 FROM current WHERE record_version_number IS NOT NULL) FROM acquired
+	EXISTS (SELECT 1 FROM current WHERE record_version_number IS NOT NULL) FROM acquired` + notify + `
 UNION ALL
 SELECT false, record_version_number, NULL::bytea, false, owner::text, false, false FROM current
 WHERE record_version_number IS NOT NULL AND NOT EXISTS (SELECT 1 FROM acquired)`

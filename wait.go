@@ -3,17 +3,26 @@ package pglock
 import (
 	"context"
 	"database/sql"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
 )
 
-// Polling bounds for waiters. Notifications wake a waiter at once; polling
-// catches what they miss: releases by clients that do not notify (the
-// original library), and releases while no listener could be had.
+// Polling of waiters. Notifications wake a waiter at once; polling catches
+// what they miss: releases by clients that do not notify (the original
+// library), holders that died (whose RVN a waiter must watch unchanged for
+// a lease), and releases while no listener could be had.
+//
+// While notifications arrive, a queue head looks once every quarter lease:
+// 4 statements per lease, whatever the lease, and a release by a client
+// that does not notify is found within a quarter lease, a dead holder taken
+// over within a lease and a quarter of its last heartbeat. Each wait starts
+// at a random phase of that period, so a fleet's waiters do not look in
+// step. Without notifications, it looks every pollWithoutListener (at most
+// 4 statements a second), or every quarter lease when that is shorter.
 const (
-	pollWithListener    = 250 * time.Millisecond
-	pollWithoutListener = 25 * time.Millisecond
+	pollWithoutListener = 250 * time.Millisecond
 	listenerSetupWait   = 250 * time.Millisecond
 )
 
@@ -32,6 +41,7 @@ type waitRoom struct {
 	mu      sync.Mutex
 	queues  map[string][]*waiter
 	watched map[string]sighting
+	watches map[string]*watch // election observers' shared readers (watch.go)
 	// listener is the running listener; nil while nobody waits.
 	listener *listener
 	// listeners counts every listener's goroutine, for Client.Close.
@@ -43,6 +53,8 @@ type waitRoom struct {
 	// deaf is set once a probe showed that notifications cannot reach this
 	// client's sessions (see probe): no listener starts again.
 	deaf atomic.Bool
+	// pollNote logs once why waiters poll without notifications.
+	pollNote sync.Once
 }
 
 // waiter is one goroutine blocked in AcquireContext.
@@ -55,6 +67,7 @@ type waiter struct {
 	// monotonic nanoseconds (see monoNow); 0 if none did.
 	notified atomic.Int64
 	timed    bool // its wait time was recorded (by the acquiring goroutine)
+	polls    int  // how many times it slept (by the acquiring goroutine)
 }
 
 // sighting is an RVN seen on a held row: when it was first seen, and when
@@ -65,7 +78,8 @@ type sighting struct {
 }
 
 func newWaitRoom(c *Client) *waitRoom {
-	return &waitRoom{c: c, queues: make(map[string][]*waiter), watched: make(map[string]sighting)}
+	return &waitRoom{c: c, queues: make(map[string][]*waiter), watched: make(map[string]sighting),
+		watches: make(map[string]*watch)}
 }
 
 // observe records that name was seen held at rvn at seen. The first
@@ -202,7 +216,13 @@ func (r *waitRoom) leave(w *waiter) {
 	} else {
 		r.queues[w.name] = q
 	}
-	if len(r.queues) == 0 && r.listener != nil {
+	r.stopListenerIfIdleLocked()
+}
+
+// stopListenerIfIdleLocked stops the listener once nobody waits or
+// observes. r.mu must be held.
+func (r *waitRoom) stopListenerIfIdleLocked() {
+	if len(r.queues) == 0 && len(r.watches) == 0 && r.listener != nil {
 		r.listener.stop()
 		r.listener = nil
 	}
@@ -233,12 +253,17 @@ func (r *waitRoom) waitTurn(ctx context.Context, w *waiter) error {
 	return nil
 }
 
-// pollInterval is how long a queue head sleeps when nothing wakes it.
-func (r *waitRoom) pollInterval() time.Duration {
-	if r.isListening() {
-		return jitter(min(pollWithListener, r.c.leaseDuration/4))
+// pollInterval is how long a queue head sleeps when nothing wakes it; its
+// first sleep of a wait (first) is a random part of that, its phase.
+func (r *waitRoom) pollInterval(first bool) time.Duration {
+	d := r.c.leaseDuration / 4
+	if !r.isListening() {
+		d = min(d, pollWithoutListener)
 	}
-	return jitter(min(pollWithoutListener, r.c.leaseDuration/4))
+	if first {
+		return time.Duration(rand.Int64N(int64(d)) + 1)
+	}
+	return d
 }
 
 // announce wakes the head waiter of name, or of every name when all is set
@@ -257,10 +282,16 @@ func (r *waitRoom) announce(name string, all bool) {
 			q[0].notified.Store(monoNow())
 			wake(q)
 		}
+		if w := r.watches[name]; w != nil {
+			w.notify()
+		}
 		return
 	}
 	for _, q := range r.queues {
 		wake(q)
+	}
+	for _, w := range r.watches {
+		w.notify()
 	}
 }
 

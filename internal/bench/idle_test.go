@@ -1,0 +1,236 @@
+package bench
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"cirello.io/pglock"
+)
+
+// BenchmarkIdleFleet measures what a fleet costs the database while nothing
+// changes hands: W clients, each with its own *sql.DB as separate processes
+// would have, wait on one held name (waiters), observe one election's
+// leader (observers), or campaign in one election whose leader holds on
+// (candidates). It reports the server's transactions per second over three
+// leases, from half a lease after the clients began (from
+// pg_stat_database, less those of the holder alone over two leases), and
+// per waiting client per lease; then, for waiters and candidates, the
+// handoff latency (p50, p99) over 20 releases, each taken by one of the W.
+// It measures once per run, whatever b.N.
+//
+// The lease is 5 s and the heartbeat 1 s; PGLOCK_IDLE_LEASE changes the
+// lease (the heartbeat stays a fifth of it).
+//
+//	go test -run '^$' -bench IdleFleet -benchtime 1x ./internal/bench
+func BenchmarkIdleFleet(b *testing.B) {
+	lease := 5 * time.Second
+	if v := os.Getenv("PGLOCK_IDLE_LEASE"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			b.Fatal(err)
+		}
+		lease = d
+	}
+	for _, role := range []string{"waiters", "observers", "candidates"} {
+		for _, w := range []int{1, 10, 40} {
+			b.Run(fmt.Sprintf("%s=%d", role, w), func(b *testing.B) {
+				newFleet(b, lease, w).measure(b, role)
+			})
+		}
+	}
+}
+
+// fleet is a holder and W other clients on one table, each on a pool of
+// its own.
+type fleet struct {
+	lease   time.Duration
+	table   string
+	stats   *sql.DB // reads pg_stat_database
+	holder  *pglock.Client
+	clients []*pglock.Client
+}
+
+func newFleet(b *testing.B, lease time.Duration, w int) *fleet {
+	b.Helper()
+	f := &fleet{lease: lease, stats: openDB(b, 1)}
+	f.table = newTable(b, f.stats)
+	opts := []pglock.ClientOption{pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(lease / 5)}
+	f.holder = client(b, openDB(b, 4), f.table, opts...)
+	for range w {
+		f.clients = append(f.clients, client(b, openDB(b, 4), f.table, opts...))
+	}
+	b.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for _, c := range append(f.clients, f.holder) {
+			_ = c.Close(ctx)
+		}
+	})
+	return f
+}
+
+// transactions reads the server's committed and rolled-back transactions
+// of this database so far.
+func (f *fleet) transactions(b *testing.B) int64 {
+	b.Helper()
+	var n int64
+	err := f.stats.QueryRow(`SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()`).Scan(&n)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return n
+}
+
+// rate measures the server's transactions per second over d.
+// Backends report their statistics at most once a second, so both ends of
+// the window lag alike; the window starts after settle, once the clients'
+// first statements (their first attempt, the LISTEN, the connections they
+// open) are counted.
+func (f *fleet) rate(b *testing.B, settle, d time.Duration) float64 {
+	b.Helper()
+	time.Sleep(settle)
+	start, n0 := time.Now(), f.transactions(b)
+	time.Sleep(d)
+	n1 := f.transactions(b)
+	return float64(n1-n0-1) / time.Since(start).Seconds() // less the first read's own transaction
+}
+
+// measure runs one role: the holder alone first, then with the W others
+// at work, and then the handoffs.
+func (f *fleet) measure(b *testing.B, role string) {
+	b.Helper()
+	name := "idle-" + role
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	leader, err := f.holder.NewElection(name).Campaign(ctx, []byte("holder"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	base := f.rate(b, time.Second, 2*f.lease)
+	var wg sync.WaitGroup
+	won := make(chan *pglock.Lock, len(f.clients))
+	seen := make(chan sighted, 64*len(f.clients))
+	for _, c := range f.clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f.act(ctx, c, role, name, won, seen)
+		}()
+	}
+	waiting := f.rate(b, max(time.Second, f.lease/2), 3*f.lease) - base
+	perClient := waiting / float64(len(f.clients)) * f.lease.Seconds()
+	b.ReportMetric(waiting, "stmts/s")
+	b.ReportMetric(perClient, "stmts/client/lease")
+	if role != "observers" {
+		lat := f.handoffs(b, leader.Lock(), won)
+		b.ReportMetric(ms(quantile(lat, 0.5)), "handoff-p50-ms")
+		b.ReportMetric(ms(quantile(lat, 0.99)), "handoff-p99-ms")
+	} else {
+		lat := f.proclaims(b, leader, seen)
+		b.ReportMetric(ms(quantile(lat, 0.5)), "observed-p50-ms")
+		b.ReportMetric(ms(quantile(lat, 0.99)), "observed-p99-ms")
+		if err := leader.Resign(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	cancel()
+	wg.Wait()
+	b.Logf("%s=%d, lease %v: %.1f statements/s beyond the holder's %.1f, %.2f per client per lease",
+		role, len(f.clients), f.lease, waiting, base, perClient)
+}
+
+// sighted is a leader value an observer received, and when.
+type sighted struct {
+	value string
+	at    time.Time
+}
+
+// act has c wait, observe or campaign on name until ctx ends, sending the
+// locks it wins to won, and the leader values it observes to seen.
+func (f *fleet) act(ctx context.Context, c *pglock.Client, role, name string, won chan<- *pglock.Lock, seen chan<- sighted) {
+	for ctx.Err() == nil {
+		var (
+			l   *pglock.Lock
+			err error
+		)
+		switch role {
+		case "observers":
+			for ld := range c.NewElection(name).Observe(ctx) {
+				select {
+				case seen <- sighted{string(ld.Value), time.Now()}:
+				default:
+				}
+			}
+			return
+		case "candidates":
+			var ld *pglock.Leadership
+			if ld, err = c.NewElection(name).Campaign(ctx, []byte("candidate")); err == nil {
+				l = ld.Lock()
+			}
+		default:
+			l, err = c.AcquireContext(ctx, name)
+		}
+		if errors.Is(err, pglock.ErrNotAcquired) && ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			won <- l
+		}
+	}
+}
+
+// handoffs releases the held lock 20 times, and measures each time how long
+// one of the waiting clients takes to hold it; the winner then releases.
+func (f *fleet) handoffs(b *testing.B, held *pglock.Lock, won <-chan *pglock.Lock) []time.Duration {
+	b.Helper()
+	var lat []time.Duration
+	for range 20 {
+		start := time.Now()
+		if err := held.Close(); err != nil {
+			b.Fatal(err)
+		}
+		select {
+		case held = <-won:
+			lat = append(lat, time.Since(start))
+		case <-time.After(2 * f.lease):
+			b.Fatal("no waiting client took the lock over")
+		}
+		time.Sleep(50 * time.Millisecond) // the others go back to waiting
+	}
+	if err := held.Close(); err != nil {
+		b.Fatal(err)
+	}
+	return lat
+}
+
+// proclaims has the leader publish 20 values, one after the other, and
+// measures how long each observer takes to receive each.
+func (f *fleet) proclaims(b *testing.B, leader *pglock.Leadership, seen <-chan sighted) []time.Duration {
+	b.Helper()
+	var lat []time.Duration
+	for i := range 20 {
+		value := fmt.Sprintf("value-%d", i)
+		start := time.Now()
+		if err := leader.Proclaim(context.Background(), []byte(value)); err != nil {
+			b.Fatal(err)
+		}
+		for got := 0; got < len(f.clients); {
+			select {
+			case s := <-seen:
+				if s.value == value {
+					lat = append(lat, s.at.Sub(start))
+					got++
+				}
+			case <-time.After(2 * f.lease):
+				b.Fatalf("%d of %d observers saw %s", got, len(f.clients), value)
+			}
+		}
+	}
+	return lat
+}
