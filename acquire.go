@@ -185,19 +185,24 @@ func (c *Client) acquireError(ctx context.Context, l *Lock, err error) error {
 func (c *Client) awaitChance(ctx context.Context, w *waiter, l *Lock) error {
 	for {
 		polled, err := c.sleep(ctx, w, l.name)
-		if err != nil || !polled || len(l.data) == 0 {
+		if err != nil || !polled || len(l.data) == 0 || !c.stillHeld(ctx, l.name) {
 			return err
 		}
-		r, err := c.peek(ctx, l.name)
-		if err != nil || !r.rvn.Valid {
-			return nil // the attempt tells what went wrong, or takes the row
-		}
-		now := c.clock.now()
-		c.waits.observe(l.name, r.rvn.Int64, now)
-		if stale, _ := c.waits.stale(l.name, now); stale.Valid {
-			return nil
-		}
 	}
+}
+
+// stillHeld looks at name's row with a plain read, and reports whether it
+// is held at an RVN not yet watched stale. On a failed read it reports
+// false: the attempt that follows tells what went wrong.
+func (c *Client) stillHeld(ctx context.Context, name string) bool {
+	r, err := c.peek(ctx, name)
+	if err != nil || !r.rvn.Valid {
+		return false
+	}
+	now := c.clock.now()
+	c.waits.observe(name, r.rvn.Int64, now)
+	stale, _ := c.waits.stale(name, now)
+	return !stale.Valid
 }
 
 // sleep waits until a release of name is announced, the watched RVN turns

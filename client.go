@@ -368,7 +368,7 @@ func (c *Client) Release(l *Lock) error {
 // Whatever else happens, the lock stays ended and is never held again.
 // When the statement fails, or its outcome is unknown (the connection
 // broke after sending it), it is sent again until it answers, ctx ends or
-// a quarter of a lease passed; the error then says the row was not freed.
+// half a lease passed; the error then says the row was not freed.
 // Calling ReleaseContext again tries again to free the row at the lock's
 // record version number; otherwise the row expires a lease after its last
 // heartbeat. A ctx that had already ended frees the row on a goroutine of

@@ -62,6 +62,10 @@ type notSentError struct{ error }
 
 func (e *notSentError) Unwrap() error { return e.error }
 
+// ownConnectTimeout bounds the set-up of a lib/pq connection of the
+// client's own pool whose connection string sets no connect_timeout.
+const ownConnectTimeout = 5 * time.Second
+
 // ownLinger is how long the client's own pool stays open after the last
 // lock is released, so that a client that takes locks back to back does not
 // dial a connection each time.
@@ -82,11 +86,18 @@ func newKeeper(db *sql.DB, dsn string, calls *bounded.Runner, dialFor time.Durat
 // sessionConnector returns a connector for the client's own connections:
 // lib/pq's with binary_parameters on (each statement then goes out in one
 // round trip, which a pooler in transaction mode needs), or the driver's.
+// A lib/pq connection string without connect_timeout gets ownConnectTimeout:
+// lib/pq honours no context while it sets a connection up, and a server
+// that accepts the connection and then goes silent would hold the dial
+// until TCP gives up.
 func sessionConnector(d driver.Driver, dsn string) driver.Connector {
 	switch d.(type) {
 	case *pq.Driver, pq.Driver:
 		if cfg, err := pq.NewConfig(dsn); err == nil {
 			cfg.BinaryParameters = true
+			if cfg.ConnectTimeout <= 0 {
+				cfg.ConnectTimeout = ownConnectTimeout
+			}
 			if c, err := pq.NewConnectorConfig(cfg); err == nil {
 				return c
 			}

@@ -445,5 +445,5 @@ func TestZeroLockIsReleased(t *testing.T) {
 	require.True(t, isClosed(l.Done()))
 	require.True(t, l.IsReleased())
 	require.ErrorIs(t, l.Err(), pglock.ErrLockAlreadyReleased)
-	require.True(t, errors.Is(l.Close(), pglock.ErrLockAlreadyReleased))
+	require.ErrorIs(t, l.Close(), pglock.ErrLockAlreadyReleased)
 }

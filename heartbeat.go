@@ -165,17 +165,6 @@ func (h *heartbeater) snapshot(g *generation) []*Lock {
 	return batch
 }
 
-// held returns the locks the heartbeater keeps now.
-func (h *heartbeater) held() []*Lock {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	locks := make([]*Lock, 0, len(h.locks))
-	for l := range h.locks {
-		locks = append(locks, l)
-	}
-	return locks
-}
-
 // beatAll refreshes batch in statements of maxHeartbeatBatch locks, up to
 // maxParallelBeats at once, and returns when all are done. It reports
 // whether every statement succeeded.

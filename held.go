@@ -26,7 +26,8 @@ func (h *heldLocks) add(l *Lock) {
 		h.locks = make(map[*Lock]struct{})
 	}
 	h.locks[l] = struct{}{}
-	if h.adds++; h.adds < sweepEvery {
+	h.adds++
+	if h.adds < sweepEvery {
 		return
 	}
 	h.adds = 0

@@ -54,13 +54,13 @@ func (c *Client) freeLater(l *Lock) {
 }
 
 // free sends the statement that frees l's row (l's op lock held) until it
-// answers, ctx ends, it is refused, or an attempt's time passed. An answer
+// answers, ctx ends, it is refused, or two attempts' time passed. An answer
 // that affected no row means the row had moved on: the lock had been lost
 // before its release, unless an earlier try of unknown outcome freed it.
 // first tells whether this release ended a held lock.
 func (c *Client) free(ctx context.Context, l *Lock, first bool) error {
 	lapsed := l.lapsedBeforeRelease()
-	ctx, cancel := context.WithTimeout(ctx, c.attemptTimeout())
+	ctx, cancel := context.WithTimeout(ctx, 2*c.attemptTimeout())
 	defer cancel()
 	unknown := false
 	for backoff := 10 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {

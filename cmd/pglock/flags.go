@@ -18,10 +18,10 @@ type durationFlag struct {
 }
 
 // durationVar defines a duration flag on fs, as fs.DurationVar does, that
-// refuses values below min (and zero, with positive).
-func durationVar(fs *flag.FlagSet, d *time.Duration, name string, value, min time.Duration, positive bool, usage string) {
+// refuses values below least (and zero, with positive).
+func durationVar(fs *flag.FlagSet, d *time.Duration, name string, value, least time.Duration, positive bool, usage string) {
 	*d = value
-	fs.Var(durationFlag{d: d, min: min, positive: positive}, name, usage)
+	fs.Var(durationFlag{d: d, min: least, positive: positive}, name, usage)
 }
 
 // String returns the duration, as flag.Value requires.

@@ -45,8 +45,7 @@ func parseRun(g *globals, args []string) (runOptions, error) {
 		return o, err
 	}
 	o.argv = fs.Args()
-	switch {
-	case len(o.argv) == 0:
+	if len(o.argv) == 0 {
 		return o, errors.New("run needs a command: pglock run NAME -- CMD [ARGS...]")
 	}
 	return o, nil

@@ -149,7 +149,8 @@ func (t *tracker) add() {
 func (t *tracker) done() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.n--; t.n == 0 && t.zero != nil {
+	t.n--
+	if t.n == 0 && t.zero != nil {
 		close(t.zero)
 		t.zero = nil
 	}
