@@ -150,7 +150,8 @@
 // waits and their durations, handoff latency after a release notification,
 // stale takeovers, losses, heartbeats and their failures, and whether release
 // notifications arrive. It costs a few atomic loads and adds no dependency.
-// The Client.Stats example writes it in the Prometheus text format; an
+// The module cirello.io/pglock/prometheus exports it as Prometheus metrics
+// (a module of its own, so that this one needs no metrics library); an
 // OpenTelemetry exporter maps the same fields to observable instruments in a
 // callback.
 //
