@@ -13,7 +13,8 @@ import (
 var errUnlocked = errors.New("pglock/cron: unlocked")
 
 // Held is a lock TryLock took. Its context ends when the lock is lost or
-// unlocked; Unlock releases it.
+// unlocked. Call Unlock once done with it, lost or not: until then the
+// lock is held, and a goroutine watches it.
 type Held struct {
 	c      *pglock.Client
 	l      *pglock.Lock

@@ -50,8 +50,15 @@ func TestCollectorWait(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.AfterFunc(200*time.Millisecond, func() { _ = l.Close() })
+	released := make(chan error, 1)
+	go func() { // joined below, through released
+		time.Sleep(200 * time.Millisecond)
+		released <- l.Close()
+	}()
 	got, err := c.Acquire("w")
+	if rerr := <-released; rerr != nil {
+		t.Fatal(rerr)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
