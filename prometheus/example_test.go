@@ -47,7 +47,7 @@ func ExampleNewCollector() {
 	defer l.Close()
 
 	rec := httptest.NewRecorder()
-	mux.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	mux.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", http.NoBody))
 	for sc := bufio.NewScanner(rec.Body); sc.Scan(); {
 		if line := sc.Text(); strings.HasPrefix(line, "pglock_acquired_total") || strings.HasPrefix(line, "pglock_held") {
 			fmt.Println(line)
