@@ -160,5 +160,8 @@
 // The repository's docs directory has the topic guides: safety.md (the
 // guarantee, what it assumes, and how it is tested), operations.md
 // (connections, network settings, upgrading from the original library,
-// monitoring), election.md, cli.md (the pglock command) and performance.md.
+// monitoring), election.md, cli.md (the pglock command) and performance.md;
+// prometheus.md and cron.md describe the modules cirello.io/pglock/prometheus
+// (a Prometheus collector of Stats) and cirello.io/pglock/cron (robfig/cron
+// jobs on one replica at a time).
 package pglock
