@@ -2,6 +2,7 @@ package cron
 
 import (
 	"sync"
+	"testing"
 	"time"
 )
 
@@ -59,4 +60,23 @@ func (l *ledger) ticks(from, to time.Time) (ticks, empty, repeated int) {
 		}
 	}
 	return ticks, empty, repeated
+}
+
+// TestLedger checks the ledger itself: two runs at once are an overlap,
+// and a second with no run start is an empty tick.
+func TestLedger(t *testing.T) {
+	var l ledger
+	from := time.Now()
+	l.begin(0)
+	l.begin(1)
+	l.end()
+	l.end()
+	l.begin(2)
+	l.end()
+	if l.overlaps != 1 {
+		t.Errorf("overlaps = %d, want 1", l.overlaps)
+	}
+	if _, empty, _ := l.ticks(from, from.Add(3*time.Second)); empty < 1 {
+		t.Errorf("empty ticks = %d over seconds without runs, want at least 1", empty)
+	}
 }

@@ -52,8 +52,8 @@ func TestThreeSchedulers(t *testing.T) {
 	stopAll()
 
 	ticks, empty, repeated := led.ticks(from, to)
-	t.Logf("%d runs over %d ticks (per replica %v); overlapping runs %d; ticks with no run %d; ticks run more than once %d",
-		len(led.starts), ticks, led.byReplica, led.overlaps, empty, repeated)
+	t.Logf("%d runs in %v (per replica %v); overlapping runs %d; of the %d ticks wholly inside, %d ran nowhere and %d more than once",
+		len(led.starts), to.Sub(from).Round(time.Millisecond), led.byReplica, led.overlaps, ticks, empty, repeated)
 	if led.overlaps != 0 {
 		t.Errorf("%d runs overlapped another", led.overlaps)
 	}
