@@ -154,3 +154,30 @@ func (r *logRecorder) has(level, text string) bool {
 	}
 	return false
 }
+
+// TestHeldPastLease runs a job for more than two leases: heartbeats keep
+// its lock, so its context does not end and another replica's attempt in
+// the middle of the run fails.
+func TestHeldPastLease(t *testing.T) {
+	table := uniqueTable()
+	short := []pglock.ClientOption{pglock.WithLeaseDuration(time.Second), pglock.WithHeartbeatFrequency(250 * time.Millisecond)}
+	lk, other := NewLocker(newClient(t, table, short...)), NewLocker(newClient(t, table, short...))
+	var otherErr, ctxErr error
+	job := cron.NewChain(lk.Wrap("long")).Then(ContextFunc(func(ctx context.Context) {
+		time.Sleep(1500 * time.Millisecond)
+		if h, err := other.TryLock(context.Background(), "long"); err == nil {
+			_ = h.Unlock(context.Background())
+		} else {
+			otherErr = err
+		}
+		time.Sleep(1500 * time.Millisecond)
+		ctxErr = context.Cause(ctx)
+	}))
+	job.Run()
+	if !heldElsewhere(otherErr) {
+		t.Errorf("another replica's TryLock during the run: %v, want the lock held", otherErr)
+	}
+	if ctxErr != nil {
+		t.Errorf("the job's context ended during the run: %v", ctxErr)
+	}
+}

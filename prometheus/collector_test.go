@@ -30,7 +30,9 @@ func TestCollectorScrape(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	reg := prometheus.NewRegistry()
+	// The pedantic registry also checks that what Collect sends matches
+	// what Describe announced.
+	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(NewCollector(c, WithConstLabels(prometheus.Labels{"table": "orders"})))
 	want := map[string]float64{"pglock_acquired_total": 2, "pglock_released_total": 1, "pglock_held": 1}
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(exposition(want, "orders"))); err != nil {
