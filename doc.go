@@ -150,7 +150,8 @@
 // waits and their durations, handoff latency after a release notification,
 // stale takeovers, losses, heartbeats and their failures, and whether release
 // notifications arrive. It costs a few atomic loads and adds no dependency.
-// The Client.Stats example writes it in the Prometheus text format; an
+// The module cirello.io/pglock/prometheus exports it as Prometheus metrics
+// (a module of its own, so that this one needs no metrics library); an
 // OpenTelemetry exporter maps the same fields to observable instruments in a
 // callback.
 //
@@ -159,5 +160,8 @@
 // The repository's docs directory has the topic guides: safety.md (the
 // guarantee, what it assumes, and how it is tested), operations.md
 // (connections, network settings, upgrading from the original library,
-// monitoring), election.md, cli.md (the pglock command) and performance.md.
+// monitoring), election.md, cli.md (the pglock command) and performance.md;
+// prometheus.md and cron.md describe the modules cirello.io/pglock/prometheus
+// (a Prometheus collector of Stats) and cirello.io/pglock/cron (robfig/cron
+// jobs on one replica at a time).
 package pglock

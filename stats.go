@@ -68,11 +68,11 @@ func monoNow() int64 {
 // while locks change hands may be a few events apart between fields; each
 // field on its own is exact.
 //
-// Export it to a metrics system by reading it on each scrape: see the
-// package example that writes the Prometheus text format, and map the same
-// fields to OpenTelemetry asynchronous instruments (an Int64ObservableCounter
-// per total, a gauge for Held and Listening) the same way. Neither system is
-// a dependency of this package.
+// Export it to a metrics system by reading it on each scrape: the module
+// cirello.io/pglock/prometheus is a Prometheus collector of it, and the same
+// fields map to OpenTelemetry asynchronous instruments (an
+// Int64ObservableCounter per total, a gauge for Held and Listening). Neither
+// system is a dependency of this package.
 type Stats struct {
 	// Acquired counts locks acquired, including takeovers of stale locks.
 	Acquired int64

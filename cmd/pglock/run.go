@@ -82,6 +82,10 @@ type runner struct {
 	db *sql.DB
 	c  *pglock.Client
 	l  *pglock.Lock // nil until acquired
+	// token is l's record version number when it was acquired: the
+	// command's fencing token. Heartbeats raise the lock's number later,
+	// but every number a successor gets is larger still.
+	token int64
 }
 
 // lock connects and acquires the lock; until it returns, a signal stops the
@@ -104,7 +108,7 @@ func (r *runner) lock() (status int, ok bool) {
 	r.db, r.c = db, c
 	l, err := acquire(waitCtx, c, r.name, r.try, r.timeout)
 	if err == nil {
-		r.l = l
+		r.l, r.token = l, l.RecordVersionNumber()
 	}
 	if sig := stopWatching(); sig != nil {
 		r.finish(false)
@@ -147,12 +151,14 @@ func heldByOther(err error) bool {
 		!errors.Is(err, pglock.ErrClosed)
 }
 
-// execute runs the command under the lock, passes signals on to it, and
-// ends it when the lock is lost. It then releases the lock and stops the
-// client, and returns pglock run's exit status.
+// execute runs the command under the lock, with the lock's name and
+// fencing token in its environment (see commandEnv), passes signals on to
+// it, and ends it when the lock is lost. It then releases the lock and
+// stops the client, and returns pglock run's exit status.
 func (r *runner) execute() int {
 	cmd := exec.Command(r.argv[0], r.argv[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.Env = commandEnv(r.name, r.token)
 	if err := cmd.Start(); err != nil {
 		r.finish(false)
 		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
