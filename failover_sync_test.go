@@ -2,6 +2,7 @@ package pglock_test
 
 import (
 	"database/sql"
+	"fmt"
 	"testing"
 	"time"
 
@@ -45,6 +46,9 @@ func testFailoverSync(t *testing.T, driver string) {
 	relisten := waitFor(t, 10*time.Second, "waiter listening on the new primary", func() bool {
 		s := waiter.Stats()
 		return s.Listening && s.ListenerConnects > listens
+	}, func() string {
+		return fmt.Sprintf("waiter's acquire returned: %v; %d listener connections before the kill; waiter %+v",
+			len(waited) > 0, listens, waiter.Stats())
 	})
 	t.Logf("listener back %v after the promotion", relisten.Round(time.Millisecond))
 	// The waiter from before the failover gets its lock, whether its wait
@@ -108,13 +112,19 @@ func checkHandoff(t *testing.T, holder, waiter *pglock.Client) {
 	t.Helper()
 	l, err := holder.AcquireContext(testCtx(t), "handoff-after")
 	require.NoError(t, err)
+	waits := waiter.Stats().Waits
 	waited := acquireAsync(testCtx(t), waiter, "handoff-after")
-	time.Sleep(300 * time.Millisecond) // the waiter's first try finds the lock held
-	select {
-	case res := <-waited:
-		t.Fatalf("the waiter did not wait for a held lock: %v", res.err)
-	default:
-	}
+	// The waiter's first try finds the lock held: it waits, and its listener
+	// is up before the release, whose notification must reach it.
+	waitFor(t, 10*time.Second, "the waiter waiting and listening", func() bool {
+		select {
+		case res := <-waited:
+			t.Fatalf("the waiter did not wait for a held lock: %v", res.err)
+		default:
+		}
+		s := waiter.Stats()
+		return s.Waits > waits && s.Listening
+	})
 	before := waiter.Stats()
 	start := time.Now()
 	require.NoError(t, holder.Release(l))
