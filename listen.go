@@ -102,9 +102,11 @@ func (r *waitRoom) session(ctx context.Context, dial dialFunc, ready func()) err
 	if err := r.probe(ctx, n); err != nil {
 		return err
 	}
+	// Counted before it shows as listening: a Stats that shows it
+	// listening counts it among ListenerConnects.
+	r.c.stats.listens.Add(1)
 	r.sessions.Add(1)
 	defer r.sessions.Add(-1)
-	r.c.stats.listens.Add(1)
 	for {
 		payload, err := n.wait(ctx)
 		if err != nil {
