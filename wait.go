@@ -43,6 +43,13 @@ type waitRoom struct {
 	// deaf is set once a probe showed that notifications cannot reach this
 	// client's sessions (see probe): no listener starts again.
 	deaf atomic.Bool
+	// heard is set once the probe of one of this client's sessions arrived:
+	// notifications can reach its sessions, so a later probe that misses
+	// does not make it deaf.
+	heard atomic.Bool
+	// wrapDial, set by tests before anyone waits, wraps the dial of every
+	// listener.
+	wrapDial func(dialFunc) dialFunc
 }
 
 // waiter is one goroutine blocked in AcquireContext.
