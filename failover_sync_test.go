@@ -1,6 +1,7 @@
 package pglock_test
 
 import (
+	"context"
 	"database/sql"
 	"fmt"
 	"testing"
@@ -110,20 +111,38 @@ func rvnsOf(locks []*pglock.Lock) map[*pglock.Lock]int64 {
 // release's notification reached it from the new primary.
 func checkHandoff(t *testing.T, holder, waiter *pglock.Client) {
 	t.Helper()
-	l, err := holder.AcquireContext(testCtx(t), "handoff-after")
+	ctx := testCtx(t)
+	// A second wait keeps the waiter's listener up through the handoff. The
+	// listener of a single wait stops once its waiter holds the lock, and
+	// the waiter may take it by a poll (a new session wakes every waiter to
+	// look once): the session may then close before it reads the release's
+	// notification.
+	kept, err := holder.AcquireContext(ctx, "handoff-listener")
+	require.NoError(t, err)
+	defer func() { require.NoError(t, holder.Release(kept)) }()
+	keepCtx, stopKeeping := context.WithCancel(ctx)
+	keeping := acquireAsync(keepCtx, waiter, "handoff-listener")
+	defer func() {
+		stopKeeping()
+		if res := <-keeping; res.err == nil {
+			t.Errorf("the waiter took %s while the holder held it", res.l.Name())
+		}
+	}()
+	connects := waiter.Stats().ListenerConnects
+	waitFor(t, 10*time.Second, "the waiter listening", func() bool {
+		s := waiter.Stats()
+		return s.Listening && s.ListenerConnects > connects
+	}, func() string {
+		return fmt.Sprintf("the wait returned: %v; waiter %+v", len(keeping) > 0, waiter.Stats())
+	})
+
+	l, err := holder.AcquireContext(ctx, "handoff-after")
 	require.NoError(t, err)
 	waits := waiter.Stats().Waits
-	waited := acquireAsync(testCtx(t), waiter, "handoff-after")
-	// The waiter's first try finds the lock held: it waits, and its listener
-	// is up before the release, whose notification must reach it.
-	waitFor(t, 10*time.Second, "the waiter waiting and listening", func() bool {
-		select {
-		case res := <-waited:
-			t.Fatalf("the waiter did not wait for a held lock: %v", res.err)
-		default:
-		}
-		s := waiter.Stats()
-		return s.Waits > waits && s.Listening
+	waited := acquireAsync(ctx, waiter, "handoff-after")
+	waitFor(t, 10*time.Second, "the waiter waiting", func() bool {
+		stillWaiting(t, waited)
+		return waiter.Stats().Waits > waits
 	})
 	before := waiter.Stats()
 	start := time.Now()
@@ -141,4 +160,14 @@ func checkHandoff(t *testing.T, holder, waiter *pglock.Client) {
 	// proof is the notification, not which of the two woke the waiter.
 	require.Eventually(t, func() bool { return waiter.Stats().Notifications > before.Notifications }, 10*time.Second, time.Millisecond,
 		"no release notification reached the waiter")
+}
+
+// stillWaiting fails t if the wait whose result comes on got has returned.
+func stillWaiting(t *testing.T, got <-chan acquireResult) {
+	t.Helper()
+	select {
+	case res := <-got:
+		t.Fatalf("the waiter did not wait for a held lock: %v", res.err)
+	default:
+	}
 }
