@@ -4,7 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -162,3 +164,30 @@ func Closing(c *Client) bool { return c.closing.Err() != nil }
 
 // WaitIdle waits until no statement or background release of c runs.
 func WaitIdle(ctx context.Context, c *Client) error { return c.calls.Wait(ctx) }
+// MissProbes makes the LISTEN sessions of c for which miss(n) is true (n
+// counts c's sessions from 1) never see their probe, as a session whose
+// probe is still unread when its bound ends. Call it before c waits.
+func MissProbes(c *Client, miss func(session int) bool) {
+	var sessions atomic.Int32
+	c.waits.wrapDial = func(dial dialFunc) dialFunc {
+		return func(ctx context.Context, channel string) (notifier, error) {
+			n, err := dial(ctx, channel)
+			if err != nil || !miss(int(sessions.Add(1))) {
+				return n, err
+			}
+			return probeMisser{n}, nil
+		}
+	}
+}
+
+// probeMisser is a session that drops the notifications carrying probes.
+type probeMisser struct{ notifier }
+
+func (m probeMisser) wait(ctx context.Context) (string, error) {
+	for {
+		payload, err := m.notifier.wait(ctx)
+		if err != nil || !strings.HasPrefix(payload, probePrefix) {
+			return payload, err
+		}
+	}
+}

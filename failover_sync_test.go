@@ -1,7 +1,9 @@
 package pglock_test
 
 import (
+	"context"
 	"database/sql"
+	"fmt"
 	"testing"
 	"time"
 
@@ -45,6 +47,9 @@ func testFailoverSync(t *testing.T, driver string) {
 	relisten := waitFor(t, 10*time.Second, "waiter listening on the new primary", func() bool {
 		s := waiter.Stats()
 		return s.Listening && s.ListenerConnects > listens
+	}, func() string {
+		return fmt.Sprintf("waiter's acquire returned: %v; %d listener connections before the kill; waiter %+v",
+			len(waited) > 0, listens, waiter.Stats())
 	})
 	t.Logf("listener back %v after the promotion", relisten.Round(time.Millisecond))
 	// The waiter from before the failover gets its lock, whether its wait
@@ -106,15 +111,39 @@ func rvnsOf(locks []*pglock.Lock) map[*pglock.Lock]int64 {
 // release's notification reached it from the new primary.
 func checkHandoff(t *testing.T, holder, waiter *pglock.Client) {
 	t.Helper()
-	l, err := holder.AcquireContext(testCtx(t), "handoff-after")
+	ctx := testCtx(t)
+	// A second wait keeps the waiter's listener up through the handoff. The
+	// listener of a single wait stops once its waiter holds the lock, and
+	// the waiter may take it by a poll (a new session wakes every waiter to
+	// look once): the session may then close before it reads the release's
+	// notification.
+	kept, err := holder.AcquireContext(ctx, "handoff-listener")
 	require.NoError(t, err)
-	waited := acquireAsync(testCtx(t), waiter, "handoff-after")
-	time.Sleep(300 * time.Millisecond) // the waiter's first try finds the lock held
-	select {
-	case res := <-waited:
-		t.Fatalf("the waiter did not wait for a held lock: %v", res.err)
-	default:
-	}
+	defer func() { require.NoError(t, holder.Release(kept)) }()
+	keepCtx, stopKeeping := context.WithCancel(ctx)
+	keeping := acquireAsync(keepCtx, waiter, "handoff-listener")
+	defer func() {
+		stopKeeping()
+		if res := <-keeping; res.err == nil {
+			t.Errorf("the waiter took %s while the holder held it", res.l.Name())
+		}
+	}()
+	connects := waiter.Stats().ListenerConnects
+	waitFor(t, 10*time.Second, "the waiter listening", func() bool {
+		s := waiter.Stats()
+		return s.Listening && s.ListenerConnects > connects
+	}, func() string {
+		return fmt.Sprintf("the wait returned: %v; waiter %+v", len(keeping) > 0, waiter.Stats())
+	})
+
+	l, err := holder.AcquireContext(ctx, "handoff-after")
+	require.NoError(t, err)
+	waits := waiter.Stats().Waits
+	waited := acquireAsync(ctx, waiter, "handoff-after")
+	waitFor(t, 10*time.Second, "the waiter waiting", func() bool {
+		stillWaiting(t, waited)
+		return waiter.Stats().Waits > waits
+	})
 	before := waiter.Stats()
 	start := time.Now()
 	require.NoError(t, holder.Release(l))
@@ -131,4 +160,14 @@ func checkHandoff(t *testing.T, holder, waiter *pglock.Client) {
 	// proof is the notification, not which of the two woke the waiter.
 	require.Eventually(t, func() bool { return waiter.Stats().Notifications > before.Notifications }, 10*time.Second, time.Millisecond,
 		"no release notification reached the waiter")
+}
+
+// stillWaiting fails t if the wait whose result comes on got has returned.
+func stillWaiting(t *testing.T, got <-chan acquireResult) {
+	t.Helper()
+	select {
+	case res := <-got:
+		t.Fatalf("the waiter did not wait for a held lock: %v", res.err)
+	default:
+	}
 }

@@ -242,12 +242,15 @@ func (a *acquirer) stop() []acquired {
 }
 
 // waitFor polls cond every 10ms until it holds and returns how long that
-// took, failing t after limit.
-func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) time.Duration {
+// took, failing t after limit with what, and what state says then.
+func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool, state ...func() string) time.Duration {
 	t.Helper()
 	start := time.Now()
 	for !cond() {
 		if time.Since(start) > limit {
+			for _, s := range state {
+				what += "; " + s()
+			}
 			t.Fatalf("%s: not after %v", what, limit)
 		}
 		time.Sleep(10 * time.Millisecond)

@@ -68,6 +68,9 @@ func (r *waitRoom) listen(ctx context.Context, l *listener) {
 		})
 		return
 	}
+	if r.wrapDial != nil {
+		dial = r.wrapDial(dial)
+	}
 	backoff := 10 * time.Millisecond
 	for ctx.Err() == nil {
 		err := r.session(ctx, dial, readyOnce)
@@ -81,12 +84,16 @@ func (r *waitRoom) listen(ctx context.Context, l *listener) {
 			})
 			return
 		}
-		if errors.Is(err, errNotDelivered) {
+		if errors.Is(err, errNotDelivered) && !r.heard.Load() {
 			if !r.deaf.Swap(true) {
 				r.c.log.Warn(deafLog, "probe_bound", probeBound)
 			}
 			return
 		}
+		// A probe missed by a client whose sessions received theirs before
+		// says the server or the client was slow (a failover under load),
+		// not that notifications cannot arrive: the session is replaced like
+		// a broken one.
 		r.c.log.Debug("release listener lost, reconnecting", "error", err, "backoff", backoff)
 		t := time.NewTimer(jitter(backoff))
 		select {
@@ -112,9 +119,12 @@ func (r *waitRoom) session(ctx context.Context, dial dialFunc, ready func()) err
 	if err := r.probe(ctx, n); err != nil {
 		return err
 	}
+	r.heard.Store(true)
+	// Counted before it shows as listening: a Stats that shows it
+	// listening counts it among ListenerConnects.
+	r.c.stats.listens.Add(1)
 	r.sessions.Add(1)
 	defer r.sessions.Add(-1)
-	r.c.stats.listens.Add(1)
 	for {
 		payload, err := n.wait(ctx)
 		if err != nil {

@@ -14,10 +14,14 @@ import (
 // counted as listening would make waiters poll slowly for nothing. So a new
 // session first notifies its own channel with a probe payload; only once
 // the probe arrives does it count as listening (Stats.Listening). When it
-// does not arrive within probeBound the client logs once why, stops
-// listening for good, and its waiters poll at pollWithoutListener. The
-// probe costs one NOTIFY per session, and runs on the listener's goroutine:
-// no caller waits for it.
+// does not arrive within probeBound, and no session of the client ever
+// received its probe, the client logs once why, stops listening for good,
+// and its waiters poll at pollWithoutListener. A client whose sessions did
+// receive their probes has a path that delivers notifications: a probe it
+// misses later was late (the server or the client was too busy, as during
+// a failover under load), and the session is replaced like a broken one,
+// its waiters polling meanwhile. The probe costs one NOTIFY per session,
+// and runs on the listener's goroutine: no caller waits for it.
 
 // probeBound is how long a new session waits for its probe. A notification
 // on loopback takes about a millisecond; the bound leaves room for a loaded
@@ -67,5 +71,8 @@ func (r *waitRoom) probe(ctx context.Context, n notifier) error {
 func probePayload() string {
 	b := make([]byte, 12)
 	_, _ = rand.Read(b)
-	return "pglock-probe-" + hex.EncodeToString(b)
+	return probePrefix + hex.EncodeToString(b)
 }
+
+// probePrefix starts every probe payload.
+const probePrefix = "pglock-probe-"

@@ -61,13 +61,62 @@ func TestReleaseWakesWaiterOfAnotherClient(t *testing.T) {
 // "pglock_" and 12 bytes of the SHA-256 of schema, NUL, table name.
 func waitListening(t *testing.T, db *sql.DB, table string) {
 	t.Helper()
-	sum := sha256.Sum256([]byte("\x00" + table))
-	channel := "pglock_" + hex.EncodeToString(sum[:12])
 	require.Eventually(t, func() bool {
 		var n int
-		err := db.QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN %' AND strpos(query, $1) > 0`, channel).Scan(&n)
+		err := db.QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN %' AND strpos(query, $1) > 0`, releaseChannel(table)).Scan(&n)
 		return err == nil && n > 0
 	}, 5*time.Second, 5*time.Millisecond)
+}
+
+// releaseChannel is the release channel of table (in the public schema):
+// "pglock_" and 12 bytes of the SHA-256 of schema, NUL, table name.
+func releaseChannel(table string) string {
+	sum := sha256.Sum256([]byte("\x00" + table))
+	return "pglock_" + hex.EncodeToString(sum[:12])
+}
+
+// TestListenerOutlivesMissedProbe: a client whose LISTEN sessions received
+// their probes keeps listening when the probe of a later session misses
+// (during a failover, the new primary or the client itself may be too busy
+// to deliver it within its bound). The session is replaced like a broken
+// one, and releases wake the waiter through notifications again; the
+// client does not conclude that notifications cannot reach it, and its
+// waiters do not poll for good.
+func TestListenerOutlivesMissedProbe(t *testing.T) {
+	t.Parallel()
+	for _, driver := range driverNames {
+		t.Run(driver, func(t *testing.T) {
+			t.Parallel()
+			table, hdb := newTable(t)
+			opts := []pglock.ClientOption{pglock.WithLeaseDuration(time.Minute), pglock.WithHeartbeatFrequency(0)}
+			holder := sameTable(t, hdb, table, opts...)
+			waiter := sameTable(t, openDriver(t, driver), table, opts...)
+			pglock.MissProbes(waiter, func(session int) bool { return session == 2 })
+			ctx := testCtx(t)
+
+			l, err := holder.AcquireContext(ctx, "job")
+			require.NoError(t, err)
+			got := acquireAsync(ctx, waiter, "job")
+			require.Eventually(t, func() bool { s := waiter.Stats(); return s.Listening && s.ListenerConnects == 1 },
+				waitBound, time.Millisecond, "the first session never listened")
+
+			// The server ends the first session; the second one misses its
+			// probe.
+			_, err = hdb.ExecContext(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN %' AND strpos(query, $1) > 0`, releaseChannel(table))
+			require.NoError(t, err)
+			require.Eventually(t, func() bool { return !waiter.Stats().Listening }, waitBound, time.Millisecond)
+			require.Eventually(t, func() bool { s := waiter.Stats(); return s.Listening && s.ListenerConnects >= 2 },
+				pglock.ProbeBound+10*time.Second, time.Millisecond, "no session listened after the missed probe")
+
+			notes := waiter.Stats().Notifications
+			require.NoError(t, holder.ReleaseContext(ctx, l))
+			r := <-got
+			require.NoError(t, r.err)
+			require.NoError(t, waiter.ReleaseContext(ctx, r.l))
+			require.Eventually(t, func() bool { return waiter.Stats().Notifications > notes }, waitBound, time.Millisecond,
+				"the release's notification did not reach the waiter")
+		})
+	}
 }
 
 // TestBoundedPGXPoolPollsInsteadOfListening checks that a pool with a

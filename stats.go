@@ -141,6 +141,9 @@ func (s Stats) Held() int64 {
 // atomic loads and one short mutex) and safe to call from any goroutine.
 func (c *Client) Stats() Stats {
 	s := &c.stats
+	// A LISTEN session is counted in listens before it shows as listening:
+	// reading Listening first, a snapshot that shows it listening counts it.
+	listening := c.waits.isListening()
 	return Stats{
 		Acquired:          s.acquired.Load(),
 		Released:          s.released.Load(),
@@ -153,7 +156,7 @@ func (c *Client) Stats() Stats {
 		HeartbeatFailures: s.heartbeatFailures.Load(),
 		Notifications:     s.notifications.Load(),
 		ListenerConnects:  s.listens.Load(),
-		Listening:         c.waits.isListening(),
+		Listening:         listening,
 		Handoffs:          s.handoffs.Load(),
 		HandoffTime:       time.Duration(s.handoffNanos.Load()),
 		MaxHandoff:        time.Duration(s.maxHandoffNanos.Load()),

@@ -55,6 +55,13 @@ type waitRoom struct {
 	deaf atomic.Bool
 	// pollNote logs once why waiters poll without notifications.
 	pollNote sync.Once
+	// heard is set once the probe of one of this client's sessions arrived:
+	// notifications can reach its sessions, so a later probe that misses
+	// does not make it deaf.
+	heard atomic.Bool
+	// wrapDial, set by tests before anyone waits, wraps the dial of every
+	// listener.
+	wrapDial func(dialFunc) dialFunc
 }
 
 // waiter is one goroutine blocked in AcquireContext.

@@ -18,7 +18,9 @@ import (
 // live lock over.
 func TestRememberedRVNForgottenAfterLease(t *testing.T) {
 	t.Parallel()
-	const lease = 500 * time.Millisecond
+	// Long enough that h2's acquire never waits half a lease, which would
+	// renew the lock (and draw another RVN) before returning it.
+	const lease = time.Second
 	db := openDB(t)
 	h1, table := newClientTable(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(0))
 	w := sameTable(t, db, table, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(0))
