@@ -164,6 +164,7 @@ func Closing(c *Client) bool { return c.closing.Err() != nil }
 
 // WaitIdle waits until no statement or background release of c runs.
 func WaitIdle(ctx context.Context, c *Client) error { return c.calls.Wait(ctx) }
+
 // MissProbes makes the LISTEN sessions of c for which miss(n) is true (n
 // counts c's sessions from 1) never see their probe, as a session whose
 // probe is still unread when its bound ends. Call it before c waits.
