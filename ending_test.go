@@ -202,26 +202,34 @@ func TestGuardAndProclaimBoundedByLease(t *testing.T) {
 	const lease = 2 * time.Second
 	db := openDB(t)
 	c, table := newClientTable(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(200*time.Millisecond))
-	ld, err := c.NewElection("n").Campaign(testCtx(t), []byte("v"))
-	require.NoError(t, err)
-	blocker, err := db.BeginTx(testCtx(t), nil)
-	require.NoError(t, err)
-	defer func() { _ = blocker.Rollback() }()
-	_, err = blocker.Exec(`SELECT 1 FROM `+quote(table)+` WHERE name = $1 FOR UPDATE`, "n")
-	require.NoError(t, err)
+	lockRow := func(name string) {
+		blocker, err := db.BeginTx(testCtx(t), nil)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = blocker.Rollback() })
+		_, err = blocker.Exec(`SELECT 1 FROM `+quote(table)+` WHERE name = $1 FOR UPDATE`, name)
+		require.NoError(t, err)
+	}
 
+	ld, err := c.NewElection("proclaimed").Campaign(testCtx(t), []byte("v"))
+	require.NoError(t, err)
+	lockRow("proclaimed")
 	start := time.Now()
 	require.Error(t, ld.Proclaim(context.Background(), []byte("w")))
 	proclaimed := time.Since(start)
+
+	l, err := c.Acquire("guarded")
+	require.NoError(t, err)
+	lockRow("guarded")
 	tx, err := db.BeginTx(testCtx(t), nil)
 	require.NoError(t, err)
 	defer func() { _ = tx.Rollback() }()
 	start = time.Now()
-	require.Error(t, ld.Lock().Guard(context.Background(), tx))
+	require.Error(t, l.Guard(context.Background(), tx))
 	guarded := time.Since(start)
 	t.Logf("with the row locked elsewhere: Proclaim returned after %v, Guard after %v (lease %v)", proclaimed, guarded, lease)
 	assert.Less(t, proclaimed, lease+slack)
 	assert.Less(t, guarded, lease+slack)
+	assert.Greater(t, guarded, lease/2, "Guard waited for the row, within the lease left")
 }
 
 // slack is the allowance every time bound of these tests adds for a busy
