@@ -125,6 +125,13 @@ func (f *fleet) measure(b *testing.B, role string) {
 	}
 	waiting := f.rate(b, max(time.Second, f.lease/2), 3*f.lease) - base
 	perClient := waiting / float64(len(f.clients)) * f.lease.Seconds()
+	listening := 0
+	for _, c := range f.clients {
+		if c.Stats().Listening {
+			listening++
+		}
+	}
+	b.ReportMetric(float64(listening), "listening-clients")
 	b.ReportMetric(waiting, "stmts/s")
 	b.ReportMetric(perClient, "stmts/client/lease")
 	if role != "observers" {
