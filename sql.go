@@ -43,8 +43,8 @@ type statements struct {
 	// semAcquire takes one permit of a semaphore in one statement, whatever
 	// its number of permits ($2): it creates the marker row ($3, data $4)
 	// if missing and, when the marker's data is $4, takes one permit row
-	// "$1<i>" (i in 0..$2-1), picked at random among those missing,
-	// released (NULL RVN) or carrying a stale RVN the waiter watched ($8),
+	// "$1<i>" (i in 0..$2-1): the first of those missing, released (NULL
+	// RVN) or carrying a stale RVN the waiter watched ($8),
 	// as acquire takes a lock (data $5, owner $6, replace $7, sequence
 	// $9). Its rows, each (kind, permit, rvn, data, ours, owner, inserted,
 	// took over): one 'marker' row with the marker's data (NULL when the
@@ -212,8 +212,9 @@ WHERE record_version_number IS NOT NULL AND NOT EXISTS (SELECT 1 FROM acquired)`
 
 // semAcquireSQL is statements.semAcquire on the quoted table t. The
 // permit rows are looked up by name = ANY(ARRAY(...)), through the primary
-// key, as in heartbeatBatchSQL. The CTEs read by two parts of the
-// statement are materialized, so the permit picked at random is one.
+// key, as in heartbeatBatchSQL. Statements racing for the same free permit
+// queue on its row lock; ON CONFLICT's WHERE then refuses the row to all
+// but the first, which return nothing and try again at once.
 func semAcquireSQL(t string) string {
 	return `WITH marker_new AS (
 	INSERT INTO ` + t + ` (name, record_version_number, data, owner)
@@ -234,7 +235,7 @@ func semAcquireSQL(t string) string {
 	LEFT JOIN current c ON c.i = s.i
 	WHERE EXISTS (SELECT 1 FROM marker WHERE data = $4::bytea)
 		AND (c.i IS NULL OR c.record_version_number IS NULL OR c.record_version_number = ANY($8::bigint[]))
-	ORDER BY random()
+	ORDER BY s.i
 	LIMIT 1
 ), acquired AS (
 	INSERT INTO ` + t + ` AS l (name, record_version_number, data, owner)
