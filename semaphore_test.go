@@ -1,6 +1,7 @@
 package pglock_test
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -276,4 +277,43 @@ func TestSemaphoreConcurrency(t *testing.T) {
 	t.Logf("%d acquisitions, at most %d believers at once", acquired.Load(), peak)
 	require.LessOrEqual(t, peak, permits)
 	require.Greater(t, acquired.Load(), int64(30))
+}
+
+// TestSemaphoreIdlePolling: while notifications arrive, a client whose
+// goroutines wait for a full semaphore sends at most 4 statements a lease,
+// however many of them wait and however many permits there are.
+func TestSemaphoreIdlePolling(t *testing.T) {
+	t.Parallel()
+	db := openDB(t)
+	const lease = 2 * time.Second
+	holder, table := newClientTable(t, db, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(lease/4))
+	ctx := testCtx(t)
+	const permits = 5
+	s := holder.NewSemaphore("jobs", permits)
+	for i := 0; i < permits; i++ {
+		l, err := s.Acquire(ctx)
+		require.NoError(t, err)
+		defer l.Close()
+	}
+	cdb, cnt := countedDB(t)
+	w := unsafeClient(t, cdb, table, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(0))
+	wctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for i := 0; i < 3; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := w.NewSemaphore("jobs", permits).Acquire(wctx)
+			assert.ErrorIs(t, err, pglock.ErrNotAcquired)
+		}()
+	}
+	require.Eventually(t, func() bool { return w.Stats().Listening && w.Stats().Waits == 3 }, 10*time.Second, time.Millisecond)
+	time.Sleep(lease / 2)
+	before := cnt.Statements()
+	time.Sleep(2 * lease)
+	idle := cnt.Statements() - before
+	cancel()
+	wg.Wait()
+	t.Logf("3 waiters on one client: %d statements in 2 leases", idle)
+	assert.LessOrEqual(t, idle, int64(2*4+1), "the queue head polls once a quarter lease")
 }
