@@ -190,7 +190,11 @@ func (c *Client) acquireError(ctx context.Context, l *Lock, err error) error {
 	if cerr := contextError(ctx, ErrNotAcquired); cerr != nil {
 		return cerr
 	}
-	return typeError(&notAcquiredError{fmt.Errorf("pglock: cannot acquire %q: %w", l.queue(), withPoolerHint(err))})
+	what := fmt.Sprintf("%q", l.name)
+	if l.sem != nil {
+		what = fmt.Sprintf("a permit of semaphore %q", l.sem.name)
+	}
+	return typeError(&notAcquiredError{fmt.Errorf("pglock: cannot acquire %s: %w", what, withPoolerHint(err))})
 }
 
 // awaitChance sleeps until l's row may be taken: a release of its name was

@@ -42,9 +42,9 @@ func (c *Client) NewSemaphore(name string, permits int) *Semaphore {
 	case permits < 1 || permits > MaxPermits:
 		s.err = fmt.Errorf("%w: semaphore %q: %d permits, want 1 to %d", ErrInvalidName, name, permits, MaxPermits)
 	case validName(name) != nil:
-		s.err = fmt.Errorf("pglock: semaphore: %w", validName(name))
+		s.err = fmt.Errorf("%w (a semaphore's name)", validName(name))
 	case validName(name+permitsSuffix) != nil:
-		s.err = fmt.Errorf("pglock: semaphore %q: its marker row: %w", name, validName(name+permitsSuffix))
+		s.err = fmt.Errorf("%w (the row %q of semaphore %q)", validName(name+permitsSuffix), name+permitsSuffix, name)
 	}
 	return s
 }
@@ -135,7 +135,7 @@ func (s *Semaphore) Holders(ctx context.Context) ([]*ReadOnlyLock, error) {
 		switch {
 		case name == s.markerName():
 			if err := s.checkMarker(r.data); err != nil {
-				return nil, &OtherError{err}
+				return nil, &OtherError{fmt.Errorf("pglock: %w", err)}
 			}
 		case r.rvn.Valid:
 			held = append(held, (*ReadOnlyLock)(newEndedLock(c, name, r.owner.String, r.data, r.rvn.Int64, errNotHeld)))
@@ -165,6 +165,6 @@ func (s *Semaphore) checkMarker(data []byte) error {
 	if string(data) == string(s.marker) {
 		return nil
 	}
-	return fmt.Errorf("%w: semaphore %q has %q permits recorded in row %q, this client uses %d",
-		ErrPermitsMismatch, s.name, data, s.markerName(), s.permits)
+	return fmt.Errorf("semaphore %q has %q permits recorded in row %q, this client uses %d: %w",
+		s.name, data, s.markerName(), s.permits, ErrPermitsMismatch)
 }

@@ -317,3 +317,20 @@ func TestSemaphoreIdlePolling(t *testing.T) {
 	t.Logf("3 waiters on one client: %d statements in 2 leases", idle)
 	assert.LessOrEqual(t, idle, int64(2*4+1), "the queue head polls once a quarter lease")
 }
+
+// TestSemaphoreErrorMessages: errors name the semaphore and what is wrong.
+func TestSemaphoreErrorMessages(t *testing.T) {
+	t.Parallel()
+	db := openDB(t)
+	c, _ := newClientTable(t, db)
+	ctx := testCtx(t)
+	l, err := c.NewSemaphore("jobs", 2).Acquire(ctx)
+	require.NoError(t, err)
+	defer l.Close()
+	_, err = c.NewSemaphore("jobs", 3).Acquire(ctx)
+	require.ErrorIs(t, err, pglock.ErrPermitsMismatch)
+	require.Contains(t, err.Error(), `cannot acquire a permit of semaphore "jobs"`)
+	require.Contains(t, err.Error(), `"2" permits recorded in row "jobs#permits", this client uses 3`)
+	_, err = c.NewSemaphore("jobs", 0).Acquire(ctx)
+	require.Contains(t, err.Error(), `semaphore "jobs": 0 permits, want 1 to 1000`)
+}
