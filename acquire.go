@@ -99,7 +99,7 @@ func (c *Client) attemptAny(ctx context.Context, l *Lock) (attemptResult, error)
 // awaitAny is awaitChance, or a semaphore's wait for a permit.
 func (c *Client) awaitAny(ctx context.Context, w *waiter, l *Lock) error {
 	if l.sem != nil {
-		return l.sem.awaitChance(ctx, w)
+		return l.sem.awaitChance(ctx, w, l)
 	}
 	return c.awaitChance(ctx, w, l)
 }

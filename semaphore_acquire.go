@@ -158,27 +158,78 @@ func (s *Semaphore) acquireRows(ctx context.Context, q querier, l *Lock, stale p
 }
 
 // awaitChance sleeps until a permit may be free: a release of one of the
-// permit rows was announced, a watched permit's RVN turns stale, the poll
-// interval passes, or ctx ends. The attempt that follows is the poll.
-func (s *Semaphore) awaitChance(ctx context.Context, w *waiter) error {
+// permit rows was announced, a watched permit's RVN turns stale, or a poll
+// finds a permit free, released or stale. As a lock's waiter does, a
+// waiter with data polls with a plain read of the permits, so that its
+// data goes to the server only with an attempt that can take one; one
+// without data attempts at once, which costs the same.
+func (s *Semaphore) awaitChance(ctx context.Context, w *waiter, l *Lock) error {
+	for {
+		polled, err := s.sleep(ctx, w)
+		if err != nil || !polled || len(l.data) == 0 {
+			return err
+		}
+		if free, err := s.peek(ctx); err != nil || free {
+			return nil // the attempt tells what went wrong, or takes a permit
+		}
+	}
+}
+
+// sleep waits until a release of a permit is announced, a watched permit's
+// RVN turns stale, the poll interval passes, or ctx ends. It reports
+// whether it woke for the poll alone.
+func (s *Semaphore) sleep(ctx context.Context, w *waiter) (polled bool, err error) {
 	c := s.client
 	d := c.waits.pollInterval(w.polls == 0)
 	w.polls++
 	now := c.clock.now()
+	polled = true
 	for _, name := range s.permitNames() {
-		if _, staleAt := c.waits.stale(name, now); !staleAt.IsZero() {
-			d = min(d, staleAt.Sub(now))
+		if _, staleAt := c.waits.stale(name, now); !staleAt.IsZero() && staleAt.Sub(now) <= d {
+			d, polled = staleAt.Sub(now), false
 		}
 	}
 	t := time.NewTimer(max(d, 0))
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
-		return contextError(ctx, ErrNotAcquired)
+		return false, contextError(ctx, ErrNotAcquired)
 	case <-w.wake:
+		return false, nil
 	case <-t.C:
+		return polled, nil
 	}
-	return nil
+}
+
+// peek reads the permit rows' RVNs and owners on the client's own
+// connections, watches the held ones, and reports whether a permit is
+// free, released or stale.
+func (s *Semaphore) peek(ctx context.Context) (free bool, err error) {
+	c := s.client
+	held := 0
+	err = c.statement(ctx, func(ctx context.Context) error {
+		return c.keep.onOwn(ctx, func(ctx context.Context, q querier) error {
+			held = 0
+			return eachRow(ctx, q, func(rows *sql.Rows) error {
+				var (
+					name string
+					r    rowState
+				)
+				if err := rows.Scan(&name, &r.rvn, &r.owner); err != nil {
+					return err
+				}
+				if r.rvn.Valid {
+					held++
+					c.waits.observe(name, r.rvn.Int64, c.clock.now())
+				}
+				return nil
+			}, c.sql.reread, pq.StringArray(s.permitNames()))
+		})
+	}, nil)
+	if err != nil || held < s.permits {
+		return true, err
+	}
+	return len(s.staleRVNs(c.clock.now())) > 0, nil
 }
 
 // readNamed reads the rows of names, by name, on the caller's pool.

@@ -166,7 +166,7 @@ func TestSemaphoreStaleTakeover(t *testing.T) {
 	require.NoError(t, err)
 
 	start := time.Now()
-	l, err := w.NewSemaphore("jobs", 1).Acquire(ctx)
+	l, err := w.NewSemaphore("jobs", 1).Acquire(ctx, pglock.WithData([]byte("d")))
 	require.NoError(t, err)
 	took := time.Since(start)
 	require.GreaterOrEqual(t, took, lease)
@@ -281,7 +281,8 @@ func TestSemaphoreConcurrency(t *testing.T) {
 
 // TestSemaphoreIdlePolling: while notifications arrive, a client whose
 // goroutines wait for a full semaphore sends at most 4 statements a lease,
-// however many of them wait and however many permits there are.
+// however many of them wait, and a waiter with data polls with plain reads
+// that do not carry it.
 func TestSemaphoreIdlePolling(t *testing.T) {
 	t.Parallel()
 	db := openDB(t)
@@ -303,16 +304,22 @@ func TestSemaphoreIdlePolling(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, err := w.NewSemaphore("jobs", permits).Acquire(wctx)
+			_, err := w.NewSemaphore("jobs", permits).Acquire(wctx, pglock.WithData([]byte("payload")))
 			assert.ErrorIs(t, err, pglock.ErrNotAcquired)
 		}()
 	}
 	require.Eventually(t, func() bool { return w.Stats().Listening && w.Stats().Waits == 3 }, 10*time.Second, time.Millisecond)
 	time.Sleep(lease / 2)
 	before := cnt.Statements()
+	var rec recorder
+	cnt.SetObserver(rec.observe)
 	time.Sleep(2 * lease)
+	cnt.SetObserver(nil)
 	idle := cnt.Statements() - before
 	cancel()
+	for _, e := range rec.take() {
+		assert.NotContains(t, e.Query, "marker_new", "a poll sent the acquire statement and its data")
+	}
 	wg.Wait()
 	t.Logf("3 waiters on one client: %d statements in 2 leases", idle)
 	assert.LessOrEqual(t, idle, int64(2*4+1), "the queue head polls once a quarter lease")
