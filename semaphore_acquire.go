@@ -40,7 +40,7 @@ func (s *Semaphore) attempt(ctx context.Context, l *Lock) (attemptResult, error)
 	for _, r := range rows {
 		switch r.kind {
 		case "marker":
-			if r.data == nil {
+			if !r.ours {
 				return res, nil // created concurrently, not visible yet: look again
 			}
 			if err := s.checkMarker(r.data); err != nil {

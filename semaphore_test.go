@@ -114,6 +114,14 @@ func TestSemaphoreMismatchedPermits(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, holders, 1)
 	require.NoError(t, l.Close())
+
+	// A marker row that is not one (a plain lock of that name, without
+	// data) is a mismatch too, not a reason to try again forever.
+	m, err := c.Acquire("plain#permits")
+	require.NoError(t, err)
+	defer m.Close()
+	_, err = c.NewSemaphore("plain", 2).Acquire(ctx)
+	require.ErrorIs(t, err, pglock.ErrPermitsMismatch)
 }
 
 // TestSemaphoreHandoff: a waiter is woken by the release of a permit, well

@@ -47,8 +47,9 @@ type statements struct {
 	// RVN) or carrying a stale RVN the waiter watched ($8),
 	// as acquire takes a lock (data $5, owner $6, replace $7, sequence
 	// $9). Its rows, each (kind, permit, rvn, data, ours, owner, inserted,
-	// took over): one 'marker' row with the marker's data (NULL when the
-	// marker was created concurrently and cannot be seen yet); then one
+	// took over): one 'marker' row with the marker's data, and in ours
+	// whether it was seen at all (not when it was created concurrently and
+	// cannot be seen yet); then one
 	// 'acquired' row, or, when none was taken, a 'held' row per permit
 	// seen held. Rows seen held are not touched, and ON CONFLICT re-checks
 	// a row another statement took meanwhile, so a permit row is taken
@@ -250,7 +251,7 @@ func semAcquireSQL(t string) string {
 		$7::boolean OR l.data IS NOT DISTINCT FROM $5::bytea AS ours,
 		l.xmax = 0 AS inserted
 )
-SELECT 'marker', -1, NULL::bigint, (SELECT data FROM marker LIMIT 1), false, NULL::text, false, false
+SELECT 'marker', -1, NULL::bigint, (SELECT data FROM marker LIMIT 1), EXISTS (SELECT 1 FROM marker), NULL::text, false, false
 UNION ALL
 SELECT 'acquired', free.i, acquired.record_version_number, acquired.data, acquired.ours, NULL::text,
 	acquired.inserted, free.held FROM acquired CROSS JOIN free
