@@ -210,9 +210,11 @@ func TestSemaphoreOneStatement(t *testing.T) {
 		var held []*pglock.Lock
 		for i := 0; i < min(n, 3); i++ {
 			cnt.Reset()
+			start := time.Now()
 			l, err := s.Acquire(ctx)
 			require.NoError(t, err)
 			require.EqualValues(t, 1, cnt.Statements(), "acquire %d of %d", i, n)
+			t.Logf("acquire %d of %d permits: %v", i, n, time.Since(start))
 			held = append(held, l)
 		}
 		if n == 1 {
