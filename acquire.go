@@ -29,7 +29,7 @@ func (c *Client) acquire(ctx context.Context, l *Lock) (attemptResult, error) {
 	if !l.failIfLocked {
 		// Goroutines of this client already queue for the name: wait behind
 		// them instead of racing them, so none of them starves.
-		if w = c.waits.joinIfQueued(l.name); w != nil {
+		if w = c.waits.joinIfQueued(l.queue()); w != nil {
 			c.stats.waits.Add(1)
 			l.waiting = true
 			if err := c.waits.waitTurn(ctx, w); err != nil {
@@ -41,7 +41,7 @@ func (c *Client) acquire(ctx context.Context, l *Lock) (attemptResult, error) {
 		if err := contextError(ctx, ErrNotAcquired); err != nil {
 			return attemptResult{}, err
 		}
-		res, err := c.attempt(ctx, l)
+		res, err := c.attemptAny(ctx, l)
 		switch {
 		case errors.Is(err, driver.ErrBadConn) && !l.maybeTaken:
 			// The statement may have taken the row before its reply was
@@ -59,14 +59,14 @@ func (c *Client) acquire(ctx context.Context, l *Lock) (attemptResult, error) {
 			continue // the row changed under the statement: look again at once
 		case w == nil:
 			c.stats.waits.Add(1)
-			c.log.Debug("lock is held, waiting", "lock", l.name, "owner", c.owner, "holder_rvn", res.rvn)
-			w = c.waits.join(l.name)
+			c.log.Debug("lock is held, waiting", "lock", l.queue(), "owner", c.owner, "holder_rvn", res.rvn)
+			w = c.waits.join(l.queue())
 			l.waiting = true
 			if err := c.waits.waitTurn(ctx, w); err != nil {
 				return res, contextError(ctx, ErrNotAcquired)
 			}
 		default:
-			if err := c.awaitChance(ctx, w, l); err != nil {
+			if err := c.awaitAny(ctx, w, l); err != nil {
 				return res, err
 			}
 		}
@@ -86,6 +86,22 @@ type attemptResult struct {
 	inserted bool          // the statement created the row
 	tookOver bool          // the row was held, at the stale RVN
 	renew    bool          // the RVN must be bumped before the lock is used
+}
+
+// attemptAny is attempt, or a semaphore's attempt for a permit.
+func (c *Client) attemptAny(ctx context.Context, l *Lock) (attemptResult, error) {
+	if l.sem != nil {
+		return l.sem.attempt(ctx, l)
+	}
+	return c.attempt(ctx, l)
+}
+
+// awaitAny is awaitChance, or a semaphore's wait for a permit.
+func (c *Client) awaitAny(ctx context.Context, w *waiter, l *Lock) error {
+	if l.sem != nil {
+		return l.sem.awaitChance(ctx, w, l)
+	}
+	return c.awaitChance(ctx, w, l)
 }
 
 // attempt sends the acquire statement once, taking the lock over when this
@@ -174,7 +190,11 @@ func (c *Client) acquireError(ctx context.Context, l *Lock, err error) error {
 	if cerr := contextError(ctx, ErrNotAcquired); cerr != nil {
 		return cerr
 	}
-	return typeError(&notAcquiredError{fmt.Errorf("pglock: cannot acquire %q: %w", l.name, withPoolerHint(err))})
+	what := fmt.Sprintf("%q", l.name)
+	if l.sem != nil {
+		what = fmt.Sprintf("a permit of semaphore %q", l.sem.name)
+	}
+	return typeError(&notAcquiredError{fmt.Errorf("pglock: cannot acquire %s: %w", what, withPoolerHint(err))})
 }
 
 // awaitChance sleeps until l's row may be taken: a release of its name was
@@ -308,17 +328,22 @@ func (c *Client) acquireRow(ctx context.Context, q querier, l *Lock, expected sq
 // the acquire did not create. It runs on the abandoned statement's
 // goroutine, which the client's runner owns.
 func (c *Client) releaseOrphan(l *Lock, res attemptResult) {
+	c.releaseOrphanRow(l.name, l.keepOnRelease, res)
+}
+
+// releaseOrphanRow is releaseOrphan of the row name.
+func (c *Client) releaseOrphanRow(name string, keepOnRelease bool, res attemptResult) {
 	query := c.sql.release
-	if l.keepOnRelease || !res.inserted {
+	if keepOnRelease || !res.inserted {
 		query = c.sql.releaseKeep
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.attemptTimeout())
 	defer cancel()
 	err := c.keep.onPool(ctx, func(ctx context.Context, q querier) error {
-		_, err := execAffected(ctx, q, query, l.name, res.rvn, c.sql.channel, c.owner)
+		_, err := execAffected(ctx, q, query, name, res.rvn, c.sql.channel, c.owner)
 		return err
 	})
 	if err != nil {
-		c.log.Debug("cannot release a lock acquired after its caller gave up; it expires after a lease", "lock", l.name, "error", err)
+		c.log.Debug("cannot release a lock acquired after its caller gave up; it expires after a lease", "lock", name, "error", err)
 	}
 }

@@ -219,17 +219,23 @@ func (c *Client) AcquireContext(ctx context.Context, name string, opts ...LockOp
 	if err := validName(name); err != nil {
 		return nil, &OtherError{&notAcquiredError{err}}
 	}
-	if c.closing.Err() != nil {
-		return nil, &OtherError{errors.Join(ErrNotAcquired, ErrClosed)}
-	}
-	if err := c.checkTable(ctx, false); err != nil {
-		return nil, &notAcquiredError{err}
-	}
 	l := &Lock{client: c, name: name, owner: c.owner, heartbeatContext: ctx, op: newOpLock()}
 	for _, opt := range opts {
 		if opt != nil {
 			opt(l)
 		}
+	}
+	return c.acquireNew(ctx, l)
+}
+
+// acquireNew acquires l, a lock or (l.sem set) a permit of a semaphore,
+// built with its options, and starts its heartbeat.
+func (c *Client) acquireNew(ctx context.Context, l *Lock) (*Lock, error) {
+	if c.closing.Err() != nil {
+		return nil, &OtherError{errors.Join(ErrNotAcquired, ErrClosed)}
+	}
+	if err := c.checkTable(ctx, false); err != nil {
+		return nil, &notAcquiredError{err}
 	}
 	if l.heartbeatContext == nil {
 		l.heartbeatContext = context.Background()
@@ -240,8 +246,8 @@ func (c *Client) AcquireContext(ctx context.Context, name string, opts ...LockOp
 	res, err := c.acquire(actx, l)
 	if err != nil {
 		c.live.remove(l)
-		if l.failIfLocked && res.known && errors.Is(err, ErrNotAcquired) {
-			return newEndedLock(c, name, res.holder, l.data, res.rvn, errNotHeld), err
+		if l.failIfLocked && res.known && l.sem == nil && errors.Is(err, ErrNotAcquired) {
+			return newEndedLock(c, l.name, res.holder, l.data, res.rvn, errNotHeld), err
 		}
 		return nil, err
 	}
@@ -255,7 +261,7 @@ func (c *Client) AcquireContext(ctx context.Context, name string, opts ...LockOp
 	if c.heartbeatFrequency > 0 {
 		c.heartbeats.add(l)
 	}
-	c.log.Debug("lock acquired", "lock", name, "owner", c.owner, "rvn", l.RecordVersionNumber())
+	c.log.Debug("lock acquired", "lock", l.name, "owner", c.owner, "rvn", l.RecordVersionNumber())
 	return l, nil
 }
 

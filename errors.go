@@ -47,6 +47,11 @@ var (
 	// it is empty, longer than 255 bytes, not valid UTF-8 or holds a NUL byte.
 	ErrInvalidName = errors.New("pglock: invalid name")
 
+	// ErrPermitsMismatch is returned by a Semaphore's Acquire and Holders
+	// when the number of permits recorded for its name differs from its
+	// own: clients that disagree on it must not share the semaphore.
+	ErrPermitsMismatch = errors.New("pglock: semaphore's number of permits differs from the one recorded")
+
 	// ErrClosed is wrapped in the errors of calls that need the client's
 	// background work after Close: AcquireContext, and waits it ended.
 	ErrClosed = errors.New("pglock: client closed")

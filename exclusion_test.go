@@ -33,7 +33,8 @@ import (
 // that RVN could first be seen.
 //
 // Each schedule drives three clients on two names, one action at a time:
-// acquire with FailIfLocked (or KeepOnRelease, or a Campaign), a batch
+// acquire with FailIfLocked (or KeepOnRelease, or a Campaign, or, on a row
+// of the schedule's semaphore of 1 or 2 permits, a permit), a batch
 // heartbeat tick, SendHeartbeat, Release or Resign (with a live, a short or
 // an ended context), Do (whose function returns, fails or panics), Close
 // of a client (replaced by a new one), Guard in a transaction, time
@@ -42,7 +43,8 @@ import (
 // A holder's belief lasts from the moment its acquire returns until its
 // Done closes, and the oracle samples it while statements are in flight
 // too: at the instant any acquire commits, no other client may still
-// believe it holds the name. A statement that frees a row may run a
+// believe it holds the name. No more clients than a semaphore has permits
+// may believe they hold one of its permits. A statement that frees a row may run a
 // rival's acquire between its commit and its reply, so that a release,
 // Resign or Close whose reply is delayed overlaps another client's
 // action. Every statement the clients send meets a fate chosen by the seed:
@@ -89,9 +91,9 @@ func TestExclusionUnderFaultSchedules(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	t.Logf("%d schedules from seed %d in %v: %d actions, %d faults injected, %d acquisitions, %d violations",
+	t.Logf("%d schedules from seed %d in %v: %d actions, %d faults injected, %d acquisitions (%d of permits), %d violations",
 		summary.schedules, base, time.Since(start).Round(time.Millisecond), summary.actions, summary.faults,
-		summary.acquisitions, summary.violations)
+		summary.acquisitions, summary.permits, summary.violations)
 }
 
 // envInt reads an integer from the environment, or returns def.
@@ -108,7 +110,7 @@ func envInt(t *testing.T, name string, def int) int {
 
 // scheduleTotals adds up what schedules did.
 type scheduleTotals struct {
-	schedules, actions, faults, acquisitions, violations int
+	schedules, actions, faults, acquisitions, permits, violations int
 }
 
 func (s *scheduleTotals) add(o scheduleTotals) {
@@ -116,6 +118,7 @@ func (s *scheduleTotals) add(o scheduleTotals) {
 	s.actions += o.actions
 	s.faults += o.faults
 	s.acquisitions += o.acquisitions
+	s.permits += o.permits
 	s.violations += o.violations
 }
 
@@ -200,6 +203,12 @@ type schedule struct {
 	// committed is when each RVN of the schedule's names was first seen
 	// committed, on the manual clock.
 	committed map[int64]time.Time
+	// sem and permits, when permits > 0, are a semaphore whose permit rows
+	// are among names: acquiring one of them takes a permit, and the
+	// oracle also checks that at most permits clients believe they hold
+	// one.
+	sem     string
+	permits int
 }
 
 // schedule starts the schedule of seed on w's clients.
@@ -225,8 +234,19 @@ func (w *scheduleWorker) schedule(seed uint64) *schedule {
 	if s.duel = s.rng.IntN(2) == 0; s.duel {
 		s.names, s.active = s.names[:1], 2
 		s.faultRate[0], s.faultRate[1] = []int{40, 75}[s.rng.IntN(2)], []int{2, 15}[s.rng.IntN(2)]
+	} else if s.rng.IntN(2) == 0 {
+		s.sem, s.permits = fmt.Sprintf("s%d-sem", seed), 1+s.rng.IntN(2)
+		for p := range s.permits {
+			s.names = append(s.names, fmt.Sprintf("%s#%d", s.sem, p))
+		}
 	}
 	return s
+}
+
+// isPermit reports whether name is a permit row of the schedule's
+// semaphore.
+func (s *schedule) isPermit(name string) bool {
+	return s.permits > 0 && strings.HasPrefix(name, s.sem+"#")
 }
 
 // fate decides what becomes of one statement of client i, and may move the
@@ -376,6 +396,10 @@ func (s *schedule) acquire(ctx context.Context, i int, name string) {
 	how, c := s.rng.IntN(4), s.clients[i]
 	s.mu.Unlock()
 	opts := []pglock.LockOption{pglock.FailIfLocked(), pglock.WithCustomHeartbeatContext(bg)}
+	if s.isPermit(name) && how < 2 {
+		s.acquirePermit(ctx, i, c, opts)
+		return
+	}
 	switch how {
 	case 0:
 		s.log("c%d campaign %s", i, name)
@@ -394,6 +418,26 @@ func (s *schedule) acquire(ctx context.Context, i int, name string) {
 	if l, err := c.AcquireContext(ctx, name, opts...); err == nil {
 		s.believe(i, name, l)
 	}
+}
+
+// acquirePermit has client i take a permit of the schedule's semaphore
+// without waiting, whichever permit row it is.
+func (s *schedule) acquirePermit(ctx context.Context, i int, c *pglock.Client, opts []pglock.LockOption) {
+	l, err := c.NewSemaphore(s.sem, s.permits).Acquire(ctx, opts...)
+	s.log("c%d acquire a permit of %s: %v", i, s.sem, err)
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	old := s.held[i][l.Name()]
+	s.mu.Unlock()
+	if old != nil && !old.IsReleased() {
+		s.fail("c%d took permit %s it still believed it held", i, l.Name())
+	}
+	s.believe(i, l.Name(), l)
+	s.mu.Lock()
+	s.totals.permits++
+	s.mu.Unlock()
 }
 
 // release has client i give up name, by Release or Resign, with a live, a
@@ -479,10 +523,10 @@ func (s *schedule) closeClient(i int) {
 // committed: when it acquired a name, no other client may still believe
 // it holds that name.
 func (s *schedule) checkSuccession(i int, query string, args []driver.NamedValue, rows [][]driver.Value) {
-	if !strings.HasPrefix(query, "WITH current AS") || len(rows) == 0 || rows[0][0] != true || len(args) == 0 {
+	name, ok := acquiredName(query, args, rows)
+	if !ok {
 		return
 	}
-	name, _ := args[0].Value.(string)
 	s.mu.Lock()
 	others := map[int]*pglock.Lock{}
 	for j := range s.held {
@@ -493,9 +537,29 @@ func (s *schedule) checkSuccession(i int, query string, args []driver.NamedValue
 	s.mu.Unlock()
 	for j, l := range others {
 		if !l.IsReleased() {
-			s.fail("c%d acquired %s at rvn %v while c%d still believed it held it at rvn %d", i, name, rows[0][1], j, l.RecordVersionNumber())
+			s.fail("c%d acquired %s while c%d still believed it held it at rvn %d", i, name, j, l.RecordVersionNumber())
 		}
 	}
+}
+
+// acquiredName returns the row an acquire statement (of a lock or of a
+// semaphore's permit) took, from its rows.
+func acquiredName(query string, args []driver.NamedValue, rows [][]driver.Value) (string, bool) {
+	if len(args) == 0 {
+		return "", false
+	}
+	name, _ := args[0].Value.(string)
+	switch {
+	case strings.HasPrefix(query, "WITH current AS"):
+		return name, len(rows) > 0 && rows[0][0] == true
+	case strings.HasPrefix(query, "WITH marker_new AS"): // kind, permit, rvn, ...
+		for _, r := range rows {
+			if r[0] == "acquired" {
+				return fmt.Sprintf("%s%d", name, r[1]), true
+			}
+		}
+	}
+	return "", false
 }
 
 // rivalAcquires has another client try to take the name whose row a
@@ -608,12 +672,17 @@ func (s *schedule) runDelayed() {
 // recordCommits notes the RVNs a statement that committed wrote, from the
 // rows it returned, with the time it committed.
 func (s *schedule) recordCommits(query string, rows [][]driver.Value) {
-	var col int
+	var (
+		col    int
+		permit bool // the first column tells an acquired permit's row
+	)
 	switch {
 	case strings.Contains(query, "unnest("): // the batch heartbeat: name, old, new, present
 		col = 2
 	case strings.HasPrefix(query, "WITH current AS"): // acquire: acquired, rvn, ...
 		col = 1
+	case strings.HasPrefix(query, "WITH marker_new AS"): // a permit's acquire: kind, permit, rvn, ...
+		col, permit = 2, true
 	case strings.HasPrefix(query, "UPDATE") && strings.Contains(query, "RETURNING record_version_number"):
 		col = 0
 	default:
@@ -623,7 +692,7 @@ func (s *schedule) recordCommits(query string, rows [][]driver.Value) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, r := range rows {
-		if col == 1 && r[0] != true {
+		if col == 1 && r[0] != true || permit && r[0] != "acquired" {
 			continue // not acquired: the RVN is the holder's
 		}
 		if rvn, ok := r[col].(int64); ok {
@@ -649,6 +718,7 @@ func (s *schedule) check() bool {
 		beliefs[i] = maps.Clone(s.held[i])
 	}
 	s.mu.Unlock()
+	permitHolders := 0
 	for _, name := range s.names {
 		var holders []string
 		for i := range beliefs {
@@ -667,6 +737,13 @@ func (s *schedule) check() bool {
 			ok = false
 			s.fail("%s held by %v at once", name, holders)
 		}
+		if s.isPermit(name) {
+			permitHolders += len(holders)
+		}
+	}
+	if permitHolders > s.permits {
+		ok = false
+		s.fail("%d permits of %s held at once, more than its %d", permitHolders, s.sem, s.permits)
 	}
 	return ok
 }

@@ -47,12 +47,13 @@ func (h *heldLocks) remove(l *Lock) {
 
 // named returns the locks of name still held or being released, and
 // forgets those that ended; with name "", every such lock. Locks still
-// being acquired are left out unless acquiring is set.
+// being acquired are left out unless acquiring is set; then a permit of a
+// semaphore that owns name counts too, whichever row it takes.
 func (h *heldLocks) named(name string, acquiring bool) []*Lock {
 	h.mu.Lock()
 	all := make([]*Lock, 0, len(h.locks))
 	for l := range h.locks {
-		if name == "" || l.name == name {
+		if name == "" || l.name == name || acquiring && l.sem.owns(name) {
 			all = append(all, l)
 		}
 	}
@@ -78,4 +79,12 @@ func (h *heldLocks) holdsOther(name string, l *Lock) bool {
 		}
 	}
 	return false
+}
+
+// rename sets the name of l, a semaphore's permit, to the permit row it
+// took; named reads names under h.mu.
+func (h *heldLocks) rename(l *Lock, name string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	l.name = name
 }

@@ -23,6 +23,9 @@ type Lock struct {
 	replaceData      bool
 	heartbeatContext context.Context
 	announce         bool // notify the release channel on acquisition (a campaign)
+	// sem is the semaphore whose permit this lock takes; name is then set
+	// (under the live registry's mutex) once a permit row is taken.
+	sem *Semaphore
 	// maybeTaken is set by the acquiring goroutine when an attempt's reply
 	// was lost (driver.ErrBadConn): the row may already be ours.
 	maybeTaken bool
@@ -238,6 +241,15 @@ func (l *Lock) claimsRowQuietly() bool {
 func (l *Lock) withinLease(ctx context.Context) (context.Context, context.CancelFunc) {
 	held, _ := l.state()
 	return context.WithTimeout(ctx, held.at.Add(l.client.holdFor()).Sub(l.client.clock.now()))
+}
+
+// queue is the wait-room queue l's waiters join: its name, or its
+// semaphore's.
+func (l *Lock) queue() string {
+	if l.sem != nil {
+		return l.sem.markerName()
+	}
+	return l.name
 }
 
 // heldAt is a lock's RVN and when the statement that set it began.

@@ -40,6 +40,23 @@ type statements struct {
 	// use it, so that observers learn of a new leader at once. Plain
 	// acquires do not pay for a NOTIFY.
 	acquireNotify string
+	// semAcquire takes one permit of a semaphore in one statement, whatever
+	// its number of permits ($2): it creates the marker row ($3, data $4)
+	// if missing and, when the marker's data is $4, takes one permit row
+	// "$1<i>" (i in 0..$2-1): the first of those missing, released (NULL
+	// RVN) or carrying a stale RVN the waiter watched ($8),
+	// as acquire takes a lock (data $5, owner $6, replace $7, sequence
+	// $9). Its rows, each (kind, permit, rvn, data, ours, owner, inserted,
+	// took over): one 'marker' row with the marker's data, and in ours
+	// whether it was seen at all (not when it was created concurrently and
+	// cannot be seen yet); then one
+	// 'acquired' row, or, when none was taken, a 'held' row per permit
+	// seen held. Rows seen held are not touched, and ON CONFLICT re-checks
+	// a row another statement took meanwhile, so a permit row is taken
+	// only when free, released or stale, as with acquire.
+	semAcquire string
+	// readNames reads the rows of some names ($1) as get does.
+	readNames string
 	// release deletes the row if it still carries our RVN and owner ($4)
 	// and notifies waiters; releaseKeep sets the RVN to NULL instead. Rows
 	// affected: 1 if released, 0 if the lock was lost.
@@ -124,6 +141,10 @@ RETURNING record_version_number`,
 
 		heartbeatBatch: heartbeatBatchSQL(t),
 
+		semAcquire: semAcquireSQL(t),
+
+		readNames: `SELECT name, owner, data, record_version_number FROM ` + t + ` WHERE name = ANY($1::text[])`,
+
 		reread: `SELECT name, record_version_number, owner FROM ` + t + ` WHERE name = ANY($1::text[])`,
 
 		get: `SELECT name, owner, data, record_version_number FROM ` + t + ` WHERE name = $1::text`,
@@ -187,6 +208,55 @@ SELECT true, record_version_number, data, ours, NULL::text, inserted,
 	EXISTS (SELECT 1 FROM current WHERE record_version_number IS NOT NULL) FROM acquired` + notify + `
 UNION ALL
 SELECT false, record_version_number, NULL::bytea, false, owner::text, false, false FROM current
+WHERE record_version_number IS NOT NULL AND NOT EXISTS (SELECT 1 FROM acquired)`
+}
+
+// semAcquireSQL is statements.semAcquire on the quoted table t. The
+// permit rows are looked up by name = ANY(ARRAY(...)), through the primary
+// key, as in heartbeatBatchSQL. Statements racing for the same free permit
+// queue on its row lock; ON CONFLICT's WHERE then refuses the row to all
+// but the first, which return nothing and try again at once.
+func semAcquireSQL(t string) string {
+	return `WITH marker_new AS (
+	INSERT INTO ` + t + ` (name, record_version_number, data, owner)
+	VALUES ($3::text, NULL, $4::bytea, $6::text)
+	ON CONFLICT (name) DO NOTHING
+	RETURNING data
+), marker AS (
+	SELECT data FROM marker_new
+	UNION ALL
+	SELECT data FROM ` + t + ` WHERE name = $3::text
+), slots AS (
+	SELECT i, $1::text || i::text AS name FROM generate_series(0, $2::int - 1) AS i
+), current AS (
+	SELECT s.i, l.record_version_number, l.owner FROM ` + t + ` l JOIN slots s ON s.name = l.name
+	WHERE l.name = ANY(ARRAY(SELECT name FROM slots))
+), free AS (
+	SELECT s.i, s.name, c.record_version_number IS NOT NULL AS held FROM slots s
+	LEFT JOIN current c ON c.i = s.i
+	WHERE EXISTS (SELECT 1 FROM marker WHERE data = $4::bytea)
+		AND (c.i IS NULL OR c.record_version_number IS NULL OR c.record_version_number = ANY($8::bigint[]))
+	ORDER BY s.i
+	LIMIT 1
+), acquired AS (
+	INSERT INTO ` + t + ` AS l (name, record_version_number, data, owner)
+	SELECT name, nextval($9::regclass), $5::bytea, $6::text FROM free
+	ON CONFLICT (name) DO UPDATE SET
+		record_version_number = EXCLUDED.record_version_number,
+		data = CASE WHEN $7::boolean THEN EXCLUDED.data ELSE l.data END,
+		owner = EXCLUDED.owner
+	WHERE l.record_version_number IS NULL OR l.record_version_number = ANY($8::bigint[])
+	RETURNING l.record_version_number,
+		CASE WHEN $7::boolean OR l.data IS NOT DISTINCT FROM $5::bytea THEN NULL ELSE l.data END AS data,
+		$7::boolean OR l.data IS NOT DISTINCT FROM $5::bytea AS ours,
+		l.xmax = 0 AS inserted
+)
+SELECT 'marker', -1, NULL::bigint, (SELECT data FROM marker LIMIT 1), EXISTS (SELECT 1 FROM marker), NULL::text, false, false
+UNION ALL
+SELECT 'acquired', free.i, acquired.record_version_number, acquired.data, acquired.ours, NULL::text,
+	acquired.inserted, free.held FROM acquired CROSS JOIN free
+UNION ALL
+SELECT 'held', i, record_version_number, NULL::bytea, false, owner::text, false, false FROM current
 WHERE record_version_number IS NOT NULL AND NOT EXISTS (SELECT 1 FROM acquired)`
 }
 

@@ -273,7 +273,8 @@ func (r *waitRoom) pollInterval(first bool) time.Duration {
 	return d
 }
 
-// announce wakes the head waiter of name, or of every name when all is set
+// announce wakes the head waiter of name, and of the semaphore name is a
+// permit row of (see permitQueue), or of every name when all is set
 // (a listener (re)connected and may have missed releases).
 func (r *waitRoom) announce(name string, all bool) {
 	r.mu.Lock()
@@ -291,6 +292,12 @@ func (r *waitRoom) announce(name string, all bool) {
 		}
 		if w := r.watches[name]; w != nil {
 			w.notify()
+		}
+		if sem, ok := permitQueue(name); ok {
+			if q := r.queues[sem]; len(q) > 0 {
+				q[0].notified.Store(monoNow())
+				wake(q)
+			}
 		}
 		return
 	}

@@ -20,9 +20,10 @@
 // stdout and nothing else. It exits 1 when there is no such lock; a row
 // kept with KeepOnRelease is shown as released, with status 0.
 //
-// run NAME [--try] [--timeout D] [--lease D] [--grace D] [--] CMD [ARGS...]
-// acquires the lock, runs CMD while holding it, releases it when CMD exits,
-// and exits with CMD's status. CMD starts at "--", or at the first argument
+// run NAME [--try] [--permits N] [--timeout D] [--lease D] [--grace D] [--] CMD [ARGS...]
+// acquires the lock (with --permits N, one of N permits of the semaphore
+// NAME), runs CMD while holding it, releases it when CMD exits, and exits
+// with CMD's status. CMD starts at "--", or at the first argument
 // after NAME that is not one of run's flags; write "--" when CMD starts
 // with "-". CMD gets pglock's stdin, stdout and stderr, and the SIGINT and
 // SIGTERM pglock receives. When the lock is lost while CMD runs (its
@@ -141,8 +142,8 @@ Commands:
   ls [--all] [--json]  list the held locks (--all: released rows kept too)
   get NAME [--json] [--data]
                        show one lock (--data: write its raw data to stdout)
-  run NAME [--try] [--timeout D] [--lease D] [--grace D] [--] CMD [ARGS...]
-                       hold the lock while CMD runs
+  run NAME [--try] [--permits N] [--timeout D] [--lease D] [--grace D] [--] CMD [ARGS...]
+                       hold the lock (--permits: one of N permits) while CMD runs
   release NAME --force delete a lock row whoever holds it (operator override)
   tune [--apply] [--rewrite] [--lock-timeout D]
                        report the table's fillfactor, size and share of HOT

@@ -22,6 +22,7 @@ type runOptions struct {
 	name                  string   // the lock
 	argv                  []string // the command
 	try                   bool
+	permits               int // > 0: hold one permit of the semaphore name
 	timeout, lease, grace time.Duration
 }
 
@@ -33,6 +34,7 @@ func parseRun(g *globals, args []string) (runOptions, error) {
 	fs.BoolVar(&o.try, "try", false, "exit at once with status 122 if the lock is held")
 	durationVar(fs, &o.timeout, "timeout", 0, 0, false, "give up waiting for the lock after this long, with status 124 (0: wait forever)")
 	durationVar(fs, &o.lease, "lease", pglock.DefaultLeaseDuration, pglock.MinLeaseDuration, true, "lease; every client of the lock must use the same")
+	fs.IntVar(&o.permits, "permits", 0, fmt.Sprintf("hold one of N permits of the semaphore NAME, up to %d, instead of the lock NAME (0: the lock); every client of NAME must use the same N", pglock.MaxPermits))
 	durationVar(fs, &o.grace, "grace", 10*time.Second, 0, false, "after the lock is lost, how long the command has between SIGTERM and SIGKILL")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -45,8 +47,11 @@ func parseRun(g *globals, args []string) (runOptions, error) {
 		return o, err
 	}
 	o.argv = fs.Args()
-	if len(o.argv) == 0 {
+	switch {
+	case len(o.argv) == 0:
 		return o, errors.New("run needs a command: pglock run NAME -- CMD [ARGS...]")
+	case o.permits < 0 || o.permits > pglock.MaxPermits:
+		return o, fmt.Errorf("invalid value %d for flag --permits: want 0 (a lock) or 1 to %d permits", o.permits, pglock.MaxPermits)
 	}
 	return o, nil
 }
@@ -106,7 +111,7 @@ func (r *runner) lock() (status int, ok bool) {
 		return r.g.fail(exitError, "%v", err), false
 	}
 	r.db, r.c = db, c
-	l, err := acquire(waitCtx, c, r.name, r.try, r.timeout)
+	l, err := acquire(waitCtx, c, r.name, r.permits, r.try, r.timeout)
 	if err == nil {
 		r.l, r.token = l, l.RecordVersionNumber()
 	}
@@ -127,8 +132,12 @@ func (r *runner) lock() (status int, ok bool) {
 func (r *runner) acquireFailure(err error) int {
 	name := safeText(r.name, 0)
 	switch {
+	case r.try && heldByOther(err) && r.permits > 0:
+		return r.g.fail(exitHeld, "all %d permits of semaphore %q are held by others", r.permits, name)
 	case r.try && heldByOther(err):
 		return r.g.fail(exitHeld, "lock %q is held by someone else", name)
+	case errors.Is(err, context.DeadlineExceeded) && r.permits > 0:
+		return r.g.fail(exitTimeout, "no permit of semaphore %q acquired within %v", name, r.timeout)
 	case errors.Is(err, context.DeadlineExceeded):
 		return r.g.fail(exitTimeout, "lock %q not acquired within %v", name, r.timeout)
 	}
@@ -148,6 +157,7 @@ func heldByOther(err error) bool {
 		!errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) &&
 		!errors.As(err, &pqErr) && !errors.As(err, &unavailable) &&
 		!errors.Is(err, pglock.ErrInvalidName) && !errors.Is(err, pglock.ErrInvalidTableName) &&
+		!errors.Is(err, pglock.ErrPermitsMismatch) &&
 		!errors.Is(err, pglock.ErrClosed)
 }
 
@@ -251,9 +261,10 @@ func watchSignals(sigs <-chan os.Signal) (context.Context, func() os.Signal) {
 	})
 }
 
-// acquire takes the lock, without waiting with try, and giving up after
-// timeout if positive or when ctx ends. The lock's heartbeat outlives ctx.
-func acquire(ctx context.Context, c *pglock.Client, name string, try bool, timeout time.Duration) (*pglock.Lock, error) {
+// acquire takes the lock, or one of permits permits of the semaphore name
+// when permits > 0, without waiting with try, and giving up after timeout
+// if positive or when ctx ends. The lock's heartbeat outlives ctx.
+func acquire(ctx context.Context, c *pglock.Client, name string, permits int, try bool, timeout time.Duration) (*pglock.Lock, error) {
 	if timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
@@ -262,6 +273,9 @@ func acquire(ctx context.Context, c *pglock.Client, name string, try bool, timeo
 	opts := []pglock.LockOption{pglock.WithCustomHeartbeatContext(context.Background())}
 	if try {
 		opts = append(opts, pglock.FailIfLocked())
+	}
+	if permits > 0 {
+		return c.NewSemaphore(name, permits).Acquire(ctx, opts...)
 	}
 	return c.AcquireContext(ctx, name, opts...)
 }

@@ -220,3 +220,41 @@ func TestCLIRunForwardsSignals(t *testing.T) {
 	assert.Equal(t, "INT\n", string(b))
 	assert.Equal(t, exitAbsent, cli(t, "--table", table, "get", "sig").code, "the lock was not released")
 }
+
+// TestCLIRunPermits: run --permits N holds one permit of the semaphore NAME
+// while CMD runs: with every permit held, --try exits 122; with one free,
+// CMD runs; with a different N, run fails without running CMD.
+func TestCLIRunPermits(t *testing.T) {
+	t.Parallel()
+	table := cliTable(t)
+	cliInit(t, table)
+	c := cliClient(t, table, pglock.WithLeaseDuration(30*time.Second), pglock.WithHeartbeatFrequency(5*time.Second))
+	s := c.NewSemaphore("pool", 2)
+	a, err := s.Acquire(bg)
+	require.NoError(t, err)
+	b, err := s.Acquire(bg)
+	require.NoError(t, err)
+	defer a.Close()
+
+	r := cli(t, "--table", table, "run", "--permits", "2", "--try", "--lease", "30s", "pool", "--", "sh", "-c", "echo ran")
+	assert.Equal(t, exitHeld, r.code, r.stderr)
+	assert.Empty(t, r.stdout)
+	assert.Contains(t, r.stderr, "permits")
+
+	require.NoError(t, b.Close())
+	r = cli(t, "--table", table, "run", "--permits", "2", "--lease", "30s", "pool", "--", "sh", "-c", "echo ran")
+	assert.Equal(t, exitOK, r.code, r.stderr)
+	assert.Equal(t, "ran\n", r.stdout)
+	holders, err := s.Holders(bg)
+	require.NoError(t, err)
+	assert.Len(t, holders, 1, "run released its permit")
+
+	r = cli(t, "--table", table, "run", "--permits", "3", "--try", "--lease", "30s", "pool", "--", "sh", "-c", "echo ran")
+	assert.Equal(t, exitError, r.code, r.stderr)
+	assert.Empty(t, r.stdout)
+	assert.Contains(t, r.stderr, "permits")
+
+	r = cli(t, "--table", table, "run", "--permits", "1001", "pool", "--", "true")
+	assert.Equal(t, exitError, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "--permits")
+}
