@@ -1,6 +1,7 @@
 package pglock
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"sort"
@@ -162,7 +163,7 @@ func (s *Semaphore) permitNames() []string {
 
 // checkMarker compares the marker row's data with s's number of permits.
 func (s *Semaphore) checkMarker(data []byte) error {
-	if string(data) == string(s.marker) {
+	if bytes.Equal(data, s.marker) {
 		return nil
 	}
 	return fmt.Errorf("semaphore %q has %q permits recorded in row %q, this client uses %d: %w",

@@ -169,10 +169,18 @@ func (s *Semaphore) awaitChance(ctx context.Context, w *waiter, l *Lock) error {
 		if err != nil || !polled || len(l.data) == 0 {
 			return err
 		}
-		if free, err := s.peek(ctx); err != nil || free {
-			return nil // the attempt tells what went wrong, or takes a permit
+		if s.mayTake(ctx) {
+			return nil
 		}
 	}
+}
+
+// mayTake looks at the permits with a plain read, and reports whether one
+// may be taken now; a failed read reports true: the attempt that follows
+// tells what went wrong.
+func (s *Semaphore) mayTake(ctx context.Context) bool {
+	free, err := s.peek(ctx)
+	return err != nil || free
 }
 
 // sleep waits until a release of a permit is announced, a watched permit's

@@ -30,7 +30,7 @@ func TestSemaphoreBasic(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		l, err := s.Acquire(ctx, pglock.FailIfLocked(), pglock.WithData([]byte(fmt.Sprint("d", i))))
 		require.NoError(t, err)
-		require.Nil(t, l.Err())
+		require.NoError(t, l.Err())
 		require.False(t, isClosed(l.Done()))
 		names[l.Name()] = true
 		held = append(held, l)
@@ -155,7 +155,7 @@ func TestSemaphoreHandoff(t *testing.T) {
 		assert.Equal(t, first.Name(), l.Name())
 		assert.Less(t, took, lease/8, "a notification, not a poll, woke the waiter")
 		t.Logf("handoff of %s in %v", l.Name(), took)
-		defer l.Close()
+		t.Cleanup(func() { _ = l.Close() })
 	}
 }
 
@@ -304,7 +304,7 @@ func TestSemaphoreIdlePolling(t *testing.T) {
 	for i := 0; i < permits; i++ {
 		l, err := s.Acquire(ctx)
 		require.NoError(t, err)
-		defer l.Close()
+		t.Cleanup(func() { _ = l.Close() })
 	}
 	cdb, cnt := countedDB(t)
 	w := unsafeClient(t, cdb, table, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(0))
