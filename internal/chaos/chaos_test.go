@@ -3,6 +3,7 @@ package chaos_test
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"database/sql"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,7 +33,9 @@ import (
 // TestChaos with these values.
 const (
 	chaosWorkers   = 4
-	chaosNames     = "a,b"
+	chaosNames     = "a,b,sem:s:2" // two locks and a semaphore of 2 permits
+	chaosSemaphore = "s"
+	chaosPermits   = 2
 	chaosLease     = time.Second
 	chaosHeartbeat = 200 * time.Millisecond
 	chaosDuration  = 25 * time.Second
@@ -182,6 +186,10 @@ func TestChaos(t *testing.T) {
 		sum.WriteErrors, sum.AcquireErrors, sum.ReleaseErrors)
 
 	require.Empty(t, check.violations, "two holders of one name committed writes in overlapping tenures")
+	over := checkPermits(t, db, ledger, chaosSemaphore, chaosPermits)
+	t.Logf("chaos: semaphore %q of %d permits: %d tenures wrote; most at once %d", chaosSemaphore, chaosPermits, over.tenures, over.most)
+	require.Empty(t, over.violations, "more holders of the semaphore wrote at once than it has permits")
+	require.Positive(t, over.tenures, "no permit holder wrote")
 	require.Equal(t, int64(2), faults.restarts.Load(), "the server was not restarted twice")
 	require.Positive(t, faults.killed.Load(), "no backend was killed")
 	require.Positive(t, faults.pauses.Load(), "no holder was paused")
@@ -252,6 +260,53 @@ func checkLedger(t *testing.T, db *sql.DB, ledger string) ledgerCheck {
 		res.tenures++
 	}
 	require.NoError(t, rows.Err())
+	return res
+}
+
+// permitCheck is what checkPermits found.
+type permitCheck struct {
+	tenures, most int
+	violations    []string
+}
+
+// checkPermits proves that the writes of the tenures of the semaphore's
+// permits (rows named sem#<i>) never span more than permits tenures at
+// once in ledger order: each tenure's writes are guarded by its permit, so
+// the span from its first write to its last lies within its holding.
+func checkPermits(t *testing.T, db *sql.DB, ledger, sem string, permits int) permitCheck {
+	t.Helper()
+	rows, err := db.Query(`SELECT name, worker, tenure, min(seq), max(seq) FROM `+ledger+
+		` WHERE name LIKE $1 GROUP BY name, worker, tenure`, sem+"#%")
+	require.NoError(t, err)
+	defer rows.Close()
+	type edge struct {
+		seq   int64
+		delta int
+	}
+	var (
+		res   permitCheck
+		edges []edge
+	)
+	for rows.Next() {
+		var (
+			name           string
+			worker         int
+			tenure, lo, hi int64
+		)
+		require.NoError(t, rows.Scan(&name, &worker, &tenure, &lo, &hi))
+		res.tenures++
+		edges = append(edges, edge{lo, 1}, edge{hi + 1, -1})
+	}
+	require.NoError(t, rows.Err())
+	slices.SortFunc(edges, func(a, b edge) int { return cmp.Or(cmp.Compare(a.seq, b.seq), cmp.Compare(a.delta, b.delta)) })
+	open := 0
+	for _, e := range edges {
+		open += e.delta
+		res.most = max(res.most, open)
+		if open > permits {
+			res.violations = append(res.violations, fmt.Sprintf("%d tenures of semaphore %q wrote at once at seq %d", open, sem, e.seq))
+		}
+	}
 	return res
 }
 

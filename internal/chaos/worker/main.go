@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -44,7 +45,7 @@ func main() {
 		dsn       = flag.String("dsn", "", "PostgreSQL DSN")
 		table     = flag.String("table", "", "lock table")
 		ledger    = flag.String("ledger", "", "ledger table (already quoted-safe identifier)")
-		names     = flag.String("names", "a,b", "comma-separated lock names")
+		names     = flag.String("names", "a,b", "comma-separated lock names; sem:NAME:N is a semaphore of N permits")
 		lease     = flag.Duration("lease", time.Second, "lease duration")
 		heartbeat = flag.Duration("heartbeat", 200*time.Millisecond, "heartbeat frequency")
 		duration  = flag.Duration("duration", 10*time.Second, "how long to compete")
@@ -77,9 +78,8 @@ func run(dsn, table, ledger string, names []string, lease, heartbeat, duration t
 	defer cancel()
 	rep := Report{Worker: id}
 	for ctx.Err() == nil {
-		name := names[rand.N(len(names))]
 		actx, acancel := context.WithTimeout(ctx, 500*time.Millisecond)
-		l, err := c.AcquireContext(actx, name, pglock.WithCustomHeartbeatContext(ctx))
+		l, err := acquire(actx, c, names[rand.N(len(names))], pglock.WithCustomHeartbeatContext(ctx))
 		acancel()
 		if err != nil {
 			// Not acquired in time is routine here; any other failure
@@ -94,7 +94,7 @@ func run(dsn, table, ledger string, names []string, lease, heartbeat, duration t
 			continue
 		}
 		rep.Tenures++
-		hold(ctx, db, l, insert, name, id, &rep)
+		hold(ctx, db, l, insert, l.Name(), id, &rep)
 		rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
 		if err := c.ReleaseContext(rctx, l); err != nil {
 			rep.ReleaseErrors++
@@ -102,6 +102,21 @@ func run(dsn, table, ledger string, names []string, lease, heartbeat, duration t
 		rcancel()
 	}
 	return json.NewEncoder(os.Stdout).Encode(rep)
+}
+
+// acquire takes the lock name, or a permit of the semaphore it names as
+// sem:NAME:N (its writes then go to the ledger under the permit's row name).
+func acquire(ctx context.Context, c *pglock.Client, name string, opts ...pglock.LockOption) (*pglock.Lock, error) {
+	sem, ok := strings.CutPrefix(name, "sem:")
+	if !ok {
+		return c.AcquireContext(ctx, name, opts...)
+	}
+	semName, n, _ := strings.Cut(sem, ":")
+	permits, err := strconv.Atoi(n)
+	if err != nil {
+		return nil, fmt.Errorf("bad semaphore %q: %w", name, err)
+	}
+	return c.NewSemaphore(semName, permits).Acquire(ctx, opts...)
 }
 
 // hold writes to the ledger under l for a number of writes, as long as the
