@@ -86,7 +86,7 @@ func (c *Client) free(ctx context.Context, l *Lock, first bool) error {
 		}
 		if !sleepCtx(ctx, jitter(backoff)) {
 			l.endFreeing(false)
-			return releaseError(l, fmt.Errorf("%w; the lock is no longer held: call Release again to free its row, or it expires a lease after its last heartbeat", err))
+			return releaseError(l, fmt.Errorf("%w (%w); the lock is no longer held: call Release again to free its row, or it expires a lease after its last heartbeat", err, ctx.Err()))
 		}
 	}
 }
