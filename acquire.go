@@ -30,7 +30,7 @@ func (c *Client) acquire(ctx context.Context, l *Lock) (attemptResult, error) {
 		// Goroutines of this client already queue for the name: wait behind
 		// them instead of racing them, so none of them starves.
 		if w = c.waits.joinIfQueued(l.queue()); w != nil {
-			c.stats.waits.Add(1)
+			c.stats.add(counterWaits, 1)
 			l.waiting = true
 			if err := c.waits.waitTurn(ctx, w); err != nil {
 				return attemptResult{}, contextError(ctx, ErrNotAcquired)
@@ -58,7 +58,7 @@ func (c *Client) acquire(ctx context.Context, l *Lock) (attemptResult, error) {
 		case !res.known:
 			continue // the row changed under the statement: look again at once
 		case w == nil:
-			c.stats.waits.Add(1)
+			c.stats.add(counterWaits, 1)
 			c.log.Debug("lock is held, waiting", "lock", l.queue(), "owner", c.owner, "holder_rvn", res.rvn)
 			w = c.waits.join(l.queue())
 			l.waiting = true
@@ -169,7 +169,7 @@ func (c *Client) acquired(l *Lock, res attemptResult, w *waiter, waitStart time.
 	l.hold(res.rvn, res.start)
 	c.waits.forget(l.name)
 	if res.tookOver {
-		c.stats.steals.Add(1)
+		c.stats.add(counterSteals, 1)
 		c.log.Debug("took over a stale lock", "lock", l.name, "owner", c.owner, "rvn", res.rvn,
 			"stale_rvn", res.stale.Int64, "lease", c.leaseDuration)
 	}

@@ -251,7 +251,7 @@ func (c *Client) acquireNew(ctx context.Context, l *Lock) (*Lock, error) {
 		}
 		return nil, err
 	}
-	c.stats.acquired.Add(1)
+	c.stats.add(counterAcquired, 1)
 	if c.closing.Err() != nil {
 		// Close may have swept the held locks before this one was added:
 		// free it at once.
@@ -540,7 +540,7 @@ func (c *Client) ForceRelease(ctx context.Context, name string) error {
 	for _, l := range c.live.named(name, false) {
 		// This client's own lock ends before its row can go.
 		if l.end(errForced) {
-			c.stats.released.Add(1)
+			c.stats.add(counterReleased, 1)
 		}
 		c.heartbeats.remove(l)
 	}

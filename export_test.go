@@ -192,3 +192,17 @@ func (m probeMisser) wait(ctx context.Context) (string, error) {
 		}
 	}
 }
+
+// CounterSnapshots returns, for each of a client's counters, the snapshot
+// of counters where only that one is set, to its number plus one.
+func CounterSnapshots() []Stats {
+	var out []Stats
+	for k := range numCounters {
+		var c counters
+		c.add(k, int64(k)+1)
+		var s Stats
+		c.snapshot(&s)
+		out = append(out, s)
+	}
+	return out
+}

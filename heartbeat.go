@@ -222,7 +222,7 @@ func (h *heartbeater) beat(runCtx context.Context, g *generation, locks []*Lock)
 	start := c.clock.now()
 	rows, err := c.beatStatement(taken)
 	if err != nil {
-		c.stats.heartbeatFailures.Add(1)
+		c.stats.add(counterHeartbeatFailures, 1)
 		c.log.Debug("heartbeat failed", "locks", len(taken), "error", err, "elapsed", c.clock.now().Sub(start))
 		markUnknown(taken, start, err)
 		return false
@@ -244,7 +244,7 @@ func (h *heartbeater) beat(runCtx context.Context, g *generation, locks []*Lock)
 			skipped = append(skipped, r.l) // an open Guard transaction holds the row
 		}
 	}
-	c.stats.heartbeats.Add(refreshed)
+	c.stats.add(counterHeartbeats, refreshed)
 	c.resettle(recheck)
 	for _, l := range h.waitForGuarded(runCtx, g, skipped) {
 		handedOff[l] = true
@@ -390,7 +390,7 @@ func (c *Client) heartbeatOne(ctx context.Context, l *Lock) error {
 		if !l.refresh(newRVN, start) {
 			return l.Err()
 		}
-		c.stats.heartbeats.Add(1)
+		c.stats.add(counterHeartbeats, 1)
 		return nil
 	case errors.Is(err, sql.ErrNoRows):
 		stillHeld, merr := c.moved(ctx, l)
@@ -402,7 +402,7 @@ func (c *Client) heartbeatOne(ctx context.Context, l *Lock) error {
 		}
 		return nil // an earlier statement of ours had moved it
 	}
-	c.stats.heartbeatFailures.Add(1)
+	c.stats.add(counterHeartbeatFailures, 1)
 	if markUnknown([]*Lock{l}, start, err) {
 		c.readBack(ctx, []*Lock{l})
 	}

@@ -122,7 +122,7 @@ func (r *waitRoom) session(ctx context.Context, dial dialFunc, ready func()) err
 	r.heard.Store(true)
 	// Counted before it shows as listening: a Stats that shows it
 	// listening counts it among ListenerConnects.
-	r.c.stats.listens.Add(1)
+	r.c.stats.add(counterListens, 1)
 	r.sessions.Add(1)
 	defer r.sessions.Add(-1)
 	for {
@@ -130,7 +130,7 @@ func (r *waitRoom) session(ctx context.Context, dial dialFunc, ready func()) err
 		if err != nil {
 			return err
 		}
-		r.c.stats.notifications.Add(1)
+		r.c.stats.add(counterNotifications, 1)
 		r.announce(payload, false)
 	}
 }

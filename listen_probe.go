@@ -61,7 +61,7 @@ func (r *waitRoom) probe(ctx context.Context, n notifier) error {
 		case got == payload:
 			return nil
 		}
-		r.c.stats.notifications.Add(1)
+		r.c.stats.add(counterNotifications, 1)
 		r.announce(got, false)
 	}
 }

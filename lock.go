@@ -199,7 +199,7 @@ func (l *Lock) endLocked(err error) bool {
 	}
 	if !errors.Is(err, errReleased) {
 		// Counted before Done closes, so whoever wakes on Done sees it.
-		l.client.stats.lost.Add(1)
+		l.client.stats.add(counterLost, 1)
 		// A loss is worth a warning: whoever held the lock must stop. It is
 		// no Error: the caller learns of it through Done and Err, and the
 		// lock system worked as designed.

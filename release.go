@@ -24,7 +24,7 @@ func (c *Client) release(ctx context.Context, l *Lock) error {
 	}
 	c.heartbeats.remove(l)
 	if first {
-		c.stats.released.Add(1) // a lock that lapsed was counted lost already
+		c.stats.add(counterReleased, 1) // a lock that lapsed was counted lost already
 	}
 	if ctx.Err() != nil || l.op.lock(ctx) != nil {
 		// A heartbeat of l may be in flight: a bounded attempt frees the

@@ -8,13 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"unicode/utf8"
 
-	"github.com/lib/pq"
+	"cirello.io/pglock/internal/ident"
 )
 
 // maxIdentifierBytes is PostgreSQL's NAMEDATALEN-1.
-const maxIdentifierBytes = 63
+const maxIdentifierBytes = ident.MaxBytes
 
 // identifier is a possibly schema-qualified table name, already parsed into
 // its parts as PostgreSQL would read them.
@@ -26,34 +25,37 @@ type identifier struct {
 // wrote it: "locks", "myschema.locks", `"My Table"` or `s."t"`. Unquoted parts
 // fold to lower case. Text that is none of these is taken whole as one
 // identifier, so a hostile name becomes a strange table name, never SQL.
+// Every error wraps ErrInvalidTableName.
 func parseTableName(s string) (identifier, error) {
-	if s == "" || strings.IndexByte(s, 0) >= 0 || !utf8.ValidString(s) {
-		return identifier{}, fmt.Errorf("%w: %q", ErrInvalidTableName, s)
+	t, err := ident.Parse(s)
+	if err != nil {
+		reason := err.Error()
+		if e := (*ident.Error)(nil); errors.As(err, &e) {
+			reason = e.Reason
+		}
+		return identifier{}, invalidTableName(s, reason)
 	}
-	parts, ok := splitQualified(s)
-	var id identifier
-	switch {
-	case ok && len(parts) == 1:
-		id = identifier{name: parts[0]}
-	case ok && len(parts) == 2:
-		id = identifier{schema: parts[0], name: parts[1]}
-	default:
-		id = identifier{name: s}
-	}
-	if id.name == "" || len(id.name) > maxIdentifierBytes || len(id.schema) > maxIdentifierBytes {
-		return identifier{}, fmt.Errorf("%w: %q (each part must be 1 to %d bytes)", ErrInvalidTableName, s, maxIdentifierBytes)
-	}
+	id := identifier{schema: t.Schema, name: t.Name}
 	if id.sequence().name == id.name {
-		return identifier{}, fmt.Errorf("%w: %q (%d bytes leave no room for the %s sequence name)", ErrInvalidTableName, s, len(id.name), sequenceSuffix)
+		return identifier{}, invalidTableName(s, fmt.Sprintf("%d bytes leave no room for the %s sequence name", len(id.name), sequenceSuffix))
 	}
 	// Schemas named pg_* are the system's: pg_catalog and pg_toast hold
 	// catalogs nobody may create tables in, and a pg_temp table is seen by
 	// one session only, never by the other clients of a lock. PostgreSQL
 	// refuses to create any other schema named pg_*.
 	if strings.HasPrefix(id.schema, "pg_") {
-		return identifier{}, fmt.Errorf("%w: %q (schemas named pg_* belong to the system)", ErrInvalidTableName, s)
+		return identifier{}, invalidTableName(s, "schemas named pg_* belong to the system")
 	}
 	return id, nil
+}
+
+// invalidTableName is the error for the table name s, with reason in
+// parentheses unless it is "".
+func invalidTableName(s, reason string) error {
+	if reason == "" {
+		return fmt.Errorf("%w: %q", ErrInvalidTableName, s)
+	}
+	return fmt.Errorf("%w: %q (%s)", ErrInvalidTableName, s, reason)
 }
 
 // mayBeCatalog reports whether the name may resolve to a relation initdb
@@ -99,75 +101,14 @@ func (c *Client) checkTable(ctx context.Context, creating bool) error {
 		c.tableChecked.Store(true)
 	case !creating || !shadowed:
 		return &OtherError{fmt.Errorf("%w: %s resolves to the system relation %s; qualify the table with its schema, as in public.%s",
-			ErrInvalidTableName, c.table.quoted(), qualified, pq.QuoteIdentifier(c.table.name))}
+			ErrInvalidTableName, c.table.quoted(), qualified, ident.Quote(c.table.name))}
 	}
 	return nil
 }
 
-// splitQualified splits s into dot-separated identifiers, each a bare word
-// ([A-Za-z_][A-Za-z0-9_$]*, folded to lower case) or a double-quoted
-// identifier with "" escapes. ok is false when s is not of that shape.
-func splitQualified(s string) (parts []string, ok bool) {
-	for {
-		var part string
-		if strings.HasPrefix(s, `"`) {
-			var b strings.Builder
-			i := 1
-			for {
-				j := strings.IndexByte(s[i:], '"')
-				if j < 0 {
-					return nil, false
-				}
-				b.WriteString(s[i : i+j])
-				i += j + 1
-				if i < len(s) && s[i] == '"' {
-					b.WriteByte('"')
-					i++
-					continue
-				}
-				break
-			}
-			part, s = b.String(), s[i:]
-			if part == "" {
-				return nil, false
-			}
-		} else {
-			i := 0
-			for i < len(s) && isBareIdentByte(s[i], i == 0) {
-				i++
-			}
-			if i == 0 {
-				return nil, false
-			}
-			part, s = strings.ToLower(s[:i]), s[i:]
-		}
-		parts = append(parts, part)
-		if s == "" {
-			return parts, len(parts) <= 2
-		}
-		if s[0] != '.' {
-			return nil, false
-		}
-		s = s[1:]
-	}
-}
-
-func isBareIdentByte(c byte, first bool) bool {
-	switch {
-	case c == '_', 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z':
-		return true
-	case '0' <= c && c <= '9', c == '$':
-		return !first
-	}
-	return false
-}
-
 // quoted returns the identifier ready for SQL text.
 func (id identifier) quoted() string {
-	if id.schema == "" {
-		return pq.QuoteIdentifier(id.name)
-	}
-	return pq.QuoteIdentifier(id.schema) + "." + pq.QuoteIdentifier(id.name)
+	return ident.Table{Schema: id.schema, Name: id.name}.Quoted()
 }
 
 // sequenceSuffix makes the name of a table's record version number sequence.

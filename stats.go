@@ -5,42 +5,86 @@ import (
 	"time"
 )
 
-// counters are the client's running totals; Stats reads them. Each is one
-// atomic word, so counting costs a few nanoseconds and never blocks.
+// counter names one of a client's running totals, kept in one atomic word
+// of counters, so that counting costs a few nanoseconds and never blocks.
+// counterFields says which Stats field each fills; a counter is defined by
+// its constant and that entry, and nowhere else.
+type counter uint8
+
+const (
+	counterAcquired counter = iota
+	counterReleased
+	counterWaits
+	counterWaitNanos
+	counterMaxWaitNanos
+	counterSteals
+	counterLost
+	counterHeartbeats
+	counterHeartbeatFailures
+	counterNotifications
+	counterListens
+	counterHandoffs
+	counterHandoffNanos
+	counterMaxHandoffNanos
+	numCounters
+)
+
+// counterFields is, for each counter, the Stats field it fills: the only
+// list Stats copies from. A test checks that every counter has an entry and
+// that each fills a Stats field of its own.
+var counterFields = [numCounters]func(*Stats) *int64{
+	counterAcquired:          func(s *Stats) *int64 { return &s.Acquired },
+	counterReleased:          func(s *Stats) *int64 { return &s.Released },
+	counterWaits:             func(s *Stats) *int64 { return &s.Waits },
+	counterWaitNanos:         func(s *Stats) *int64 { return (*int64)(&s.WaitTime) },
+	counterMaxWaitNanos:      func(s *Stats) *int64 { return (*int64)(&s.MaxWait) },
+	counterSteals:            func(s *Stats) *int64 { return &s.Steals },
+	counterLost:              func(s *Stats) *int64 { return &s.Lost },
+	counterHeartbeats:        func(s *Stats) *int64 { return &s.Heartbeats },
+	counterHeartbeatFailures: func(s *Stats) *int64 { return &s.HeartbeatFailures },
+	counterNotifications:     func(s *Stats) *int64 { return &s.Notifications },
+	counterListens:           func(s *Stats) *int64 { return &s.ListenerConnects },
+	counterHandoffs:          func(s *Stats) *int64 { return &s.Handoffs },
+	counterHandoffNanos:      func(s *Stats) *int64 { return (*int64)(&s.HandoffTime) },
+	counterMaxHandoffNanos:   func(s *Stats) *int64 { return (*int64)(&s.MaxHandoff) },
+}
+
+// counters are the client's running totals, one word per counter; Stats
+// reads them.
 type counters struct {
-	acquired          atomic.Int64
-	released          atomic.Int64
-	waits             atomic.Int64
-	waitNanos         atomic.Int64
-	maxWaitNanos      atomic.Int64
-	steals            atomic.Int64
-	lost              atomic.Int64
-	heartbeats        atomic.Int64
-	heartbeatFailures atomic.Int64
-	notifications     atomic.Int64
-	listens           atomic.Int64
-	handoffs          atomic.Int64
-	handoffNanos      atomic.Int64
-	maxHandoffNanos   atomic.Int64
+	words [numCounters]atomic.Int64
+}
+
+// add adds n to counter k.
+func (s *counters) add(k counter, n int64) {
+	s.words[k].Add(n)
+}
+
+// snapshot fills the Stats fields of the counters, read one by one in the
+// order of their constants: Acquired before Released and Lost.
+func (s *counters) snapshot(out *Stats) {
+	for k := range numCounters {
+		*counterFields[k](out) = s.words[k].Load()
+	}
 }
 
 func (s *counters) recordWait(d time.Duration) {
-	s.waitNanos.Add(int64(d))
-	storeMax(&s.maxWaitNanos, int64(d))
+	s.add(counterWaitNanos, int64(d))
+	storeMax(&s.words[counterMaxWaitNanos], int64(d))
 }
 
 // releasedAsLost moves a lock counted released to lost: its release found
 // that the row had been taken over before.
 func (s *counters) releasedAsLost() {
-	s.released.Add(-1)
-	s.lost.Add(1)
+	s.add(counterReleased, -1)
+	s.add(counterLost, 1)
 }
 
 func (s *counters) recordHandoff(d time.Duration) {
 	d = max(d, 0)
-	s.handoffs.Add(1)
-	s.handoffNanos.Add(int64(d))
-	storeMax(&s.maxHandoffNanos, int64(d))
+	s.add(counterHandoffs, 1)
+	s.add(counterHandoffNanos, int64(d))
+	storeMax(&s.words[counterMaxHandoffNanos], int64(d))
 }
 
 // storeMax raises m to v if v is larger.
@@ -140,28 +184,11 @@ func (s Stats) Held() int64 {
 // Stats returns a snapshot of the client's counters. It is cheap (a few
 // atomic loads and one short mutex) and safe to call from any goroutine.
 func (c *Client) Stats() Stats {
-	s := &c.stats
 	// A LISTEN session is counted in listens before it shows as listening:
 	// reading Listening first, a snapshot that shows it listening counts it.
-	listening := c.waits.isListening()
-	return Stats{
-		Acquired:          s.acquired.Load(),
-		Released:          s.released.Load(),
-		Waits:             s.waits.Load(),
-		WaitTime:          time.Duration(s.waitNanos.Load()),
-		MaxWait:           time.Duration(s.maxWaitNanos.Load()),
-		Steals:            s.steals.Load(),
-		Lost:              s.lost.Load(),
-		Heartbeats:        s.heartbeats.Load(),
-		HeartbeatFailures: s.heartbeatFailures.Load(),
-		Notifications:     s.notifications.Load(),
-		ListenerConnects:  s.listens.Load(),
-		Listening:         listening,
-		Handoffs:          s.handoffs.Load(),
-		HandoffTime:       time.Duration(s.handoffNanos.Load()),
-		MaxHandoff:        time.Duration(s.maxHandoffNanos.Load()),
-
-		AbandonedStatements: c.calls.Abandoned(),
-		StuckStatements:     c.calls.Stuck(),
-	}
+	out := Stats{Listening: c.waits.isListening()}
+	c.stats.snapshot(&out)
+	out.AbandonedStatements = c.calls.Abandoned()
+	out.StuckStatements = c.calls.Stuck()
+	return out
 }

@@ -2,6 +2,7 @@ package pglock_test
 
 import (
 	"context"
+	"reflect"
 	"testing"
 	"time"
 
@@ -77,4 +78,40 @@ func TestStatsCounts(t *testing.T) {
 	require.Zero(t, s2.Held())
 	require.ErrorIs(t, l2.Close(), pglock.ErrLockAlreadyReleased)
 	require.Zero(t, c2.Stats().Released, "a lost lock is not counted released")
+}
+
+// TestStatsCountersFillEveryField checks that each counter fills a Stats
+// field of its own, with its value, and that every Stats field is filled by
+// a counter except those Stats reads from elsewhere.
+func TestStatsCountersFillEveryField(t *testing.T) {
+	t.Parallel()
+	elsewhere := map[string]bool{"Listening": true, "AbandonedStatements": true, "StuckStatements": true}
+	typ := reflect.TypeFor[pglock.Stats]()
+	filledBy := make(map[string]int)
+	for k, s := range pglock.CounterSnapshots() {
+		v := reflect.ValueOf(s)
+		var set []string
+		for i := range typ.NumField() {
+			if !v.Field(i).IsZero() {
+				set = append(set, typ.Field(i).Name)
+			}
+		}
+		if len(set) != 1 {
+			t.Errorf("counter %d sets %v, want one field", k, set)
+			continue
+		}
+		if got := v.FieldByName(set[0]).Int(); got != int64(k)+1 {
+			t.Errorf("counter %d set to %d reads %d in Stats.%s", k, k+1, got, set[0])
+		}
+		if prev, ok := filledBy[set[0]]; ok {
+			t.Errorf("counters %d and %d both fill Stats.%s", prev, k, set[0])
+		}
+		filledBy[set[0]] = k
+	}
+	for i := range typ.NumField() {
+		name := typ.Field(i).Name
+		if _, filled := filledBy[name]; filled == elsewhere[name] {
+			t.Errorf("Stats.%s: filled by a counter %v, read elsewhere %v; want exactly one", name, filled, elsewhere[name])
+		}
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/lib/pq"
 
 	"cirello.io/pglock"
+	"cirello.io/pglock/internal/ident"
 )
 
 // cmdTune reports how the lock table stores its heartbeats, and with
@@ -132,7 +133,7 @@ func (t *tuner) inspect(ctx context.Context) (tableStats, error) {
 	if err != nil {
 		return tableStats{}, fmt.Errorf("cannot read the statistics of table %q: %w", t.g.tableName(), err)
 	}
-	st.table = pq.QuoteIdentifier(schema) + "." + pq.QuoteIdentifier(name)
+	st.table = ident.Table{Schema: schema, Name: name}.Quoted()
 	st.alreadyTuned = st.fillfactor == pglock.LockTableFillfactor
 	return st, nil
 }
@@ -211,6 +212,13 @@ func (t *tuner) exec(ctx context.Context, stmt string) error {
 		return fmt.Errorf("the table stayed locked by other transactions for --lock-timeout %v; try again: %w", t.lockTimeout, err)
 	}
 	return err
+}
+
+// quoteTable returns a lock table's name ready for SQL text, read as
+// WithCustomTable reads it (see ident.Split) and each part quoted, so that
+// no name can change the statement it is put in.
+func quoteTable(name string) string {
+	return ident.Split(name).Quoted()
 }
 
 // sizeText is n bytes for reading.
