@@ -23,17 +23,22 @@ func (c *Client) acquire(ctx context.Context, l *Lock) (attemptResult, error) {
 			if !w.timed { // a wait that gave up counts its time too
 				c.stats.recordWait(time.Since(waitStart))
 			}
+			c.leaveQueue(w)
 			c.waits.leave(w)
 		}
 	}()
+	// The queue is looked up when a wait begins: an uncontended acquire
+	// stays one statement.
+	l.fair = c.fq.state.Load() == queuePresent && !l.failIfLocked && l.sem == nil
 	if !l.failIfLocked {
 		// Goroutines of this client already queue for the name: wait behind
 		// them instead of racing them, so none of them starves.
 		if w = c.waits.joinIfQueued(l.queue()); w != nil {
+			c.seat(ctx, l, w)
 			c.stats.add(counterWaits, 1)
 			l.waiting = true
-			if err := c.waits.waitTurn(ctx, w); err != nil {
-				return attemptResult{}, contextError(ctx, ErrNotAcquired)
+			if err := c.waitTurn(ctx, w, l); err != nil {
+				return attemptResult{}, err
 			}
 		}
 	}
@@ -55,22 +60,38 @@ func (c *Client) acquire(ctx context.Context, l *Lock) (attemptResult, error) {
 			return res, nil
 		case l.failIfLocked:
 			return res, &OtherError{ErrNotAcquired}
-		case !res.known:
+		case !res.known && !res.queued:
 			continue // the row changed under the statement: look again at once
 		case w == nil:
+			w = c.waits.join(l.queue())
+			c.seat(ctx, l, w)
 			c.stats.add(counterWaits, 1)
 			c.log.Debug("lock is held, waiting", "lock", l.queue(), "owner", c.owner, "holder_rvn", res.rvn)
-			w = c.waits.join(l.queue())
 			l.waiting = true
-			if err := c.waits.waitTurn(ctx, w); err != nil {
-				return res, contextError(ctx, ErrNotAcquired)
+			if err := c.waitTurn(ctx, w, l); err != nil {
+				return res, err
 			}
 		default:
+			w.seat.mustLook = res.queued
 			if err := c.awaitAny(ctx, w, l); err != nil {
 				return res, err
 			}
 		}
 	}
+}
+
+// waitTurn waits until w heads its client's queue for l's name. A waiter
+// in the fair queue then looks at it, and waits until it may take the row,
+// instead of attempting at once.
+func (c *Client) waitTurn(ctx context.Context, w *waiter, l *Lock) error {
+	if err := c.waits.waitTurn(ctx, w); err != nil {
+		return contextError(ctx, ErrNotAcquired)
+	}
+	if l.seat == nil {
+		return nil
+	}
+	w.seat.mustLook = true
+	return c.awaitQueued(ctx, w, l)
 }
 
 // attemptResult is what one acquire attempt found.
@@ -84,6 +105,7 @@ type attemptResult struct {
 	data     []byte        // the data the row kept, when not the caller's
 	ours     bool          // the row holds the caller's data
 	inserted bool          // the statement created the row
+	queued   bool          // other clients' entries in the fair queue came first
 	tookOver bool          // the row was held, at the stale RVN
 	renew    bool          // the RVN must be bumped before the lock is used
 }
@@ -100,6 +122,9 @@ func (c *Client) attemptAny(ctx context.Context, l *Lock) (attemptResult, error)
 func (c *Client) awaitAny(ctx context.Context, w *waiter, l *Lock) error {
 	if l.sem != nil {
 		return l.sem.awaitChance(ctx, w, l)
+	}
+	if l.seat != nil {
+		return c.awaitQueued(ctx, w, l)
 	}
 	return c.awaitChance(ctx, w, l)
 }
@@ -304,6 +329,9 @@ func (c *Client) acquireRow(ctx context.Context, q querier, l *Lock, expected sq
 		holder sql.NullString
 	)
 	start := c.clock.now()
+	if l.fair {
+		return c.acquireQueuedRow(ctx, q, l, expected, start)
+	}
 	var row *sql.Row
 	if l.announce {
 		row = q.QueryRowContext(ctx, c.sql.acquireNotify, l.name, l.data, c.owner, l.replaceData, expected, c.sql.sequence, c.sql.channel)

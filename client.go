@@ -43,6 +43,7 @@ type Client struct {
 	heartbeats *heartbeater
 	waits      *waitRoom
 	live       heldLocks
+	fq         fairQueue
 
 	closing   context.Context // ends when Close is called
 	close     context.CancelFunc
@@ -92,6 +93,7 @@ func UnsafeNew(db *sql.DB, opts ...ClientOption) (*Client, error) {
 	}
 	c.log = redactLogger(c.log, c.secrets)
 	c.sql = newStatements(c.table)
+	c.fq = newFairQueue(c.table)
 	c.calls.Bound = c.statementBound()
 	c.keep = newKeeper(db, c.sessionConnString(), &c.calls, c.leaseDuration, c.log)
 	c.keep.secrets = c.secrets

@@ -32,6 +32,11 @@ type Lock struct {
 	// waiting is set by the acquiring goroutine once it waits: its attempts
 	// are polls.
 	waiting bool
+	// fair is set by the acquiring goroutine when its attempts go through
+	// the table's fair queue (queue.go), and seat is then its waiter once
+	// it waits.
+	fair bool
+	seat *waiter
 
 	// op is held while a statement that depends on or changes this lock's
 	// RVN is in flight: a heartbeat, a release, a Guard check, a Proclaim.

@@ -125,6 +125,19 @@ func (id identifier) sequence() identifier {
 	return identifier{schema: id.schema, name: name}
 }
 
+// queueSuffix makes the name of a table's fair queue (queue.go).
+const queueSuffix = "_queue"
+
+// queue is the <table>_queue table next to the table, its name cut as
+// sequence cuts it.
+func (id identifier) queue() identifier {
+	name := id.name + queueSuffix
+	if len(name) > maxIdentifierBytes {
+		name = name[:maxIdentifierBytes]
+	}
+	return identifier{schema: id.schema, name: name}
+}
+
 // channel is the LISTEN/NOTIFY channel for the table's releases. It is
 // derived from the table, so every client of one table shares it, and it
 // always fits PostgreSQL's 63-byte limit.
@@ -169,6 +182,21 @@ func (c *Client) createTable(ctx context.Context, ifNotExists bool) error {
 	if err != nil && !(ifNotExists && isAlreadyExists(err)) {
 		return typeError(fmt.Errorf("pglock: cannot create sequence %s: %w", c.sql.sequence, err))
 	}
+	return c.createQueue(ctx)
+}
+
+// createQueue creates the table's fair queue (queue.go) where it does not
+// exist yet: beside a table that has none, it adds one without taking any
+// lock the table's clients wait on.
+func (c *Client) createQueue(ctx context.Context) error {
+	q := c.table.queue()
+	if q.name == c.table.sequence().name {
+		return nil // no room for both names: waiters race, as in the original
+	}
+	if _, err := c.exec(ctx, c.fq.sql.createIfNotExists); err != nil && !isAlreadyExists(err) {
+		return typeError(fmt.Errorf("pglock: cannot create the fair queue %s: %w", q.quoted(), err))
+	}
+	c.fq.state.Store(queuePresent)
 	return nil
 }
 
@@ -187,6 +215,10 @@ func (c *Client) DropTable() error {
 	if _, err := c.exec(ctx, c.sql.dropSequence); err != nil {
 		return typeError(fmt.Errorf("pglock: cannot drop sequence %s: %w", c.sql.sequence, err))
 	}
+	if _, err := c.exec(ctx, c.fq.sql.drop); err != nil {
+		return typeError(fmt.Errorf("pglock: cannot drop the fair queue %s: %w", c.table.queue().quoted(), err))
+	}
+	c.fq.state.Store(queueUnknown)
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,6 +43,12 @@ type waitRoom struct {
 	queues  map[string][]*waiter
 	watched map[string]sighting
 	watches map[string]*watch // election observers' shared readers (watch.go)
+	// looks is when the client last looked at each name's queue: its
+	// queue heads, one after the other, keep its entries alive.
+	looks map[string]time.Time
+	// nexts is, per name, the lowest ticket the latest note of a waiter
+	// that took the lock carried (see parsePayload).
+	nexts map[string]int64
 	// listener is the running listener; nil while nobody waits.
 	listener *listener
 	// listeners counts every listener's goroutine, for Client.Close.
@@ -75,6 +82,9 @@ type waiter struct {
 	notified atomic.Int64
 	timed    bool // its wait time was recorded (by the acquiring goroutine)
 	polls    int  // how many times it slept (by the acquiring goroutine)
+	// seat is its place in the table's fair queue (queue.go); its ticket
+	// is written under waitRoom.mu.
+	seat queueSeat
 }
 
 // sighting is an RVN seen on a held row: when it was first seen, and when
@@ -86,7 +96,7 @@ type sighting struct {
 
 func newWaitRoom(c *Client) *waitRoom {
 	return &waitRoom{c: c, queues: make(map[string][]*waiter), watched: make(map[string]sighting),
-		watches: make(map[string]*watch)}
+		watches: make(map[string]*watch), looks: make(map[string]time.Time), nexts: make(map[string]int64)}
 }
 
 // observe records that name was seen held at rvn at seen. The first
@@ -220,6 +230,8 @@ func (r *waitRoom) leave(w *waiter) {
 	}
 	if len(q) == 0 {
 		delete(r.queues, w.name)
+		delete(r.looks, w.name)
+		delete(r.nexts, w.name)
 	} else {
 		r.queues[w.name] = q
 	}
@@ -286,7 +298,10 @@ func (r *waitRoom) announce(name string, all bool) {
 		}
 	}
 	if !all {
-		if q := r.queues[name]; len(q) > 0 {
+		name, next, taken := parsePayload(name)
+		if q := r.queues[name]; len(q) > 0 && taken {
+			r.nexts[name] = next // news for the head's next wake-up
+		} else if len(q) > 0 {
 			q[0].notified.Store(monoNow())
 			wake(q)
 		}
@@ -322,4 +337,80 @@ func (r *waitRoom) close() {
 		r.listener.stop()
 		r.listener = nil
 	}
+}
+
+// seat gives w its ticket in the fair queue.
+func (r *waitRoom) seat(w *waiter, ticket int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	w.seat.ticket = ticket
+}
+
+// unseat takes w's ticket away, and returns it.
+func (r *waitRoom) unseat(w *waiter) int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t := w.seat.ticket
+	w.seat.ticket = 0
+	return t
+}
+
+// tickets returns the tickets of this client's waiters for name, lowest
+// first.
+func (r *waitRoom) tickets(name string) []int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var ts []int64
+	for _, w := range r.queues[name] {
+		if w.seat.ticket != 0 {
+			ts = append(ts, w.seat.ticket)
+		}
+	}
+	slices.Sort(ts)
+	return ts
+}
+
+// ticketOf returns w's ticket.
+func (r *waitRoom) ticketOf(w *waiter) int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return w.seat.ticket
+}
+
+// takeNext returns and forgets the lowest ticket the latest note about
+// name carried, 0 if none came.
+func (r *waitRoom) takeNext(name string) int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := r.nexts[name]
+	delete(r.nexts, name)
+	return n
+}
+
+// looked records that the client looked at name's queue at t. After the
+// first look of a wait, the next comes at a random part of the poll
+// interval, its phase, so that a fleet's waiters do not look in step.
+func (r *waitRoom) looked(name string, t time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.queues[name]; !ok {
+		return
+	}
+	if _, ok := r.looks[name]; !ok {
+		t = t.Add(r.pollInterval(true) - r.pollInterval(false))
+	}
+	r.looks[name] = t
+}
+
+// untilLook is how long from now until the client's next look at name's
+// queue: a poll interval after its last, or a random part of one when it
+// has not looked yet.
+func (r *waitRoom) untilLook(name string, now time.Time) time.Duration {
+	r.mu.Lock()
+	last, ok := r.looks[name]
+	r.mu.Unlock()
+	if !ok {
+		return r.pollInterval(true)
+	}
+	return last.Add(r.pollInterval(false)).Sub(now)
 }

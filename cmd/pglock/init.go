@@ -5,7 +5,8 @@ import (
 	"fmt"
 )
 
-// cmdInit creates the lock table and its sequence where they are missing.
+// cmdInit creates the lock table, its sequence and its fair queue where
+// they are missing.
 func cmdInit(ctx context.Context, g *globals, args []string) int {
 	fs := g.flagSet("init")
 	pos, err := parseArgs(fs, args)

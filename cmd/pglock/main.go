@@ -138,7 +138,8 @@ const (
 const usage = `usage: pglock [--dsn DSN] [--table TABLE] [--exit-timeout D] COMMAND [ARGS]
 
 Commands:
-  init                 create the lock table if it is missing
+  init                 create the lock table, its sequence and its fair queue
+                       where they are missing (adds the queue to an existing table)
   ls [--all] [--json]  list the held locks (--all: released rows kept too)
   get NAME [--json] [--data]
                        show one lock (--data: write its raw data to stdout)

@@ -1,0 +1,147 @@
+package pglock
+
+// queueStatements holds the SQL of the fair queue (queue.go), built once in
+// New with the queue table's name quoted there; like every statement, they
+// take their values as $n parameters.
+type queueStatements struct {
+	// exists reports whether the queue table ($1, its quoted name) exists.
+	exists string
+	// create and createIfNotExists make the queue table; drop drops it.
+	create, createIfNotExists, drop string
+	// acquire is statements.acquire for a waiting Acquire: it takes the
+	// row only when no other client queues ahead of this one. Beyond
+	// acquire's parameters ($1 to $6): the client's id $7, its place $8
+	// (the lowest ticket of its waiters; NULL before it queues, when every
+	// entry is ahead), the ticket $9 its entry leaves with on success, and
+	// the entries ($10 tickets, $11 RVNs) the waiter watched unchanged for
+	// a place lease, which are deleted and do not count as ahead; the
+	// client's other entries of the name ($12 tickets) get new RVNs, as a
+	// look gives them. Its rows
+	// are acquire's, with an eighth column: whether entries are ahead. A
+	// free row refused for them gives one row (false, 0, NULL, false, NULL,
+	// false, false, true).
+	acquire string
+	// acquireNotify is acquire that notifies the channel $13 with the name
+	// when it takes the lock, as statements.acquireNotify.
+	acquireNotify string
+	// acquireTaken is acquire for a waiter in the queue: it notifies the
+	// channel $13 that it took the lock (queueTaken).
+	acquireTaken string
+	// join inserts an entry for name $1, client $2, and returns its ticket,
+	// drawn from the sequence $3 as its first RVN is.
+	join string
+	// leave deletes the entry of name $1 with ticket $2.
+	leave string
+	// look keeps the client's entries of name $1 (client $2, tickets $4)
+	// alive by drawing them new RVNs, deletes the entries ($5 tickets, $6
+	// RVNs) watched unchanged for a place lease, and returns the tickets
+	// kept, the first 16 entries of other clients ahead of place $3 (their
+	// tickets and RVNs), and the lock row's RVN and owner. Sequence $7.
+	look string
+}
+
+// queueAhead is the entries of other clients before the place $8 (or all
+// of them when $8 is NULL), less those in the skipped pairs ($10, $11).
+func queueAhead(q string, client, place, skipT, skipR string) string {
+	return `SELECT e.ticket, e.record_version_number FROM ` + q + ` e
+	WHERE e.name = $1::text AND e.client <> ` + client + `::text AND (` + place + `::bigint IS NULL OR e.ticket < ` + place + `::bigint)
+	AND NOT EXISTS (SELECT 1 FROM unnest(` + skipT + `::bigint[], ` + skipR + `::bigint[]) s(t, r) WHERE s.t = e.ticket AND s.r = e.record_version_number)`
+}
+
+// queueSkip deletes the skipped pairs of entries of $1.
+func queueSkip(q string, skipT, skipR string) string {
+	return `DELETE FROM ` + q + ` e USING unnest(` + skipT + `::bigint[], ` + skipR + `::bigint[]) s(t, r)
+	WHERE e.name = $1::text AND e.ticket = s.t AND e.record_version_number = s.r`
+}
+
+// queueTaken is the notification a waiter sends when it took the lock
+// $1 while others still queue for it, on the channel $13: the unit
+// separator, the lowest ticket still queued for the name, the separator
+// again and the name (see parsePayload). The waiters behind learn who left
+// the queue, so that the next release wakes only the first of them. With
+// nobody behind, nothing is sent.
+func queueTaken(q string) string {
+	return ` LEFT JOIN LATERAL (
+	SELECT pg_notify($13::text, chr(31) || next.ticket::text || chr(31) || $1::text) FROM (
+		SELECT min(e.ticket) AS ticket FROM ` + q + ` e
+		WHERE e.name = $1::text AND e.ticket IS DISTINCT FROM $9::bigint
+		AND NOT EXISTS (SELECT 1 FROM unnest($10::bigint[], $11::bigint[]) s(t, r) WHERE s.t = e.ticket AND s.r = e.record_version_number)
+	) next WHERE next.ticket IS NOT NULL
+) noted ON true`
+}
+
+func newQueueStatements(id identifier) queueStatements {
+	t, q := id.quoted(), id.queue().quoted()
+	columns := ` (
+	name text NOT NULL,
+	ticket bigint NOT NULL,
+	client text NOT NULL,
+	record_version_number bigint NOT NULL,
+	PRIMARY KEY (name, ticket)
+)`
+	return queueStatements{
+		exists:            `SELECT to_regclass($1::text) IS NOT NULL`,
+		create:            `CREATE TABLE ` + q + columns,
+		createIfNotExists: `CREATE TABLE IF NOT EXISTS ` + q + columns,
+		drop:              `DROP TABLE IF EXISTS ` + q,
+		acquire:           queueAcquireSQL(t, q, ""),
+		acquireNotify:     queueAcquireSQL(t, q, " CROSS JOIN LATERAL pg_notify($13::text, $1::text)"),
+		acquireTaken:      queueAcquireSQL(t, q, queueTaken(q)),
+		join: `INSERT INTO ` + q + ` (name, ticket, client, record_version_number)
+	SELECT $1::text, nextval($3::regclass), $2::text, nextval($3::regclass) RETURNING ticket`,
+		leave: `DELETE FROM ` + q + ` WHERE name = $1::text AND ticket = $2::bigint`,
+		look: `WITH kept AS (
+	UPDATE ` + q + ` SET record_version_number = nextval($7::regclass)
+	WHERE name = $1::text AND client = $2::text AND ticket = ANY($4::bigint[]) RETURNING ticket
+), skipped AS (` + queueSkip(q, "$5", "$6") + `
+), ahead AS (` + queueAhead(q, "$2", "$3", "$5", "$6") + `
+	ORDER BY e.ticket LIMIT 16
+)
+SELECT ARRAY(SELECT ticket FROM kept), ARRAY(SELECT ticket FROM ahead ORDER BY ticket),
+	ARRAY(SELECT record_version_number FROM ahead ORDER BY ticket),
+	(SELECT record_version_number FROM ` + t + ` WHERE name = $1::text),
+	(SELECT owner FROM ` + t + ` WHERE name = $1::text)`,
+	}
+}
+
+// queueAcquireSQL is queueStatements.acquire on the quoted table t and
+// queue q; notify, when not empty, is joined to the row acquired.
+func queueAcquireSQL(t, q, notify string) string {
+	return `WITH current AS (
+	SELECT record_version_number, owner FROM ` + t + ` WHERE name = $1::text
+), ahead AS (` + queueAhead(q, "$7", "$8", "$10", "$11") + `
+	LIMIT 1
+), acquired AS (
+	INSERT INTO ` + t + ` AS l (name, record_version_number, data, owner)
+	SELECT $1::text, nextval($6::regclass), $2::bytea, $3::text
+	WHERE NOT EXISTS (
+		SELECT 1 FROM current
+		WHERE record_version_number IS NOT NULL AND record_version_number IS DISTINCT FROM $5::bigint
+	) AND NOT EXISTS (SELECT 1 FROM ahead)
+	ON CONFLICT (name) DO UPDATE SET
+		record_version_number = EXCLUDED.record_version_number,
+		data = CASE WHEN $4::boolean THEN EXCLUDED.data ELSE l.data END,
+		owner = EXCLUDED.owner
+	WHERE l.record_version_number IS NULL OR l.record_version_number = $5::bigint
+	RETURNING l.record_version_number,
+		CASE WHEN $4::boolean OR l.data IS NOT DISTINCT FROM $2::bytea THEN NULL ELSE l.data END AS data,
+		$4::boolean OR l.data IS NOT DISTINCT FROM $2::bytea AS ours,
+		l.xmax = 0 AS inserted
+), skipped AS (` + queueSkip(q, "$10", "$11") + `
+), leaving AS (
+	DELETE FROM ` + q + ` WHERE name = $1::text AND ticket = $9::bigint AND EXISTS (SELECT 1 FROM acquired)
+), kept AS (
+	UPDATE ` + q + ` SET record_version_number = nextval($6::regclass)
+	WHERE name = $1::text AND client = $7::text AND ticket = ANY($12::bigint[])
+	AND (ticket IS DISTINCT FROM $9::bigint OR NOT EXISTS (SELECT 1 FROM acquired))
+)
+SELECT true, record_version_number, data, ours, NULL::text, inserted,
+	EXISTS (SELECT 1 FROM current WHERE record_version_number IS NOT NULL), false FROM acquired` + notify + `
+UNION ALL
+SELECT false, record_version_number, NULL::bytea, false, owner::text, false, false, EXISTS (SELECT 1 FROM ahead) FROM current
+WHERE record_version_number IS NOT NULL AND NOT EXISTS (SELECT 1 FROM acquired)
+UNION ALL
+SELECT false, 0, NULL::bytea, false, NULL::text, false, false, true
+WHERE EXISTS (SELECT 1 FROM ahead) AND NOT EXISTS (SELECT 1 FROM acquired)
+	AND NOT EXISTS (SELECT 1 FROM current WHERE record_version_number IS NOT NULL)`
+}
