@@ -21,11 +21,15 @@ import (
 // leases, from statsLag after the clients began (from
 // pg_stat_database, less those of the holder alone over two leases), and
 // per waiting client per lease; then, for waiters and candidates, the
-// handoff latency (p50, p99) over 20 releases, each taken by one of the W.
+// handoff latency (p50, p99) over 20 releases, each taken by one of the W,
+// and the server transactions per handoff beyond the idle rate (from the
+// release to the next holder's acquire, the release included).
 // It measures once per run, whatever b.N.
 //
 // The lease is 5 s and the heartbeat 1 s; PGLOCK_IDLE_LEASE changes the
-// lease (the heartbeat stays a fifth of it).
+// lease (the heartbeat stays a fifth of it). PGLOCK_BENCH_NO_QUEUE=1 drops
+// the table's fair queue, so that waiters race as on a table made by the
+// original library.
 //
 //	go test -run '^$' -bench IdleFleet -benchtime 1x ./internal/bench
 func BenchmarkIdleFleet(b *testing.B) {
@@ -60,6 +64,9 @@ func newFleet(b *testing.B, lease time.Duration, w int) *fleet {
 	b.Helper()
 	f := &fleet{lease: lease, stats: openDB(b, 1)}
 	f.table = newTable(b, f.stats)
+	if os.Getenv("PGLOCK_BENCH_NO_QUEUE") == "1" {
+		dropQueue(b, f.stats, f.table)
+	}
 	opts := []pglock.ClientOption{pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(lease / 5)}
 	f.holder = client(b, openDB(b, 4), f.table, opts...)
 	for range w {
@@ -95,12 +102,20 @@ func (f *fleet) transactions(b *testing.B) int64 {
 // first attempt) as if they were waiting's.
 const statsLag = 11 * time.Second
 
+// settle is statsLag, or half a lease in a quick run.
+func settle(lease time.Duration) time.Duration {
+	if quick {
+		return lease / 2
+	}
+	return statsLag
+}
+
 // rate measures the server's transactions per second over d, from
 // statsLag on, once everything the clients did as they started is
 // counted.
 func (f *fleet) rate(b *testing.B, d time.Duration) float64 {
 	b.Helper()
-	time.Sleep(statsLag)
+	time.Sleep(settle(f.lease))
 	start, n0 := time.Now(), f.transactions(b)
 	time.Sleep(d)
 	n1 := f.transactions(b)
@@ -141,9 +156,14 @@ func (f *fleet) measure(b *testing.B, role string) {
 	b.ReportMetric(waiting, "stmts/s")
 	b.ReportMetric(perClient, "stmts/client/lease")
 	if role != "observers" {
+		n0, t0 := f.transactions(b), time.Now()
 		lat := f.handoffs(b, leader.Lock(), won)
+		time.Sleep(settle(f.lease))
+		n1 := f.transactions(b)
+		extra := float64(n1-n0-1) - (waiting+base)*time.Since(t0).Seconds()
 		b.ReportMetric(ms(quantile(lat, 0.5)), "handoff-p50-ms")
 		b.ReportMetric(ms(quantile(lat, 0.99)), "handoff-p99-ms")
+		b.ReportMetric(extra/float64(len(lat)), "xacts/handoff")
 	} else {
 		lat := f.proclaims(b, leader, seen)
 		b.ReportMetric(ms(quantile(lat, 0.5)), "observed-p50-ms")

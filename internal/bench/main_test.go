@@ -34,6 +34,10 @@ import (
 
 var srv *pgserver.Server
 
+// quick is set (PGLOCK_BENCH_QUICK=1) by the CI's smoke run: benchmarks that
+// measure over long windows shorten them, and their figures mean nothing.
+var quick = os.Getenv("PGLOCK_BENCH_QUICK") == "1"
+
 func TestMain(m *testing.M) {
 	if spec := os.Getenv(envSoakWorker); spec != "" {
 		os.Exit(soakWorkerMain(spec)) // a worker of BenchmarkSoakManyProcesses
