@@ -37,7 +37,7 @@ func (c *Client) acquire(ctx context.Context, l *Lock) (attemptResult, error) {
 			c.seat(ctx, l, w)
 			c.stats.add(counterWaits, 1)
 			l.waiting = true
-			if err := c.waitTurn(ctx, w, l); err != nil {
+			if err := c.waitTurn(ctx, w, l, true); err != nil {
 				return attemptResult{}, err
 			}
 		}
@@ -64,11 +64,14 @@ func (c *Client) acquire(ctx context.Context, l *Lock) (attemptResult, error) {
 			continue // the row changed under the statement: look again at once
 		case w == nil:
 			w = c.waits.join(l.queue())
+			wasFair := l.fair
 			c.seat(ctx, l, w)
 			c.stats.add(counterWaits, 1)
 			c.log.Debug("lock is held, waiting", "lock", l.queue(), "owner", c.owner, "holder_rvn", res.rvn)
 			l.waiting = true
-			if err := c.waitTurn(ctx, w, l); err != nil {
+			// The attempt saw the whole queue when it went through it: a
+			// waiter it found no entry ahead of need not look again.
+			if err := c.waitTurn(ctx, w, l, res.queued || !wasFair); err != nil {
 				return res, err
 			}
 		default:
@@ -81,16 +84,16 @@ func (c *Client) acquire(ctx context.Context, l *Lock) (attemptResult, error) {
 }
 
 // waitTurn waits until w heads its client's queue for l's name. A waiter
-// in the fair queue then looks at it, and waits until it may take the row,
-// instead of attempting at once.
-func (c *Client) waitTurn(ctx context.Context, w *waiter, l *Lock) error {
+// in the fair queue then waits until it may take the row, instead of
+// attempting at once; look has it look at the queue first.
+func (c *Client) waitTurn(ctx context.Context, w *waiter, l *Lock, look bool) error {
 	if err := c.waits.waitTurn(ctx, w); err != nil {
 		return contextError(ctx, ErrNotAcquired)
 	}
 	if l.seat == nil {
 		return nil
 	}
-	w.seat.mustLook = true
+	w.seat.mustLook = look
 	return c.awaitQueued(ctx, w, l)
 }
 
@@ -333,12 +336,14 @@ func (c *Client) acquireRow(ctx context.Context, q querier, l *Lock, expected sq
 		return c.acquireQueuedRow(ctx, q, l, expected, start)
 	}
 	var row *sql.Row
+	queue := c.table.queue().quoted()
 	if l.announce {
-		row = q.QueryRowContext(ctx, c.sql.acquireNotify, l.name, l.data, c.owner, l.replaceData, expected, c.sql.sequence, c.sql.channel)
+		row = q.QueryRowContext(ctx, c.sql.acquireNotify, l.name, l.data, c.owner, l.replaceData, expected, c.sql.sequence, c.sql.channel, queue)
 	} else {
-		row = q.QueryRowContext(ctx, c.sql.acquire, l.name, l.data, c.owner, l.replaceData, expected, c.sql.sequence)
+		row = q.QueryRowContext(ctx, c.sql.acquire, l.name, l.data, c.owner, l.replaceData, expected, c.sql.sequence, queue)
 	}
-	switch err := row.Scan(&res.acquired, &res.rvn, &res.data, &res.ours, &holder, &res.inserted, &res.tookOver); {
+	var queued bool
+	switch err := row.Scan(&res.acquired, &res.rvn, &res.data, &res.ours, &holder, &res.inserted, &res.tookOver, &queued); {
 	case errors.Is(err, sql.ErrNoRows):
 		return attemptResult{}, nil // inserted or released concurrently: not known
 	case err != nil:
@@ -346,6 +351,7 @@ func (c *Client) acquireRow(ctx context.Context, q querier, l *Lock, expected sq
 	}
 	c.trip.Store(int64(c.clock.now().Sub(start)))
 	res.known, res.holder = true, holder.String
+	c.fq.found(queued)
 	return res, nil
 }
 
@@ -361,9 +367,10 @@ func (c *Client) releaseOrphan(l *Lock, res attemptResult) {
 
 // releaseOrphanRow is releaseOrphan of the row name.
 func (c *Client) releaseOrphanRow(name string, keepOnRelease bool, res attemptResult) {
-	query := c.sql.release
+	release, releaseKeep, _ := c.releaseSQL()
+	query := release
 	if keepOnRelease || !res.inserted {
-		query = c.sql.releaseKeep
+		query = releaseKeep
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.attemptTimeout())
 	defer cancel()

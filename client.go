@@ -93,7 +93,7 @@ func UnsafeNew(db *sql.DB, opts ...ClientOption) (*Client, error) {
 	}
 	c.log = redactLogger(c.log, c.secrets)
 	c.sql = newStatements(c.table)
-	c.fq = newFairQueue(c.table)
+	c.fq.init(c.table)
 	c.calls.Bound = c.statementBound()
 	c.keep = newKeeper(db, c.sessionConnString(), &c.calls, c.leaseDuration, c.log)
 	c.keep.secrets = c.secrets
@@ -551,7 +551,8 @@ func (c *Client) ForceRelease(ctx context.Context, name string) error {
 		return retry(ctx, c.log, func() error {
 			return c.keep.onPool(ctx, func(ctx context.Context, q querier) error {
 				var err error
-				affected, err = execAffected(ctx, q, c.sql.forceRelease, name, c.sql.channel)
+				_, _, forceRelease := c.releaseSQL()
+				affected, err = execAffected(ctx, q, forceRelease, name, c.sql.channel)
 				return err
 			})
 		})

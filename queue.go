@@ -6,7 +6,6 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"errors"
-	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,9 +29,9 @@ import (
 // its own monotonic clock, deletes it and goes ahead of it. No clock is
 // stored.
 //
-// A waiter that takes the lock notifies the lowest ticket still queued
-// for the name, so that the waiters behind know who is first; a release
-// then wakes them all, but only the first tries: a handoff costs the
+// A release by a client that knows of the queue (it learns with its first
+// acquire) notifies the lowest ticket queued for the name: it wakes every
+// waiting client, but only the first in line tries, so a handoff costs the
 // release and one attempt, however many wait. Clients that know nothing of the queue (the original
 // library, FailIfLocked, semaphores) take free rows as before, and never
 // two at once: the row decides who holds, the queue only who tries.
@@ -48,6 +47,7 @@ type fairQueue struct {
 	id    string       // this client's entries' client column
 	state atomic.Int32 // queueUnknown, queuePresent or queueAbsent
 	note  sync.Once    // logs once that the table has no queue
+	none  bool         // the table's name leaves no room for a queue's
 }
 
 const (
@@ -56,10 +56,41 @@ const (
 	queueAbsent
 )
 
-func newFairQueue(id identifier) fairQueue {
+// found records what an acquire statement told of the queue.
+func (q *fairQueue) found(exists bool) {
+	if exists && !q.none {
+		q.state.Store(queuePresent)
+	} else {
+		q.state.Store(queueAbsent)
+	}
+}
+
+// releaseSQL returns the release statements to send: the queue's, whose
+// notification names the first in line, once the queue is known to exist.
+func (c *Client) releaseSQL() (release, releaseKeep, forceRelease string) {
+	if c.fq.state.Load() == queuePresent {
+		return c.fq.sql.release, c.fq.sql.releaseKeep, c.fq.sql.forceRelease
+	}
+	return c.sql.release, c.sql.releaseKeep, c.sql.forceRelease
+}
+
+// init sets q up for the table id, with a random client id.
+func (q *fairQueue) init(id identifier) {
 	var b [12]byte
 	_, _ = rand.Read(b[:])
-	return fairQueue{sql: newQueueStatements(id), id: hex.EncodeToString(b[:])}
+	q.sql, q.id = newQueueStatements(id), hex.EncodeToString(b[:])
+	q.none = !hasQueueName(id)
+	if q.none {
+		q.state.Store(queueAbsent)
+	}
+}
+
+// hasQueueName reports whether id's queue gets a name of its own: a table
+// name of 60 bytes or more leaves none once PostgreSQL cuts the names at
+// 63 bytes, and waiters on it race, as in the original.
+func hasQueueName(id identifier) bool {
+	q := id.queue().name
+	return q != id.name && q != id.sequence().name
 }
 
 // noQueueLog tells how to give a table made without a queue its queue.
@@ -70,13 +101,14 @@ const noQueueLog = "the lock table has no fair queue: waiters of different clien
 // of a lock, on a table with a queue. The first call looks the queue up
 // (one statement per client); a failed look-up is tried again later.
 func (c *Client) fair(ctx context.Context, l *Lock) bool {
-	if l.failIfLocked || l.sem != nil {
+	if l.failIfLocked || l.sem != nil || c.fq.none {
 		return false
 	}
 	switch c.fq.state.Load() {
 	case queuePresent:
 		return true
 	case queueAbsent:
+		c.fq.note.Do(func() { c.log.Info(noQueueLog, "table", c.table.quoted()) })
 		return false
 	}
 	var ok bool
@@ -240,8 +272,8 @@ func contains(s []int64, v int64) bool {
 	return false
 }
 
-// heard applies the latest note of a waiter that took the lock to w's
-// view: entries ahead of the lowest ticket still queued have left.
+// heard applies the latest release notification of w's name to w's view:
+// entries ahead of the lowest ticket still queued have left.
 func (c *Client) heard(w *waiter) {
 	next := c.waits.takeNext(w.name)
 	if next == 0 {
@@ -256,28 +288,24 @@ func (c *Client) heard(w *waiter) {
 	w.seat.ahead = kept
 }
 
-// parsePayload reads a notification: a name alone (a release, or an
-// election's new leader), or a waiter's note that it took the lock
-// (queueTaken): the unit separator, the lowest ticket still queued for the
-// name, the separator and the name. For a note, next is that ticket, or
-// math.MaxInt64 for 0. Anything else is a name.
-func parsePayload(payload string) (name string, next int64, taken bool) {
-	rest, ok := strings.CutPrefix(payload, "\x1f")
+// parsePayload reads a notification: a name alone, or a release that also
+// names the lowest ticket queued for it (queueNotify): the record
+// separator, the ticket, the separator and the name. next is that ticket,
+// or 0. Anything else is a name.
+func parsePayload(payload string) (name string, next int64) {
+	rest, ok := strings.CutPrefix(payload, "\x1e")
 	if !ok {
-		return payload, 0, false
+		return payload, 0
 	}
-	t, name, ok := strings.Cut(rest, "\x1f")
+	t, name, ok := strings.Cut(rest, "\x1e")
 	if !ok {
-		return payload, 0, false
+		return payload, 0
 	}
 	n, err := strconv.ParseInt(t, 10, 64)
-	if err != nil || n < 0 {
-		return payload, 0, false
+	if err != nil || n <= 0 {
+		return payload, 0
 	}
-	if n == 0 {
-		n = math.MaxInt64
-	}
-	return name, n, true
+	return name, n
 }
 
 // awaitQueued sleeps until w may take l's row: a release notification
@@ -400,10 +428,7 @@ func (c *Client) acquireQueuedRow(ctx context.Context, q querier, l *Lock, expec
 	}
 	args := []any{l.name, l.data, c.owner, l.replaceData, expected, c.sql.sequence, c.fq.id, place, mine, skipT, skipR, ours}
 	query := c.fq.sql.acquire
-	switch {
-	case l.seat != nil:
-		query, args = c.fq.sql.acquireTaken, append(args, c.sql.channel)
-	case l.announce:
+	if l.announce {
 		query, args = c.fq.sql.acquireNotify, append(args, c.sql.channel)
 	}
 	var (

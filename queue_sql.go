@@ -24,14 +24,15 @@ type queueStatements struct {
 	// acquireNotify is acquire that notifies the channel $13 with the name
 	// when it takes the lock, as statements.acquireNotify.
 	acquireNotify string
-	// acquireTaken is acquire for a waiter in the queue: it notifies the
-	// channel $13 that it took the lock (queueTaken).
-	acquireTaken string
 	// join inserts an entry for name $1, client $2, and returns its ticket,
 	// drawn from the sequence $3 as its first RVN is.
 	join string
 	// leave deletes the entry of name $1 with ticket $2.
 	leave string
+	// release, releaseKeep and forceRelease are statements' own, whose
+	// notification also carries the lowest ticket queued for the name
+	// (queueNotify).
+	release, releaseKeep, forceRelease string
 	// look keeps the client's entries of name $1 (client $2, tickets $4)
 	// alive by drawing them new RVNs, deletes the entries ($5 tickets, $6
 	// RVNs) watched unchanged for a place lease, and returns the tickets
@@ -54,20 +55,14 @@ func queueSkip(q string, skipT, skipR string) string {
 	WHERE e.name = $1::text AND e.ticket = s.t AND e.record_version_number = s.r`
 }
 
-// queueTaken is the notification a waiter sends when it took the lock
-// $1 while others still queue for it, on the channel $13: the unit
-// separator, the lowest ticket still queued for the name, the separator
-// again and the name (see parsePayload). The waiters behind learn who left
-// the queue, so that the next release wakes only the first of them. With
-// nobody behind, nothing is sent.
-func queueTaken(q string) string {
-	return ` LEFT JOIN LATERAL (
-	SELECT pg_notify($13::text, chr(31) || next.ticket::text || chr(31) || $1::text) FROM (
-		SELECT min(e.ticket) AS ticket FROM ` + q + ` e
-		WHERE e.name = $1::text AND e.ticket IS DISTINCT FROM $9::bigint
-		AND NOT EXISTS (SELECT 1 FROM unnest($10::bigint[], $11::bigint[]) s(t, r) WHERE s.t = e.ticket AND s.r = e.record_version_number)
-	) next WHERE next.ticket IS NOT NULL
-) noted ON true`
+// queueNotify is the notification of a release of released.name on the
+// channel $n: the name alone when nobody queues for it, as every client
+// reads it; else the record separator, the lowest ticket queued, the
+// separator again and the name (see parsePayload), so that only the first
+// in line tries.
+func queueNotify(q, channel string) string {
+	return ` SELECT released.name FROM released CROSS JOIN LATERAL pg_notify(` + channel + `::text,
+	COALESCE(chr(30) || (SELECT min(e.ticket) FROM ` + q + ` e WHERE e.name = released.name)::text || chr(30), '') || released.name::text)`
 }
 
 func newQueueStatements(id identifier) queueStatements {
@@ -86,7 +81,17 @@ func newQueueStatements(id identifier) queueStatements {
 		drop:              `DROP TABLE IF EXISTS ` + q,
 		acquire:           queueAcquireSQL(t, q, ""),
 		acquireNotify:     queueAcquireSQL(t, q, " CROSS JOIN LATERAL pg_notify($13::text, $1::text)"),
-		acquireTaken:      queueAcquireSQL(t, q, queueTaken(q)),
+		release: `WITH released AS (
+	DELETE FROM ` + t + ` WHERE name = $1::text AND record_version_number = $2::bigint AND owner = $4::text
+	RETURNING name
+)` + queueNotify(q, "$3"),
+		releaseKeep: `WITH released AS (
+	UPDATE ` + t + ` SET record_version_number = NULL
+	WHERE name = $1::text AND record_version_number = $2::bigint AND owner = $4::text RETURNING name
+)` + queueNotify(q, "$3"),
+		forceRelease: `WITH released AS (
+	DELETE FROM ` + t + ` WHERE name = $1::text RETURNING name
+)` + queueNotify(q, "$2"),
 		join: `INSERT INTO ` + q + ` (name, ticket, client, record_version_number)
 	SELECT $1::text, nextval($3::regclass), $2::text, nextval($3::regclass) RETURNING ticket`,
 		leave: `DELETE FROM ` + q + ` WHERE name = $1::text AND ticket = $2::bigint`,

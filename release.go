@@ -133,9 +133,10 @@ func (c *Client) deleteRow(ctx context.Context, l *Lock, rvn int64) (int64, erro
 // releaseStatement deletes l's row at rvn (or clears its RVN under
 // KeepOnRelease) on the client's own connection, and notifies waiters.
 func (c *Client) releaseStatement(ctx context.Context, l *Lock, rvn int64) (int64, error) {
-	query := c.sql.release
+	release, releaseKeep, _ := c.releaseSQL()
+	query := release
 	if l.keepOnRelease {
-		query = c.sql.releaseKeep
+		query = releaseKeep
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.attemptTimeout())
 	defer cancel()

@@ -190,8 +190,8 @@ func (c *Client) createTable(ctx context.Context, ifNotExists bool) error {
 // lock the table's clients wait on.
 func (c *Client) createQueue(ctx context.Context) error {
 	q := c.table.queue()
-	if q.name == c.table.sequence().name {
-		return nil // no room for both names: waiters race, as in the original
+	if c.fq.none {
+		return nil // no room for its name: waiters race, as in the original
 	}
 	if _, err := c.exec(ctx, c.fq.sql.createIfNotExists); err != nil && !isAlreadyExists(err) {
 		return typeError(fmt.Errorf("pglock: cannot create the fair queue %s: %w", q.quoted(), err))

@@ -24,9 +24,10 @@ const LockTableFillfactor = 50
 type statements struct {
 	// acquire inserts the row, or takes it over when it is released (NULL
 	// RVN) or still carries the RVN the waiter watched for a lease ($5). It
-	// returns (true, new RVN, stored data, ours, NULL, inserted, stale) when
-	// it took the lock, or (false, current RVN, NULL, false, holder, false,
-	// false) when someone else holds it, in one statement and one round
+	// returns (true, new RVN, stored data, ours, NULL, inserted, stale,
+	// queue) when it took the lock, or (false, current RVN, NULL, false,
+	// holder, false, false, queue) when someone else holds it, where queue
+	// tells whether the fair queue $7 exists, in one statement and one round
 	// trip. inserted tells a row the statement created from one it took
 	// over (xmax is 0 only on a freshly inserted row version); stale tells
 	// a takeover of a held row whose RVN went stale from one of a free row. A row seen held in the
@@ -122,8 +123,8 @@ func newStatements(id identifier) statements {
 	releaseNotify := ` SELECT released.name FROM released CROSS JOIN LATERAL pg_notify($3::text, released.name::text)`
 	columns := tableColumns()
 	return statements{
-		acquire:       acquireSQL(t, ""),
-		acquireNotify: acquireSQL(t, " CROSS JOIN LATERAL pg_notify($7::text, $1::text)"),
+		acquire:       acquireSQL(t, "", "$7"),
+		acquireNotify: acquireSQL(t, " CROSS JOIN LATERAL pg_notify($7::text, $1::text)", "$8"),
 
 		release: `WITH released AS (
 	DELETE FROM ` + t + ` WHERE name = $1::text AND record_version_number = $2::bigint AND owner = $4::text
@@ -183,8 +184,11 @@ RETURNING record_version_number`,
 }
 
 // acquireSQL is statements.acquire on the quoted table t; notify, when not
-// empty, is joined to the row acquired (statements.acquireNotify).
-func acquireSQL(t, notify string) string {
+// empty, is joined to the row acquired (statements.acquireNotify). Each
+// row also tells whether the table's fair queue, whose quoted name is the
+// parameter queue, exists (queue.go): the client learns it with its first
+// acquire, at no cost of its own.
+func acquireSQL(t, notify, queue string) string {
 	return `WITH current AS (
 	SELECT record_version_number, owner FROM ` + t + ` WHERE name = $1::text
 ), acquired AS (
@@ -205,9 +209,11 @@ func acquireSQL(t, notify string) string {
 		l.xmax = 0 AS inserted
 )
 SELECT true, record_version_number, data, ours, NULL::text, inserted,
-	EXISTS (SELECT 1 FROM current WHERE record_version_number IS NOT NULL) FROM acquired` + notify + `
+	EXISTS (SELECT 1 FROM current WHERE record_version_number IS NOT NULL),
+	to_regclass(` + queue + `::text) IS NOT NULL FROM acquired` + notify + `
 UNION ALL
-SELECT false, record_version_number, NULL::bytea, false, owner::text, false, false FROM current
+SELECT false, record_version_number, NULL::bytea, false, owner::text, false, false,
+	to_regclass(` + queue + `::text) IS NOT NULL FROM current
 WHERE record_version_number IS NOT NULL AND NOT EXISTS (SELECT 1 FROM acquired)`
 }
 

@@ -46,11 +46,13 @@ type waitRoom struct {
 	// looks is when the client last looked at each name's queue: its
 	// queue heads, one after the other, keep its entries alive.
 	looks map[string]time.Time
-	// nexts is, per name, the lowest ticket the latest note of a waiter
-	// that took the lock carried (see parsePayload).
+	// nexts is, per name, the lowest ticket queued that the latest release
+	// notification carried (see parsePayload).
 	nexts map[string]int64
 	// listener is the running listener; nil while nobody waits.
 	listener *listener
+	// lingering stops the listener a while after the last waiter left.
+	lingering *time.Timer
 	// listeners counts every listener's goroutine, for Client.Close.
 	listeners sync.WaitGroup
 	// sessions counts LISTEN sessions active now, of any listener: a
@@ -205,6 +207,7 @@ func (r *waitRoom) joinLocked(name string) *waiter {
 	if len(r.queues[name]) == 1 {
 		close(w.turn)
 	}
+	r.keepListenerLocked()
 	if r.listener == nil {
 		r.listener = r.startListener()
 	}
@@ -238,12 +241,37 @@ func (r *waitRoom) leave(w *waiter) {
 	r.stopListenerIfIdleLocked()
 }
 
-// stopListenerIfIdleLocked stops the listener once nobody waits or
-// observes. r.mu must be held.
+// listenerLinger is how long the listener stays after the last waiter or
+// observer left, so that a client that waits again soon (a worker that
+// loops on Acquire) keeps its session: a new one costs a connection, a
+// LISTEN and a probe, whose NOTIFY costs every listening backend of the
+// database a transaction.
+const listenerLinger = 100 * time.Millisecond
+
+// stopListenerIfIdleLocked stops the listener once nobody waited or
+// observed for listenerLinger. r.mu must be held.
 func (r *waitRoom) stopListenerIfIdleLocked() {
-	if len(r.queues) == 0 && len(r.watches) == 0 && r.listener != nil {
-		r.listener.stop()
-		r.listener = nil
+	if len(r.queues) > 0 || len(r.watches) > 0 || r.listener == nil || r.lingering != nil {
+		return
+	}
+	l := r.listener
+	r.lingering = time.AfterFunc(listenerLinger, func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.listener == l && len(r.queues) == 0 && len(r.watches) == 0 {
+			l.stop()
+			r.listener = nil
+		}
+		r.lingering = nil
+	})
+}
+
+// keepListenerLocked cancels a pending stop of the listener, for a new
+// waiter or observer. r.mu must be held.
+func (r *waitRoom) keepListenerLocked() {
+	if r.lingering != nil {
+		r.lingering.Stop()
+		r.lingering = nil
 	}
 }
 
@@ -298,10 +326,11 @@ func (r *waitRoom) announce(name string, all bool) {
 		}
 	}
 	if !all {
-		name, next, taken := parsePayload(name)
-		if q := r.queues[name]; len(q) > 0 && taken {
-			r.nexts[name] = next // news for the head's next wake-up
-		} else if len(q) > 0 {
+		name, next := parsePayload(name)
+		if q := r.queues[name]; len(q) > 0 {
+			if next != 0 {
+				r.nexts[name] = next
+			}
 			q[0].notified.Store(monoNow())
 			wake(q)
 		}
@@ -333,6 +362,7 @@ func (r *waitRoom) isListening() bool {
 func (r *waitRoom) close() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.keepListenerLocked()
 	if r.listener != nil {
 		r.listener.stop()
 		r.listener = nil
@@ -377,7 +407,7 @@ func (r *waitRoom) ticketOf(w *waiter) int64 {
 	return w.seat.ticket
 }
 
-// takeNext returns and forgets the lowest ticket the latest note about
+// takeNext returns and forgets the lowest ticket the latest release of
 // name carried, 0 if none came.
 func (r *waitRoom) takeNext(name string) int64 {
 	r.mu.Lock()

@@ -52,6 +52,7 @@ func (r *waitRoom) watchFor(e *Election) *watch {
 			defer r.c.observers.Done()
 			w.run(ctx)
 		}()
+		r.keepListenerLocked()
 		if r.listener == nil {
 			r.listener = r.startListener()
 		}

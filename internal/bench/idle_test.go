@@ -22,8 +22,11 @@ import (
 // pg_stat_database, less those of the holder alone over two leases), and
 // per waiting client per lease; then, for waiters and candidates, the
 // handoff latency (p50, p99) over 20 releases, each taken by one of the W,
-// and the server transactions per handoff beyond the idle rate (from the
-// release to the next holder's acquire, the release included).
+// the server transactions per handoff beyond the idle rate (from the
+// release to the next holder's acquire, the release included), and the
+// notifications delivered per handoff, each of which costs its listening
+// backend a transaction that pg_stat_database counts only when the
+// session ends.
 // It measures once per run, whatever b.N.
 //
 // The lease is 5 s and the heartbeat 1 s; PGLOCK_IDLE_LEASE changes the
@@ -156,11 +159,12 @@ func (f *fleet) measure(b *testing.B, role string) {
 	b.ReportMetric(waiting, "stmts/s")
 	b.ReportMetric(perClient, "stmts/client/lease")
 	if role != "observers" {
-		n0, t0 := f.transactions(b), time.Now()
+		n0, t0, heard0 := f.transactions(b), time.Now(), f.notifications()
 		lat := f.handoffs(b, leader.Lock(), won)
 		time.Sleep(settle(f.lease))
-		n1 := f.transactions(b)
+		n1, heard := f.transactions(b), f.notifications()-heard0
 		extra := float64(n1-n0-1) - (waiting+base)*time.Since(t0).Seconds()
+		b.ReportMetric(float64(heard)/float64(len(lat)), "deliveries/handoff")
 		b.ReportMetric(ms(quantile(lat, 0.5)), "handoff-p50-ms")
 		b.ReportMetric(ms(quantile(lat, 0.99)), "handoff-p99-ms")
 		b.ReportMetric(extra/float64(len(lat)), "xacts/handoff")
@@ -176,6 +180,18 @@ func (f *fleet) measure(b *testing.B, role string) {
 	wg.Wait()
 	b.Logf("%s=%d, lease %v: %.1f statements/s beyond the holder's %.1f, %.2f per client per lease",
 		role, len(f.clients), f.lease, waiting, base, perClient)
+}
+
+// notifications sums the notifications the fleet's listeners received.
+// Each is read by a listening backend in a transaction of its own, which
+// pg_stat_database counts only once that session ends: the transactions
+// per handoff leave them out, and this counts them.
+func (f *fleet) notifications() int64 {
+	var n int64
+	for _, c := range append(f.clients, f.holder) {
+		n += c.Stats().Notifications
+	}
+	return n
 }
 
 // sighted is a leader value an observer received, and when.
