@@ -116,23 +116,7 @@ func queueAcquireSQL(t, q, notify string) string {
 	SELECT record_version_number, owner FROM ` + t + ` WHERE name = $1::text
 ), ahead AS (` + queueAhead(q, "$7", "$8", "$10", "$11") + `
 	LIMIT 1
-), acquired AS (
-	INSERT INTO ` + t + ` AS l (name, record_version_number, data, owner)
-	SELECT $1::text, nextval($6::regclass), $2::bytea, $3::text
-	WHERE NOT EXISTS (
-		SELECT 1 FROM current
-		WHERE record_version_number IS NOT NULL AND record_version_number IS DISTINCT FROM $5::bigint
-	) AND NOT EXISTS (SELECT 1 FROM ahead)
-	ON CONFLICT (name) DO UPDATE SET
-		record_version_number = EXCLUDED.record_version_number,
-		data = CASE WHEN $4::boolean THEN EXCLUDED.data ELSE l.data END,
-		owner = EXCLUDED.owner
-	WHERE l.record_version_number IS NULL OR l.record_version_number = $5::bigint
-	RETURNING l.record_version_number,
-		CASE WHEN $4::boolean OR l.data IS NOT DISTINCT FROM $2::bytea THEN NULL ELSE l.data END AS data,
-		$4::boolean OR l.data IS NOT DISTINCT FROM $2::bytea AS ours,
-		l.xmax = 0 AS inserted
-), skipped AS (` + queueSkip(q, "$10", "$11") + `
+)` + acquiredCTE(t, " AND NOT EXISTS (SELECT 1 FROM ahead)") + `, skipped AS (` + queueSkip(q, "$10", "$11") + `
 ), leaving AS (
 	DELETE FROM ` + q + ` WHERE name = $1::text AND ticket = $9::bigint AND EXISTS (SELECT 1 FROM acquired)
 ), kept AS (

@@ -191,13 +191,30 @@ RETURNING record_version_number`,
 func acquireSQL(t, notify, queue string) string {
 	return `WITH current AS (
 	SELECT record_version_number, owner FROM ` + t + ` WHERE name = $1::text
-), acquired AS (
+)` + acquiredCTE(t, "") + `
+SELECT true, record_version_number, data, ours, NULL::text, inserted,
+	EXISTS (SELECT 1 FROM current WHERE record_version_number IS NOT NULL),
+	to_regclass(` + queue + `::text) IS NOT NULL FROM acquired` + notify + `
+UNION ALL
+SELECT false, record_version_number, NULL::bytea, false, owner::text, false, false,
+	to_regclass(` + queue + `::text) IS NOT NULL FROM current
+WHERE record_version_number IS NOT NULL AND NOT EXISTS (SELECT 1 FROM acquired)`
+}
+
+// acquiredCTE is the acquire statements' "acquired" query on the quoted
+// table t: it inserts the row $1 (data $2, owner $3, sequence $6), or
+// takes it over when it is released or carries the stale RVN $5 ($4:
+// replace its data), unless the row is seen held, or gate (an SQL
+// condition joined with AND) is false. It begins with the comma that
+// follows the query before it.
+func acquiredCTE(t, gate string) string {
+	return `, acquired AS (
 	INSERT INTO ` + t + ` AS l (name, record_version_number, data, owner)
 	SELECT $1::text, nextval($6::regclass), $2::bytea, $3::text
 	WHERE NOT EXISTS (
 		SELECT 1 FROM current
 		WHERE record_version_number IS NOT NULL AND record_version_number IS DISTINCT FROM $5::bigint
-	)
+	)` + gate + `
 	ON CONFLICT (name) DO UPDATE SET
 		record_version_number = EXCLUDED.record_version_number,
 		data = CASE WHEN $4::boolean THEN EXCLUDED.data ELSE l.data END,
@@ -207,14 +224,7 @@ func acquireSQL(t, notify, queue string) string {
 		CASE WHEN $4::boolean OR l.data IS NOT DISTINCT FROM $2::bytea THEN NULL ELSE l.data END AS data,
 		$4::boolean OR l.data IS NOT DISTINCT FROM $2::bytea AS ours,
 		l.xmax = 0 AS inserted
-)
-SELECT true, record_version_number, data, ours, NULL::text, inserted,
-	EXISTS (SELECT 1 FROM current WHERE record_version_number IS NOT NULL),
-	to_regclass(` + queue + `::text) IS NOT NULL FROM acquired` + notify + `
-UNION ALL
-SELECT false, record_version_number, NULL::bytea, false, owner::text, false, false,
-	to_regclass(` + queue + `::text) IS NOT NULL FROM current
-WHERE record_version_number IS NOT NULL AND NOT EXISTS (SELECT 1 FROM acquired)`
+)`
 }
 
 // semAcquireSQL is statements.semAcquire on the quoted table t. The
