@@ -75,6 +75,7 @@ func (c *Client) acquire(ctx context.Context, l *Lock) (attemptResult, error) {
 				return res, err
 			}
 		default:
+			c.rejoin(ctx, w, res)
 			w.seat.mustLook = res.queued
 			if err := c.awaitAny(ctx, w, l); err != nil {
 				return res, err
@@ -109,6 +110,7 @@ type attemptResult struct {
 	ours     bool          // the row holds the caller's data
 	inserted bool          // the statement created the row
 	queued   bool          // other clients' entries in the fair queue came first
+	unseated bool          // the waiter's entry in the fair queue is gone
 	tookOver bool          // the row was held, at the stale RVN
 	renew    bool          // the RVN must be bumped before the lock is used
 }

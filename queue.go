@@ -212,8 +212,9 @@ func (c *Client) firstInLine(w *waiter, now time.Time) bool {
 // look sends the queue's look for w's name: it keeps this client's
 // entries alive, deletes those w saw dead, and records what is ahead and
 // the lock row's state. A head whose own entry is gone (it was taken for
-// dead while this process was paused) joins again, at the back.
-func (c *Client) look(ctx context.Context, w *waiter) error {
+// dead while this process was paused) joins again, at the back. It
+// reports whether the look was answered.
+func (c *Client) look(ctx context.Context, w *waiter) bool {
 	now := c.clock.now()
 	mine := c.waits.tickets(w.name)
 	skipT, skipR := c.dead(w, now)
@@ -233,7 +234,8 @@ func (c *Client) look(ctx context.Context, w *waiter) error {
 	}, nil)
 	c.waits.looked(w.name, c.clock.now())
 	if err != nil {
-		return err
+		c.log.Debug("cannot look at the lock's queue", "lock", w.name, "error", err)
+		return false
 	}
 	w.seat.ahead = c.sighted(w.seat.ahead, aheadT, aheadR, now)
 	w.seat.row, w.seat.mustLook = row, false
@@ -244,7 +246,7 @@ func (c *Client) look(ctx context.Context, w *waiter) error {
 		c.waits.unseat(w)
 		c.joinQueue(ctx, w)
 	}
-	return nil
+	return true
 }
 
 // sighted merges the entries a look saw ahead with those seen before: an
@@ -330,7 +332,7 @@ func (c *Client) awaitQueued(ctx context.Context, w *waiter, l *Lock) error {
 			c.waits.looked(w.name, c.clock.now())
 			return nil
 		}
-		if err := c.look(ctx, w); err != nil || c.mayTake(w) {
+		if answered := c.look(ctx, w); !answered || c.mayTake(w) {
 			return nil // on a failed look, the attempt tells what went wrong
 		}
 	}
@@ -435,8 +437,9 @@ func (c *Client) acquireQueuedRow(ctx context.Context, q querier, l *Lock, expec
 		res    attemptResult
 		holder sql.NullString
 	)
+	var seated bool
 	err := q.QueryRowContext(ctx, query, args...).Scan(&res.acquired, &res.rvn, &res.data, &res.ours, &holder,
-		&res.inserted, &res.tookOver, &res.queued)
+		&res.inserted, &res.tookOver, &res.queued, &seated)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return attemptResult{}, nil // inserted or released concurrently: not known
@@ -448,5 +451,17 @@ func (c *Client) acquireQueuedRow(ctx context.Context, q querier, l *Lock, expec
 	if res.acquired && l.seat != nil && mine.Valid {
 		c.waits.unseat(l.seat)
 	}
+	res.unseated = l.seat != nil && !seated
 	return res, nil
+}
+
+// rejoin joins w again when its last attempt found its entry gone: a
+// waiter behind took it for dead while this process was paused, or w
+// could not join before.
+func (c *Client) rejoin(ctx context.Context, w *waiter, res attemptResult) {
+	if !res.unseated || res.acquired {
+		return
+	}
+	c.waits.unseat(w)
+	c.joinQueue(ctx, w)
 }

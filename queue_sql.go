@@ -17,9 +17,10 @@ type queueStatements struct {
 	// a place lease, which are deleted and do not count as ahead; the
 	// client's other entries of the name ($12 tickets) get new RVNs, as a
 	// look gives them. Its rows
-	// are acquire's, with an eighth column: whether entries are ahead. A
-	// free row refused for them gives one row (false, 0, NULL, false, NULL,
-	// false, false, true).
+	// are acquire's, with an eighth column, whether entries are ahead, and
+	// a ninth, whether the entry $9 is still queued (true when the lock was
+	// taken). A free row refused for entries ahead gives one row (false, 0,
+	// NULL, false, NULL, false, false, true, seated).
 	acquire string
 	// acquireNotify is acquire that notifies the channel $13 with the name
 	// when it takes the lock, as statements.acquireNotify.
@@ -43,14 +44,14 @@ type queueStatements struct {
 
 // queueAhead is the entries of other clients before the place $8 (or all
 // of them when $8 is NULL), less those in the skipped pairs ($10, $11).
-func queueAhead(q string, client, place, skipT, skipR string) string {
+func queueAhead(q, client, place, skipT, skipR string) string {
 	return `SELECT e.ticket, e.record_version_number FROM ` + q + ` e
 	WHERE e.name = $1::text AND e.client <> ` + client + `::text AND (` + place + `::bigint IS NULL OR e.ticket < ` + place + `::bigint)
 	AND NOT EXISTS (SELECT 1 FROM unnest(` + skipT + `::bigint[], ` + skipR + `::bigint[]) s(t, r) WHERE s.t = e.ticket AND s.r = e.record_version_number)`
 }
 
 // queueSkip deletes the skipped pairs of entries of $1.
-func queueSkip(q string, skipT, skipR string) string {
+func queueSkip(q, skipT, skipR string) string {
 	return `DELETE FROM ` + q + ` e USING unnest(` + skipT + `::bigint[], ` + skipR + `::bigint[]) s(t, r)
 	WHERE e.name = $1::text AND e.ticket = s.t AND e.record_version_number = s.r`
 }
@@ -123,14 +124,16 @@ func queueAcquireSQL(t, q, notify string) string {
 	UPDATE ` + q + ` SET record_version_number = nextval($6::regclass)
 	WHERE name = $1::text AND client = $7::text AND ticket = ANY($12::bigint[])
 	AND (ticket IS DISTINCT FROM $9::bigint OR NOT EXISTS (SELECT 1 FROM acquired))
+	RETURNING ticket
 )
 SELECT true, record_version_number, data, ours, NULL::text, inserted,
-	EXISTS (SELECT 1 FROM current WHERE record_version_number IS NOT NULL), false FROM acquired` + notify + `
+	EXISTS (SELECT 1 FROM current WHERE record_version_number IS NOT NULL), false, true FROM acquired` + notify + `
 UNION ALL
-SELECT false, record_version_number, NULL::bytea, false, owner::text, false, false, EXISTS (SELECT 1 FROM ahead) FROM current
+SELECT false, record_version_number, NULL::bytea, false, owner::text, false, false, EXISTS (SELECT 1 FROM ahead),
+	EXISTS (SELECT 1 FROM kept WHERE kept.ticket = $9::bigint) FROM current
 WHERE record_version_number IS NOT NULL AND NOT EXISTS (SELECT 1 FROM acquired)
 UNION ALL
-SELECT false, 0, NULL::bytea, false, NULL::text, false, false, true
+SELECT false, 0, NULL::bytea, false, NULL::text, false, false, true, EXISTS (SELECT 1 FROM kept WHERE kept.ticket = $9::bigint)
 WHERE EXISTS (SELECT 1 FROM ahead) AND NOT EXISTS (SELECT 1 FROM acquired)
 	AND NOT EXISTS (SELECT 1 FROM current WHERE record_version_number IS NOT NULL)`
 }

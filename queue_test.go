@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"fmt"
 	"log/slog"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/lib/pq"
 	"github.com/stretchr/testify/require"
 
 	"cirello.io/pglock"
@@ -24,12 +26,25 @@ func queueLen(t testing.TB, db *sql.DB, table, name string) int {
 
 // TestFairQueueOrderAcrossClients has six clients, each on a pool of its
 // own, begin to wait for a held lock one after the other, and checks that
-// they take it in that order.
+// they take it in that order: as they are, and after every connection of
+// the waiters (pools and LISTEN sessions) was terminated while they
+// waited, which they survive without losing their places.
 func TestFairQueueOrderAcrossClients(t *testing.T) {
 	t.Parallel()
+	for _, kill := range []bool{false, true} {
+		t.Run(fmt.Sprintf("killed=%v", kill), func(t *testing.T) {
+			t.Parallel()
+			testFairOrder(t, kill)
+		})
+	}
+}
+
+func testFairOrder(t *testing.T, kill bool) {
+	t.Helper()
 	ctx := testCtx(t)
 	holderDB := openDB(t)
-	holder, table := newClientTable(t, holderDB, pglock.WithLeaseDuration(3*time.Second), pglock.WithHeartbeatFrequency(time.Second))
+	opts := []pglock.ClientOption{pglock.WithLeaseDuration(3 * time.Second), pglock.WithHeartbeatFrequency(time.Second)}
+	holder, table := newClientTable(t, holderDB, opts...)
 	held, err := holder.AcquireContext(ctx, "fifo")
 	require.NoError(t, err)
 	const n = 6
@@ -37,9 +52,12 @@ func TestFairQueueOrderAcrossClients(t *testing.T) {
 		mu    sync.Mutex
 		order []int
 		wg    sync.WaitGroup
+		apps  []string
 	)
 	for i := range n {
-		c := sameTable(t, openDB(t), table, pglock.WithLeaseDuration(3*time.Second), pglock.WithHeartbeatFrequency(time.Second))
+		db, app := openApp(t)
+		apps = append(apps, app)
+		c := sameTable(t, db, table, opts...)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -55,6 +73,14 @@ func TestFairQueueOrderAcrossClients(t *testing.T) {
 		}()
 		require.Eventually(t, func() bool { return queueLen(t, holderDB, table, "fifo") == i+1 },
 			10*time.Second, time.Millisecond, "waiter %d joined the queue", i)
+	}
+	if kill {
+		var killed int
+		require.NoError(t, holderDB.QueryRow(`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+			WHERE application_name = ANY($1)`, pq.StringArray(apps)).Scan(&killed))
+		require.NotZero(t, killed)
+		// Released at once: the waiters learn of it by a poll, or by
+		// their next listener's catch-up, on new connections.
 	}
 	require.NoError(t, held.Close())
 	wg.Wait()
@@ -177,4 +203,80 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// TestElectionCandidatesLeadInCampaignOrder has five clients, each on a
+// pool of its own, campaign one after the other while a leader holds on;
+// each resigns once it leads, and they lead in the order they campaigned.
+func TestElectionCandidatesLeadInCampaignOrder(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	db := openDB(t)
+	opts := []pglock.ClientOption{pglock.WithLeaseDuration(3 * time.Second), pglock.WithHeartbeatFrequency(time.Second)}
+	leader, table := newClientTable(t, db, opts...)
+	first, err := leader.NewElection("order").Campaign(ctx, []byte("first"))
+	require.NoError(t, err)
+	const n = 5
+	var (
+		mu    sync.Mutex
+		order []int
+		wg    sync.WaitGroup
+	)
+	for i := range n {
+		c := sameTable(t, openDB(t), table, opts...)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ld, err := c.NewElection("order").Campaign(ctx, []byte(fmt.Sprint(i)))
+			if !assertNoError(t, err) {
+				return
+			}
+			mu.Lock()
+			order = append(order, i)
+			mu.Unlock()
+			assertNoError(t, ld.Resign(ctx))
+		}()
+		require.Eventually(t, func() bool { return queueLen(t, db, table, "order") == i+1 },
+			10*time.Second, time.Millisecond, "candidate %d joined the queue", i)
+	}
+	require.NoError(t, first.Resign(ctx))
+	wg.Wait()
+	require.Equal(t, []int{0, 1, 2, 3, 4}, order)
+}
+
+// TestFairQueueRejoinsAfterExpiry deletes a waiter's entry, as a waiter
+// behind it does once the entry's RVN stayed the same for a place lease
+// (the waiter's process was paused): its next look finds the entry gone
+// and joins again, at the back, behind a waiter that came meanwhile.
+func TestFairQueueRejoinsAfterExpiry(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	db := openDB(t)
+	opts := []pglock.ClientOption{pglock.WithLeaseDuration(2 * time.Second), pglock.WithHeartbeatFrequency(500 * time.Millisecond)}
+	holder, table := newClientTable(t, db, opts...)
+	held, err := holder.AcquireContext(ctx, "rejoin")
+	require.NoError(t, err)
+	a := sameTable(t, openDB(t), table, opts...)
+	b := sameTable(t, openDB(t), table, opts...)
+	q := quote(table + "_queue")
+	gotA := acquireAsync(ctx, a, "rejoin")
+	require.Eventually(t, func() bool { return queueLen(t, db, table, "rejoin") == 1 }, 10*time.Second, time.Millisecond)
+	var first int64
+	require.NoError(t, db.QueryRow(`SELECT ticket FROM `+q+` WHERE name = 'rejoin'`).Scan(&first))
+	gotB := acquireAsync(ctx, b, "rejoin")
+	require.Eventually(t, func() bool { return queueLen(t, db, table, "rejoin") == 2 }, 10*time.Second, time.Millisecond)
+	mustExec(t, db, `DELETE FROM `+q+` WHERE name = 'rejoin' AND ticket = $1`, first)
+	require.Eventually(t, func() bool {
+		var n int
+		require.NoError(t, db.QueryRow(`SELECT count(*) FROM `+q+` WHERE name = 'rejoin' AND ticket > $1`, first).Scan(&n))
+		return n == 2
+	}, 10*time.Second, time.Millisecond, "a joined again after its next look")
+	require.NoError(t, held.Close())
+	rb := <-gotB
+	require.NoError(t, rb.err)
+	require.Empty(t, gotA, "a, at the back, waits behind b")
+	require.NoError(t, rb.l.Close())
+	ra := <-gotA
+	require.NoError(t, ra.err)
+	require.NoError(t, ra.l.Close())
 }

@@ -69,6 +69,7 @@ func (f *fairnessLedger) took(g, c int) {
 }
 
 func runFairness(b *testing.B, fair bool) {
+	b.Helper()
 	const clients, each, hold = 10, 3, 5 * time.Millisecond
 	d := 30 * time.Second
 	if quick {
