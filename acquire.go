@@ -42,13 +42,17 @@ func (c *Client) acquire(ctx context.Context, l *Lock) (attemptResult, error) {
 			}
 		}
 	}
+	badConns := 0
 	for {
 		if err := contextError(ctx, ErrNotAcquired); err != nil {
 			return attemptResult{}, err
 		}
 		res, err := c.attemptAny(ctx, l)
+		if errors.Is(err, driver.ErrBadConn) {
+			badConns++
+		}
 		switch {
-		case errors.Is(err, driver.ErrBadConn) && !l.maybeTaken:
+		case errors.Is(err, driver.ErrBadConn) && badConns <= maxBadConns:
 			// The statement may have taken the row before its reply was
 			// lost: the next attempt recognises the row as ours.
 			l.maybeTaken = true
@@ -97,6 +101,12 @@ func (c *Client) waitTurn(ctx context.Context, w *waiter, l *Lock, look bool) er
 	w.seat.mustLook = look
 	return c.awaitQueued(ctx, w, l)
 }
+
+// maxBadConns is how many attempts in a row one acquire sends again after
+// driver.ErrBadConn. Each such answer drops its connection from the pool;
+// after a server killed every connection of a pool (a restart,
+// pg_terminate_backend), its idle ones answer so one after the other.
+const maxBadConns = 8
 
 // attemptResult is what one acquire attempt found.
 type attemptResult struct {

@@ -142,6 +142,9 @@ type queueSeat struct {
 	// found entries ahead that ahead does not know of: the next sleep
 	// looks at once.
 	mustLook bool
+	// joined is set once w sent a join: a wait that gives up without its
+	// ticket deletes what it may have left.
+	joined bool
 }
 
 // placeSighting is an entry seen ahead, and when its RVN was first seen.
@@ -153,12 +156,13 @@ type placeSighting struct {
 // joinQueue inserts w's entry. Without one, w counts every entry ahead of
 // it, and its next look tries again.
 func (c *Client) joinQueue(ctx context.Context, w *waiter) {
+	w.seat.joined = true
 	var ticket int64
 	err := c.statement(ctx, func(ctx context.Context) error {
 		return c.keep.onOwn(ctx, func(ctx context.Context, q querier) error {
 			return q.QueryRowContext(ctx, c.fq.sql.join, w.name, c.fq.id, c.sql.sequence).Scan(&ticket)
 		})
-	}, nil)
+	}, func(error) { c.deleteStray(w.name) }) // it may have joined after the caller gave up
 	if err != nil {
 		c.log.Debug("cannot join the lock's queue; trying again on the next look", "lock", w.name, "error", err)
 		return
@@ -172,19 +176,41 @@ func (c *Client) joinQueue(ctx context.Context, w *waiter) {
 func (c *Client) leaveQueue(w *waiter) {
 	ticket := c.waits.unseat(w)
 	if ticket == 0 {
+		if w.seat.joined {
+			c.calls.Spawn(func() { c.deleteStray(w.name) })
+		}
 		return
 	}
-	c.calls.Spawn(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), c.attemptTimeout())
-		defer cancel()
-		err := c.keep.onPool(ctx, func(ctx context.Context, q querier) error {
-			_, err := q.ExecContext(ctx, c.fq.sql.leave, w.name, ticket)
-			return err
-		})
-		if err != nil {
-			c.log.Debug("cannot leave the lock's queue; the entry expires", "lock", w.name, "error", err)
-		}
+	c.calls.Spawn(func() { c.deleteEntry(w.name, ticket) })
+}
+
+// deleteStray deletes the entries of name this client made for waits
+// that no longer wait, within one attempt's timeout.
+func (c *Client) deleteStray(name string) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.attemptTimeout())
+	defer cancel()
+	err := c.keep.onPool(ctx, func(ctx context.Context, q querier) error {
+		keep := append(pq.Int64Array{}, c.waits.tickets(name)...) // never NULL, which would keep all
+		_, err := q.ExecContext(ctx, c.fq.sql.leaveStray, name, c.fq.id, keep)
+		return err
 	})
+	if err != nil {
+		c.log.Debug("cannot leave the lock's queue; the entry expires", "lock", name, "error", err)
+	}
+}
+
+// deleteEntry deletes the entry of name with ticket, within one attempt's
+// timeout.
+func (c *Client) deleteEntry(name string, ticket int64) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.attemptTimeout())
+	defer cancel()
+	err := c.keep.onPool(ctx, func(ctx context.Context, q querier) error {
+		_, err := q.ExecContext(ctx, c.fq.sql.leave, name, ticket)
+		return err
+	})
+	if err != nil {
+		c.log.Debug("cannot leave the lock's queue; the entry expires", "lock", name, "error", err)
+	}
 }
 
 // dead returns the entries of w's last look whose RVN stayed the same for

@@ -30,6 +30,10 @@ type queueStatements struct {
 	join string
 	// leave deletes the entry of name $1 with ticket $2.
 	leave string
+	// leaveStray deletes the entries of name $1 and client $2 but those
+	// with the tickets $3: those of waits that gave up before they knew
+	// their ticket.
+	leaveStray string
 	// release, releaseKeep and forceRelease are statements' own, whose
 	// notification also carries the lowest ticket queued for the name
 	// (queueNotify).
@@ -95,7 +99,8 @@ func newQueueStatements(id identifier) queueStatements {
 )` + queueNotify(q, "$2"),
 		join: `INSERT INTO ` + q + ` (name, ticket, client, record_version_number)
 	SELECT $1::text, nextval($3::regclass), $2::text, nextval($3::regclass) RETURNING ticket`,
-		leave: `DELETE FROM ` + q + ` WHERE name = $1::text AND ticket = $2::bigint`,
+		leave:      `DELETE FROM ` + q + ` WHERE name = $1::text AND ticket = $2::bigint`,
+		leaveStray: `DELETE FROM ` + q + ` WHERE name = $1::text AND client = $2::text AND ticket <> ALL($3::bigint[])`,
 		look: `WITH kept AS (
 	UPDATE ` + q + ` SET record_version_number = nextval($7::regclass)
 	WHERE name = $1::text AND client = $2::text AND ticket = ANY($4::bigint[]) RETURNING ticket
