@@ -277,16 +277,8 @@ func (c *Client) sleep(ctx context.Context, w *waiter, name string) (polled bool
 	} else {
 		staleAt = time.Time{}
 	}
-	t := time.NewTimer(max(d, 0))
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false, contextError(ctx, ErrNotAcquired)
-	case <-w.wake:
-		return false, nil
-	case <-t.C:
-		return staleAt.IsZero(), nil
-	}
+	woke, err := sleepFor(ctx, w, d)
+	return staleAt.IsZero() && !woke && err == nil, err
 }
 
 // peek reads name's row (its RVN and owner) on the caller's pool, without
@@ -348,7 +340,7 @@ func (c *Client) acquireRow(ctx context.Context, q querier, l *Lock, expected sq
 		return c.acquireQueuedRow(ctx, q, l, expected, start)
 	}
 	var row *sql.Row
-	queue := c.table.queue().quoted()
+	queue := c.fq.sql.table
 	if l.announce {
 		row = q.QueryRowContext(ctx, c.sql.acquireNotify, l.name, l.data, c.owner, l.replaceData, expected, c.sql.sequence, c.sql.channel, queue)
 	} else {

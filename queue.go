@@ -114,7 +114,7 @@ func (c *Client) fair(ctx context.Context, l *Lock) bool {
 	var ok bool
 	err := c.statement(ctx, func(ctx context.Context) error {
 		return c.keep.onPool(ctx, func(ctx context.Context, q querier) error {
-			return q.QueryRowContext(ctx, c.fq.sql.exists, c.table.queue().quoted()).Scan(&ok)
+			return q.QueryRowContext(ctx, c.fq.sql.exists, c.fq.sql.table).Scan(&ok)
 		})
 	}, nil)
 	switch {
@@ -390,16 +390,7 @@ func (c *Client) sleepQueued(ctx context.Context, w *waiter) (woke bool, err err
 	if at := c.takeAt(w); !at.IsZero() && at.Sub(now) < d {
 		d = at.Sub(now)
 	}
-	t := time.NewTimer(max(d, 0))
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false, contextError(ctx, ErrNotAcquired)
-	case <-w.wake:
-		return true, nil
-	case <-t.C:
-		return false, nil
-	}
+	return sleepFor(ctx, w, d)
 }
 
 // takeAt is when w could take the row by what its last look saw: once the

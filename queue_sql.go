@@ -4,6 +4,9 @@ package pglock
 // New with the queue table's name quoted there; like every statement, they
 // take their values as $n parameters.
 type queueStatements struct {
+	// table is the queue table's quoted name, the parameter of exists and
+	// of the acquire statements' look-up of the queue.
+	table string
 	// exists reports whether the queue table ($1, its quoted name) exists.
 	exists string
 	// create and createIfNotExists make the queue table; drop drops it.
@@ -80,6 +83,7 @@ func newQueueStatements(id identifier) queueStatements {
 	PRIMARY KEY (name, ticket)
 )`
 	return queueStatements{
+		table:             q,
 		exists:            `SELECT to_regclass($1::text) IS NOT NULL`,
 		create:            `CREATE TABLE ` + q + columns,
 		createIfNotExists: `CREATE TABLE IF NOT EXISTS ` + q + columns,

@@ -114,11 +114,15 @@ func (id identifier) quoted() string {
 // sequenceSuffix makes the name of a table's record version number sequence.
 const sequenceSuffix = "_rvn"
 
-// sequence is the <table>_rvn sequence next to the table, its name cut to
-// maxIdentifierBytes as PostgreSQL cuts it (the suffix is ASCII and a table
-// name at most maxIdentifierBytes, so the cut never splits a character).
-func (id identifier) sequence() identifier {
-	name := id.name + sequenceSuffix
+// sequence is the <table>_rvn sequence next to the table.
+func (id identifier) sequence() identifier { return id.suffixed(sequenceSuffix) }
+
+// suffixed is the relation named after id with suffix, in id's schema, its
+// name cut to maxIdentifierBytes as PostgreSQL cuts it (suffixes are ASCII
+// and a table name at most maxIdentifierBytes, so the cut never splits a
+// character).
+func (id identifier) suffixed(suffix string) identifier {
+	name := id.name + suffix
 	if len(name) > maxIdentifierBytes {
 		name = name[:maxIdentifierBytes]
 	}
@@ -128,15 +132,8 @@ func (id identifier) sequence() identifier {
 // queueSuffix makes the name of a table's fair queue (queue.go).
 const queueSuffix = "_queue"
 
-// queue is the <table>_queue table next to the table, its name cut as
-// sequence cuts it.
-func (id identifier) queue() identifier {
-	name := id.name + queueSuffix
-	if len(name) > maxIdentifierBytes {
-		name = name[:maxIdentifierBytes]
-	}
-	return identifier{schema: id.schema, name: name}
-}
+// queue is the <table>_queue table next to the table.
+func (id identifier) queue() identifier { return id.suffixed(queueSuffix) }
 
 // channel is the LISTEN/NOTIFY channel for the table's releases. It is
 // derived from the table, so every client of one table shares it, and it

@@ -197,16 +197,8 @@ func (s *Semaphore) sleep(ctx context.Context, w *waiter) (polled bool, err erro
 			d, polled = staleAt.Sub(now), false
 		}
 	}
-	t := time.NewTimer(max(d, 0))
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false, contextError(ctx, ErrNotAcquired)
-	case <-w.wake:
-		return false, nil
-	case <-t.C:
-		return polled, nil
-	}
+	woke, err := sleepFor(ctx, w, d)
+	return polled && !woke && err == nil, err
 }
 
 // peek reads the permit rows' RVNs and owners on the client's own

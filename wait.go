@@ -369,6 +369,21 @@ func (r *waitRoom) close() {
 	}
 }
 
+// sleepFor waits d for w, unless a release of its name is announced first
+// (woke) or ctx ends.
+func sleepFor(ctx context.Context, w *waiter, d time.Duration) (woke bool, err error) {
+	t := time.NewTimer(max(d, 0))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false, contextError(ctx, ErrNotAcquired)
+	case <-w.wake:
+		return true, nil
+	case <-t.C:
+		return false, nil
+	}
+}
+
 // seat gives w its ticket in the fair queue.
 func (r *waitRoom) seat(w *waiter, ticket int64) {
 	r.mu.Lock()
