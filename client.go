@@ -607,6 +607,7 @@ func (c *Client) join(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("pglock: Close gave up waiting for the client's goroutines: %w", ctx.Err())
 	}
+	c.leaveAll(ctx)
 	if err := c.calls.Wait(ctx); err != nil {
 		return fmt.Errorf("pglock: Close gave up waiting for %d statements left behind on dead connections: %w", c.calls.Stuck(), err)
 	}

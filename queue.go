@@ -48,6 +48,10 @@ type fairQueue struct {
 	state atomic.Int32 // queueUnknown, queuePresent or queueAbsent
 	note  sync.Once    // logs once that the table has no queue
 	none  bool         // the table's name leaves no room for a queue's
+	// joined is set once a wait of this client sent a join: Close deletes
+	// the client's entries (queue_leave.go).
+	joined atomic.Bool
+	litter litter // names whose entries a delete failed to remove
 }
 
 const (
@@ -157,6 +161,7 @@ type placeSighting struct {
 // it, and its next look tries again.
 func (c *Client) joinQueue(ctx context.Context, w *waiter) {
 	w.seat.joined = true
+	c.fq.joined.Store(true)
 	var ticket int64
 	err := c.statement(ctx, func(ctx context.Context) error {
 		return c.keep.onOwn(ctx, func(ctx context.Context, q querier) error {
@@ -168,49 +173,6 @@ func (c *Client) joinQueue(ctx context.Context, w *waiter) {
 		return
 	}
 	c.waits.seat(w, ticket)
-}
-
-// leaveQueue deletes w's entry, if it still has one, in the background:
-// the caller whose wait ended does not wait for it. An entry left behind
-// is taken for dead by the waiters behind it within a place lease.
-func (c *Client) leaveQueue(w *waiter) {
-	ticket := c.waits.unseat(w)
-	if ticket == 0 {
-		if w.seat.joined {
-			c.calls.Spawn(func() { c.deleteStray(w.name) })
-		}
-		return
-	}
-	c.calls.Spawn(func() { c.deleteEntry(w.name, ticket) })
-}
-
-// deleteStray deletes the entries of name this client made for waits
-// that no longer wait, within one attempt's timeout.
-func (c *Client) deleteStray(name string) {
-	ctx, cancel := context.WithTimeout(context.Background(), c.attemptTimeout())
-	defer cancel()
-	err := c.keep.onPool(ctx, func(ctx context.Context, q querier) error {
-		keep := append(pq.Int64Array{}, c.waits.tickets(name)...) // never NULL, which would keep all
-		_, err := q.ExecContext(ctx, c.fq.sql.leaveStray, name, c.fq.id, keep)
-		return err
-	})
-	if err != nil {
-		c.log.Debug("cannot leave the lock's queue; the entry expires", "lock", name, "error", err)
-	}
-}
-
-// deleteEntry deletes the entry of name with ticket, within one attempt's
-// timeout.
-func (c *Client) deleteEntry(name string, ticket int64) {
-	ctx, cancel := context.WithTimeout(context.Background(), c.attemptTimeout())
-	defer cancel()
-	err := c.keep.onPool(ctx, func(ctx context.Context, q querier) error {
-		_, err := q.ExecContext(ctx, c.fq.sql.leave, name, ticket)
-		return err
-	})
-	if err != nil {
-		c.log.Debug("cannot leave the lock's queue; the entry expires", "lock", name, "error", err)
-	}
 }
 
 // dead returns the entries of w's last look whose RVN stayed the same for

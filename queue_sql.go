@@ -37,6 +37,8 @@ type queueStatements struct {
 	// with the tickets $3: those of waits that gave up before they knew
 	// their ticket.
 	leaveStray string
+	// leaveAll deletes every entry of client $1.
+	leaveAll string
 	// release, releaseKeep and forceRelease are statements' own, whose
 	// notification also carries the lowest ticket queued for the name
 	// (queueNotify).
@@ -104,6 +106,7 @@ func newQueueStatements(id identifier) queueStatements {
 		join: `INSERT INTO ` + q + ` (name, ticket, client, record_version_number)
 	SELECT $1::text, nextval($3::regclass), $2::text, nextval($3::regclass) RETURNING ticket`,
 		leave:      `DELETE FROM ` + q + ` WHERE name = $1::text AND ticket = $2::bigint`,
+		leaveAll:   `DELETE FROM ` + q + ` WHERE client = $1::text`,
 		leaveStray: `DELETE FROM ` + q + ` WHERE name = $1::text AND client = $2::text AND ticket <> ALL($3::bigint[])`,
 		look: `WITH kept AS (
 	UPDATE ` + q + ` SET record_version_number = nextval($7::regclass)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -279,4 +280,51 @@ func TestFairQueueRejoinsAfterExpiry(t *testing.T) {
 	ra := <-gotA
 	require.NoError(t, ra.err)
 	require.NoError(t, ra.l.Close())
+}
+
+// TestFairQueueLeavesOnceTheDatabaseIsBack ends a wait while its client
+// cannot reach the database, so that the delete of its entry fails; the
+// client deletes the entry once the database is back (retry), or when it
+// closes first (close).
+func TestFairQueueLeavesOnceTheDatabaseIsBack(t *testing.T) {
+	t.Parallel()
+	for _, how := range []string{"retry", "close"} {
+		t.Run(how, func(t *testing.T) {
+			t.Parallel()
+			ctx := testCtx(t)
+			holderDB := openDB(t)
+			holder, table := newClientTable(t, holderDB)
+			t.Cleanup(func() { _ = holder.Close(context.Background()) })
+			_, err := holder.AcquireContext(ctx, "litter")
+			require.NoError(t, err)
+			db, p, _ := proxied(t, "postgres")
+			var failed atomic.Int64
+			c := netClient(t, db, table, pglock.WithSlog(slog.New(countHandler{"cannot leave the lock's queue", &failed})))
+			wctx, cancel := context.WithCancel(ctx)
+			errc := make(chan error, 1)
+			go func() {
+				_, err := c.AcquireContext(wctx, "litter")
+				errc <- err
+			}()
+			require.Eventually(t, func() bool { return queueLen(t, holderDB, table, "litter") == 1 },
+				waitBound, time.Millisecond, "the waiter joined the queue")
+			_, err = p.Partition()
+			require.NoError(t, err)
+			cancel()
+			require.ErrorIs(t, <-errc, pglock.ErrNotAcquired)
+			require.Eventually(t, func() bool { return failed.Load() > 0 }, waitBound, 10*time.Millisecond,
+				"the delete of the entry failed")
+			require.Equal(t, 1, queueLen(t, holderDB, table, "litter"), "the entry is still queued")
+			require.NoError(t, p.Heal())
+			healed := time.Now()
+			if how == "close" {
+				require.NoError(t, c.Close(ctx))
+				require.Zero(t, queueLen(t, holderDB, table, "litter"), "the entry after Close")
+				return
+			}
+			require.Eventually(t, func() bool { return queueLen(t, holderDB, table, "litter") == 0 },
+				netLease, 10*time.Millisecond, "the entry was deleted once the database was back")
+			t.Logf("entry deleted %v after the database was back (lease %v)", time.Since(healed).Round(time.Millisecond), netLease)
+		})
+	}
 }
