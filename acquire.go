@@ -277,7 +277,7 @@ func (c *Client) sleep(ctx context.Context, w *waiter, name string) (polled bool
 	} else {
 		staleAt = time.Time{}
 	}
-	woke, err := sleepFor(ctx, w, d)
+	woke, err := c.sleepFor(ctx, w, d)
 	return staleAt.IsZero() && !woke && err == nil, err
 }
 

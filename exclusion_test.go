@@ -38,7 +38,9 @@ import (
 // heartbeat tick, SendHeartbeat, Release or Resign (with a live, a short or
 // an ended context), Do (whose function returns, fails or panics), Close
 // of a client (replaced by a new one), Guard in a transaction, time
-// passing, or a delayed statement reaching the server.
+// passing, or a delayed statement reaching the server. A third of the
+// schedules also begin waits in the fair queue, in the background, and end
+// them (exclusion_queue_test.go, which has the queue's own oracles).
 //
 // A holder's belief lasts from the moment its acquire returns until its
 // Done closes, and the oracle samples it while statements are in flight
@@ -209,6 +211,11 @@ type schedule struct {
 	// one.
 	sem     string
 	permits int
+	// queued, when set, has the schedule's clients also wait in the fair
+	// queue (exclusion_queue_test.go): waits, in the order they began.
+	queued bool
+	waits  []*pendingWait
+	won    []int // the clients whose waits took a lock, in that order
 }
 
 // schedule starts the schedule of seed on w's clients.
@@ -231,6 +238,7 @@ func (w *scheduleWorker) schedule(seed uint64) *schedule {
 			return s.fate(i, query, args)
 		})
 	}
+	s.queued = s.rng.IntN(3) == 0
 	if s.duel = s.rng.IntN(2) == 0; s.duel {
 		s.names, s.active = s.names[:1], 2
 		s.faultRate[0], s.faultRate[1] = []int{40, 75}[s.rng.IntN(2)], []int{2, 15}[s.rng.IntN(2)]
@@ -333,6 +341,8 @@ const (
 	actClose
 	actAdvance
 	actDelayed
+	actWait
+	actEndWait
 )
 
 // step takes one random action.
@@ -348,7 +358,8 @@ func (s *schedule) step() {
 	}
 	c := s.clients[i]
 	s.mu.Unlock()
-	if l == nil && act != actAdvance && act != actDelayed && act != actTick && act != actDo && act != actClose {
+	if l == nil && act != actAdvance && act != actDelayed && act != actTick && act != actDo && act != actClose &&
+		act != actWait && act != actEndWait {
 		act = actAcquire
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -375,6 +386,10 @@ func (s *schedule) step() {
 		s.closeClient(i)
 	case actAdvance:
 		s.advance()
+	case actWait:
+		s.startWait(i, name)
+	case actEndWait:
+		s.endWait()
 	default:
 		s.runDelayed()
 	}
@@ -607,6 +622,10 @@ func (s *schedule) pick() (i int, name string, act int) {
 		return i, name, actDo
 	case r < 72:
 		return i, name, actClose
+	case r < 80 && s.queued && !s.isPermit(name):
+		return i, name, actWait
+	case r < 82 && s.queued:
+		return i, name, actEndWait
 	case r < 96:
 		return i, name, actAdvance
 	}
@@ -677,10 +696,10 @@ func (s *schedule) recordCommits(query string, rows [][]driver.Value) {
 		permit bool // the first column tells an acquired permit's row
 	)
 	switch {
+	case strings.HasPrefix(query, "WITH current AS"): // acquire, also the queue's: acquired, rvn, ...
+		col = 1
 	case strings.Contains(query, "unnest("): // the batch heartbeat: name, old, new, present
 		col = 2
-	case strings.HasPrefix(query, "WITH current AS"): // acquire: acquired, rvn, ...
-		col = 1
 	case strings.HasPrefix(query, "WITH marker_new AS"): // a permit's acquire: kind, permit, rvn, ...
 		col, permit = 2, true
 	case strings.HasPrefix(query, "UPDATE") && strings.Contains(query, "RETURNING record_version_number"):
@@ -835,6 +854,9 @@ func (s *schedule) finish() {
 		for _, l := range held[i] {
 			_ = c.ReleaseContext(ctx, l)
 		}
+	}
+	if s.queued {
+		s.finishQueue(ctx)
 	}
 	for _, c := range s.clients {
 		_ = pglock.WaitIdle(ctx, c) // releases freeing rows in the background

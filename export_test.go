@@ -206,3 +206,6 @@ func CounterSnapshots() []Stats {
 	}
 	return out
 }
+
+// QueueClient returns the id c's entries carry in the fair queue.
+func QueueClient(c *Client) string { return c.fq.id }

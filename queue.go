@@ -146,9 +146,10 @@ type queueSeat struct {
 	// found entries ahead that ahead does not know of: the next sleep
 	// looks at once.
 	mustLook bool
-	// joined is set once w sent a join: a wait that gives up without its
-	// ticket deletes what it may have left.
-	joined bool
+	// unsure is set once a join of w failed: it may have committed all
+	// the same, so that when w's wait ends it deletes every entry of its
+	// client for the name that no live wait holds.
+	unsure bool
 }
 
 // placeSighting is an entry seen ahead, and when its RVN was first seen.
@@ -160,7 +161,6 @@ type placeSighting struct {
 // joinQueue inserts w's entry. Without one, w counts every entry ahead of
 // it, and its next look tries again.
 func (c *Client) joinQueue(ctx context.Context, w *waiter) {
-	w.seat.joined = true
 	c.fq.joined.Store(true)
 	var ticket int64
 	err := c.statement(ctx, func(ctx context.Context) error {
@@ -169,6 +169,7 @@ func (c *Client) joinQueue(ctx context.Context, w *waiter) {
 		})
 	}, func(error) { c.deleteStray(w.name) }) // it may have joined after the caller gave up
 	if err != nil {
+		w.seat.unsure = true
 		c.log.Debug("cannot join the lock's queue; trying again on the next look", "lock", w.name, "error", err)
 		return
 	}
@@ -220,15 +221,19 @@ func (c *Client) look(ctx context.Context, w *waiter) bool {
 				c.sql.sequence).Scan(&kept, &aheadT, &aheadR, &row.rvn, &row.owner)
 		})
 	}, nil)
-	c.waits.looked(w.name, c.clock.now())
+	// The entries' new RVNs may have been drawn as soon as the look began,
+	// and what it read may have been written just before it returned: the
+	// next look counts from its start, the sightings from its end.
+	seen := c.clock.now()
+	c.waits.looked(w.name, now)
 	if err != nil {
 		c.log.Debug("cannot look at the lock's queue", "lock", w.name, "error", err)
 		return false
 	}
-	w.seat.ahead = c.sighted(w.seat.ahead, aheadT, aheadR, now)
+	w.seat.ahead = c.sighted(w.seat.ahead, aheadT, aheadR, seen)
 	w.seat.row, w.seat.mustLook = row, false
 	if row.rvn.Valid {
-		c.waits.observe(w.name, row.rvn.Int64, now)
+		c.waits.observe(w.name, row.rvn.Int64, seen)
 	}
 	if w.seat.ticket == 0 || !contains(kept, w.seat.ticket) {
 		c.waits.unseat(w)
@@ -352,7 +357,7 @@ func (c *Client) sleepQueued(ctx context.Context, w *waiter) (woke bool, err err
 	if at := c.takeAt(w); !at.IsZero() && at.Sub(now) < d {
 		d = at.Sub(now)
 	}
-	return sleepFor(ctx, w, d)
+	return c.sleepFor(ctx, w, d)
 }
 
 // takeAt is when w could take the row by what its last look saw: once the

@@ -22,17 +22,17 @@ type litter struct {
 	stopped bool    // Close began: no more sweeps
 }
 
-// leaveQueue deletes w's entry, if it still has one, in the background:
-// the caller whose wait ended does not wait for it.
+// leaveQueue deletes w's entry, if it still has one, and those a failed
+// join may have left, in the background: the caller whose wait ended does
+// not wait for it. A wait that took its lock left its entry with it.
 func (c *Client) leaveQueue(w *waiter) {
 	ticket := c.waits.unseat(w)
-	if ticket == 0 {
-		if w.seat.joined {
-			c.calls.Spawn(func() { c.deleteStray(w.name) })
-		}
-		return
+	switch {
+	case w.seat.unsure:
+		c.calls.Spawn(func() { c.deleteStray(w.name) })
+	case ticket != 0:
+		c.calls.Spawn(func() { c.deleteEntry(w.name, ticket) })
 	}
-	c.calls.Spawn(func() { c.deleteEntry(w.name, ticket) })
 }
 
 // deleteStray deletes the entries of name this client made for waits

@@ -197,7 +197,7 @@ func (s *Semaphore) sleep(ctx context.Context, w *waiter) (polled bool, err erro
 			d, polled = staleAt.Sub(now), false
 		}
 	}
-	woke, err := sleepFor(ctx, w, d)
+	woke, err := c.sleepFor(ctx, w, d)
 	return polled && !woke && err == nil, err
 }
 

@@ -49,8 +49,12 @@ type waitRoom struct {
 	// nexts is, per name, the lowest ticket queued that the latest release
 	// notification carried (see parsePayload).
 	nexts map[string]int64
-	// listener is the running listener; nil while nobody waits.
+	// listener is the running listener; nil while nobody waits, and
+	// once closed.
 	listener *listener
+	// closed is set by close: no listener starts after it, so that
+	// Client.Close joins every one that ran.
+	closed bool
 	// lingering stops the listener a while after the last waiter left.
 	lingering *time.Timer
 	// listeners counts every listener's goroutine, for Client.Close.
@@ -208,7 +212,7 @@ func (r *waitRoom) joinLocked(name string) *waiter {
 		close(w.turn)
 	}
 	r.keepListenerLocked()
-	if r.listener == nil {
+	if r.listener == nil && !r.closed {
 		r.listener = r.startListener()
 	}
 	return w
@@ -362,6 +366,7 @@ func (r *waitRoom) isListening() bool {
 func (r *waitRoom) close() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.closed = true
 	r.keepListenerLocked()
 	if r.listener != nil {
 		r.listener.stop()
@@ -369,17 +374,19 @@ func (r *waitRoom) close() {
 	}
 }
 
-// sleepFor waits d for w, unless a release of its name is announced first
-// (woke) or ctx ends.
-func sleepFor(ctx context.Context, w *waiter, d time.Duration) (woke bool, err error) {
-	t := time.NewTimer(max(d, 0))
+// sleepFor waits d on the client's clock for w, unless a release of its
+// name is announced first (woke) or ctx ends. The clock that counts leases
+// also times the waits computed from them.
+func (c *Client) sleepFor(ctx context.Context, w *waiter, d time.Duration) (woke bool, err error) {
+	due := make(chan struct{})
+	t := c.clock.afterFunc(max(d, 0), func() { close(due) })
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return false, contextError(ctx, ErrNotAcquired)
 	case <-w.wake:
 		return true, nil
-	case <-t.C:
+	case <-due:
 		return false, nil
 	}
 }

@@ -53,7 +53,7 @@ func (r *waitRoom) watchFor(e *Election) *watch {
 			w.run(ctx)
 		}()
 		r.keepListenerLocked()
-		if r.listener == nil {
+		if r.listener == nil && !r.closed {
 			r.listener = r.startListener()
 		}
 	}
