@@ -110,11 +110,13 @@ func TestAcquireContextWaitsForReleaseOrCtx(t *testing.T) {
 
 	// Cancelling a blocked waiter returns ErrNotAcquired and ctx.Err().
 	ctx2, cancel2 := context.WithCancel(bg)
+	waits := c.Stats().Waits
 	go func() {
 		l, err := c.AcquireContext(ctx2, "job")
 		res <- result{l, err}
 	}()
-	time.Sleep(100 * time.Millisecond)
+	require.Eventually(t, func() bool { return c.Stats().Waits > waits }, waitBound, time.Millisecond,
+		"the second waiter blocks")
 	cancel2()
 	r2 := <-res
 	assert.Nil(t, r2.l)
