@@ -287,6 +287,9 @@ func (s *schedule) describeEntries(name string) string {
 		}
 		out = append(out, fmt.Sprintf("ticket %d of %s (rvn %d)", ticket, who, rvn))
 	}
+	if err := rows.Err(); err != nil {
+		out = append(out, err.Error())
+	}
 	return strings.Join(out, ", ")
 }
 
