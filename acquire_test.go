@@ -238,6 +238,7 @@ func TestAcquireDataKeptAndReplaced(t *testing.T) {
 // and the race-instrumented driver busy for seconds, which would starve the
 // short-lease heartbeats of parallel tests.
 func TestAcquireLargeDataRoundTrip(t *testing.T) {
+	fullSuiteOnly(t)
 	db := openDB(t)
 	c, table := newClientTable(t, db, pglock.WithLeaseDuration(time.Minute), pglock.WithHeartbeatFrequency(0))
 	data := make([]byte, 32<<20)
@@ -306,6 +307,7 @@ func TestAcquireTakesOverSilentHolder(t *testing.T) {
 // monotonic clock. Only a lower bound is checked: the upper bound is a speed
 // figure (BenchmarkCrashTakeover).
 func TestAcquireTakesOverOnlyALeaseAfterLastHeartbeat(t *testing.T) {
+	fullSuiteOnly(t)
 	t.Parallel()
 	const lease = time.Second
 	table, db := newTable(t)
@@ -347,6 +349,7 @@ func TestAcquireTakesOverOnlyALeaseAfterLastHeartbeat(t *testing.T) {
 // row's lock (many contenders queue on it) must not hand out a lock whose
 // lease, counted from the statement's start, has already run out.
 func TestAcquireAfterLongRowWait(t *testing.T) {
+	fullSuiteOnly(t)
 	t.Parallel()
 	db := openDB(t)
 	const lease = 2 * time.Second
@@ -382,6 +385,7 @@ func TestAcquireAfterLongRowWait(t *testing.T) {
 // nothing. The acquirer must then report "not acquired" (FailIfLocked) or
 // keep waiting, not fail or think it holds the lock.
 func TestAcquireRowInsertedConcurrently(t *testing.T) {
+	fullSuiteOnly(t)
 	t.Parallel()
 	table, plain := newTable(t)
 	db, cnt := countedDB(t)
@@ -466,6 +470,7 @@ func TestAcquireHeartbeatsAndHandsOverWithinOneClient(t *testing.T) {
 }
 
 func TestAcquireExcludesUnderContention(t *testing.T) {
+	fullSuiteOnly(t)
 	t.Parallel()
 	contend(t, srv.DSN(), 4, 26)
 }
@@ -474,6 +479,7 @@ func TestAcquireExcludesUnderContention(t *testing.T) {
 // by default, as some deployments configure it; serialization failures must
 // be retried inside the client, never surface.
 func TestAcquireExcludesUnderSerializableContention(t *testing.T) {
+	fullSuiteOnly(t)
 	t.Parallel()
 	dsn := dsnWith(srv.DSN(), map[string]string{"options": "-c default_transaction_isolation=serializable"})
 	db := openDSN(t, dsn)

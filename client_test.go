@@ -239,6 +239,7 @@ func TestDoHoldsLockWhileFRuns(t *testing.T) {
 // lost, however it is lost, and as soon as a heartbeat finds the row taken
 // over, long before the lease would end.
 func TestDoCancelsCtxOnLoss(t *testing.T) {
+	fullSuiteOnly(t)
 	t.Parallel()
 	db := openDB(t)
 	const lease = time.Second
@@ -334,6 +335,7 @@ func TestDoCancelsCtxOnLoss(t *testing.T) {
 // nobody took the row over meanwhile the release proves nobody else held the
 // lock, and Do returns f's nil, as the original did.
 func TestDoOutlastingLeaseWithHeartbeatsOff(t *testing.T) {
+	fullSuiteOnly(t)
 	t.Parallel()
 	const lease = time.Second
 	db := openDB(t)

@@ -20,6 +20,7 @@ import (
 // original library's DDL, verbatim, work with every operation, including
 // rows the original's clients left behind.
 func TestOriginalTableWorksWithEveryOperation(t *testing.T) {
+	fullSuiteOnly(t)
 	t.Parallel()
 	db := openDB(t)
 	table := originalTable(t, db)
@@ -129,6 +130,7 @@ func TestOriginalTableWorksWithEveryOperation(t *testing.T) {
 // original's table and never hold one name at once, whichever holds and
 // whichever waits, and whichever goes silent.
 func TestRollingUpgradeNeverTwoHolders(t *testing.T) {
+	fullSuiteOnly(t)
 	t.Parallel()
 	db := openDB(t)
 	table := originalTable(t, db)
@@ -253,6 +255,7 @@ func TestRollingUpgradeNeverTwoHolders(t *testing.T) {
 // their release by polling, never takes their lock while they heartbeat, and
 // they never take ours while we heartbeat.
 func TestOriginalClientWithoutNotifications(t *testing.T) {
+	fullSuiteOnly(t)
 	t.Parallel()
 	const lease = time.Second
 	table, db := newTable(t)

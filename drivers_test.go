@@ -16,6 +16,7 @@ import (
 
 // TestScenariosUnderEachDriver runs the core scenarios under both drivers.
 func TestScenariosUnderEachDriver(t *testing.T) {
+	fullSuiteOnly(t)
 	t.Parallel()
 	scenarios := []struct {
 		name string

@@ -90,6 +90,7 @@ func TestElectionLeaderAndProclaim(t *testing.T) {
 }
 
 func TestElectionOneLeaderAtATime(t *testing.T) {
+	fullSuiteOnly(t)
 	t.Parallel()
 	const candidates = 5
 	cs := electionClients(t, candidates, pglock.WithLeaseDuration(10*time.Second), pglock.WithHeartbeatFrequency(time.Second))
@@ -145,6 +146,7 @@ func TestElectionOneLeaderAtATime(t *testing.T) {
 // at least a lease; the 1.25-lease upper bound leaves a quarter lease
 // (1s) for the follower's statements and scheduling on a loaded machine.
 func TestElectionKilledLeaderIsReplaced(t *testing.T) {
+	fullSuiteOnly(t)
 	t.Parallel()
 	const lease = 4 * time.Second
 	table := tableName(t)
@@ -252,6 +254,7 @@ func TestElectionForceReleaseEndsLeadership(t *testing.T) {
 // observer's 100ms poll (five times, for a loaded machine) and checks it
 // reports each of them, in order.
 func TestElectionObserveSeesEveryChange(t *testing.T) {
+	fullSuiteOnly(t)
 	t.Parallel()
 	cs := electionClients(t, 3, pglock.WithLeaseDuration(10*time.Second), pglock.WithHeartbeatFrequency(time.Second))
 	a, b := cs[0].NewElection("observed"), cs[1].NewElection("observed")
@@ -302,6 +305,7 @@ func TestElectionObserveSeesEveryChange(t *testing.T) {
 // statements of one, and a Proclaim reaches all five long before a poll
 // would have.
 func TestElectionObserversShareOneWatch(t *testing.T) {
+	fullSuiteOnly(t)
 	t.Parallel()
 	const lease = 20 * time.Second // a poll every 5 s
 	table, plain := newTable(t)

@@ -198,6 +198,7 @@ func TestDoReleasesWhenFPanics(t *testing.T) {
 // another transaction, instead of waiting for it with the lock's
 // heartbeat held off.
 func TestGuardAndProclaimBoundedByLease(t *testing.T) {
+	fullSuiteOnly(t)
 	t.Parallel()
 	const lease = 2 * time.Second
 	db := openDB(t)

@@ -61,11 +61,15 @@ import (
 // The faults are injected at the driver (internal/sqlcount) because their
 // timing relative to a commit cannot be chosen with a real network fault.
 //
-// PGLOCK_SCHEDULES sets how many schedules run; PGLOCK_SCHEDULE_SEED
-// replays from a seed a failure printed.
+// PGLOCK_SCHEDULES sets how many schedules run (2000; 200 under -short);
+// PGLOCK_SCHEDULE_SEED replays from a seed a failure printed.
 func TestExclusionUnderFaultSchedules(t *testing.T) {
 	t.Parallel()
-	n := envInt(t, "PGLOCK_SCHEDULES", 2000)
+	schedules := 2000
+	if testing.Short() {
+		schedules = 200
+	}
+	n := envInt(t, "PGLOCK_SCHEDULES", schedules)
 	base := uint64(envInt(t, "PGLOCK_SCHEDULE_SEED", int(time.Now().UnixNano()%1e9)))
 	const workers = 8
 	table, _ := newTable(t)

@@ -21,6 +21,7 @@ import (
 // what the replication lag left; "partition" detaches the standby a moment
 // before, so that the last 300ms of commits are lost for certain.
 func TestFailoverAsync(t *testing.T) {
+	fullSuiteOnly(t)
 	t.Run("kill", func(t *testing.T) { testFailoverAsync(t, 0) })
 	t.Run("partition", func(t *testing.T) { testFailoverAsync(t, 300*time.Millisecond) })
 }

@@ -18,6 +18,7 @@ import (
 // fresh names at once and the lost locks' names after a lease. The
 // package's TestMain fails the run if goroutines outlive the tests.
 func TestFailoverLongerThanLease(t *testing.T) {
+	fullSuiteOnly(t)
 	const lease = 3 * time.Second
 	pair := newFailoverPair(t, true)
 	db := openFailoverDB(t, "postgres", pair)

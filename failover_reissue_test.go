@@ -20,6 +20,7 @@ import (
 // certain, and the sequence had handed out nothing before it: the old
 // primary's first RVN is the new primary's first one too.
 func TestFailoverAsyncReissuedRVN(t *testing.T) {
+	fullSuiteOnly(t)
 	pair := newFailoverPair(t, false)
 	db := openFailoverDB(t, "postgres", pair)
 	manual := []pglock.ClientOption{pglock.WithLeaseDuration(5 * time.Second), pglock.WithHeartbeatFrequency(0)}

@@ -17,6 +17,7 @@ import (
 // nobody else takes a held name, every acquisition is kept, and release
 // notifications flow again from the new primary.
 func TestFailoverSync(t *testing.T) {
+	fullSuiteOnly(t)
 	for _, driver := range driverNames {
 		t.Run(driver, func(t *testing.T) { testFailoverSync(t, driver) })
 	}

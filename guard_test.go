@@ -17,6 +17,7 @@ import (
 // landing for more than a lease; the waiter gets the lock only once the
 // transaction has ended, and the transaction's writes commit.
 func TestGuardHoldsOffTakeover(t *testing.T) {
+	fullSuiteOnly(t)
 	t.Parallel()
 	const lease, freq = 2 * time.Second, 200 * time.Millisecond
 	db := openDB(t)
@@ -177,6 +178,7 @@ func TestGuardRefusesStaleSnapshot(t *testing.T) {
 // lock: the heartbeat, which skips a guarded row, waits for the row when
 // skipping would let the lease run out.
 func TestGuardBusyHolderKeepsLock(t *testing.T) {
+	fullSuiteOnly(t)
 	t.Parallel()
 	const lease, freq = 2 * time.Second, 200 * time.Millisecond
 	db := openDB(t)

@@ -77,6 +77,7 @@ func TestBackgroundHeartbeatBumpsRVNUntilLost(t *testing.T) {
 }
 
 func TestHeartbeatRunsUnderCustomContext(t *testing.T) {
+	fullSuiteOnly(t)
 	t.Parallel()
 	db := openDB(t)
 	const lease = 2 * time.Second
@@ -117,6 +118,7 @@ func TestHeartbeatRunsUnderCustomContext(t *testing.T) {
 }
 
 func TestHeartbeatKeepsWaitersOff(t *testing.T) {
+	fullSuiteOnly(t)
 	t.Parallel()
 	db := openDB(t)
 	const lease = 2 * time.Second

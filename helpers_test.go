@@ -366,3 +366,9 @@ func exampleClient(opts ...pglock.ClientOption) (c *pglock.Client, db *sql.DB, c
 		_ = db.Close()
 	}
 }
+
+// fullSuiteOnly skips t under -short (see testmain.FullSuiteOnly).
+func fullSuiteOnly(t *testing.T) {
+	t.Helper()
+	testmain.FullSuiteOnly(t)
+}

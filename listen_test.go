@@ -83,6 +83,7 @@ func releaseChannel(table string) string {
 // client does not conclude that notifications cannot reach it, and its
 // waiters do not poll for good.
 func TestListenerOutlivesMissedProbe(t *testing.T) {
+	fullSuiteOnly(t)
 	t.Parallel()
 	for _, driver := range driverNames {
 		t.Run(driver, func(t *testing.T) {

@@ -45,6 +45,7 @@ func TestDoneClosedSoonAfterTakeover(t *testing.T) {
 // TestDoneClosedALeaseAfterHeartbeatsStop: a lock whose heartbeats stop is
 // lost a lease after the last one began, not before.
 func TestDoneClosedALeaseAfterHeartbeatsStop(t *testing.T) {
+	fullSuiteOnly(t)
 	t.Parallel()
 	const lease, freq = 2 * time.Second, 200 * time.Millisecond
 	db := openDB(t)
@@ -67,6 +68,7 @@ func TestDoneClosedALeaseAfterHeartbeatsStop(t *testing.T) {
 // TestDoneNotClosedWhileHeld: a lock held through many heartbeats
 // and several leases stays held.
 func TestDoneNotClosedWhileHeld(t *testing.T) {
+	fullSuiteOnly(t)
 	t.Parallel()
 	const lease, freq = 2 * time.Second, 200 * time.Millisecond
 	db := openDB(t)

@@ -165,6 +165,7 @@ func (l *printfLogger) Error(format string, args ...any) {
 // attributes, at its level, printf-style loggers with their arguments
 // formatted, and never the lock's data in any encoding.
 func TestLoggers(t *testing.T) {
+	fullSuiteOnly(t)
 	t.Parallel()
 	for _, tc := range []struct {
 		name string

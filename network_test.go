@@ -126,6 +126,7 @@ func startRival(c *pglock.Client, names []string, interval time.Duration, stop <
 // The holder's heartbeats give up on the dead ones and go out on new ones:
 // every lock survives two leases, and a contender never takes one.
 func TestDeadConnectionsAreNotADeadDatabase(t *testing.T) {
+	fullSuiteOnly(t)
 	t.Parallel()
 	for _, drv := range append(netDrivers, pqConnector) {
 		t.Run(drv, func(t *testing.T) {
@@ -179,6 +180,7 @@ func heldCount(locks []*pglock.Lock) int {
 // its context, and once the network heals the client works again and
 // leaves no connection in use.
 func TestFullPartition(t *testing.T) {
+	fullSuiteOnly(t)
 	t.Parallel()
 	for _, drv := range append(netDrivers, pqConnector) {
 		t.Run(drv, func(t *testing.T) {
@@ -264,6 +266,7 @@ func netRecovers(t *testing.T, c *pglock.Client, db *sql.DB) {
 }
 
 func TestStalledConnectionsNeverBlockACaller(t *testing.T) {
+	fullSuiteOnly(t)
 	t.Parallel()
 	for _, drv := range netDrivers {
 		t.Run(drv+"/waiter whose listener cannot connect", func(t *testing.T) {
@@ -322,6 +325,7 @@ func TestStalledConnectionsNeverBlockACaller(t *testing.T) {
 // the pool was opened with, or, for a pool made from a connector, the one
 // given with WithSessionDSN. No lock is lost and no contender takes one.
 func TestBusyPoolKeepsLocks(t *testing.T) {
+	fullSuiteOnly(t)
 	t.Parallel()
 	session := []pglock.ClientOption{pglock.WithSessionDSN(srv.DSN())}
 	opens := map[string]struct {
@@ -410,6 +414,7 @@ func openConnector(t *testing.T) *sql.DB {
 // database cannot be reached it still returns within its context, with the
 // locks ended.
 func TestCloseStopsEverything(t *testing.T) {
+	fullSuiteOnly(t)
 	t.Parallel()
 	t.Run("reachable", func(t *testing.T) {
 		t.Parallel()
@@ -485,6 +490,7 @@ func acquireAsyncErr(c *pglock.Client, name string) <-chan error {
 // a 5 s lease and a 1 s heartbeat survive, a release still hands the lock
 // over to a waiter, and nothing is lost.
 func TestLatency(t *testing.T) {
+	fullSuiteOnly(t)
 	t.Parallel()
 	const lease, beat, delay = 5 * time.Second, time.Second, 200 * time.Millisecond
 	for _, drv := range netDrivers {

@@ -180,6 +180,7 @@ func TestUnknownHeartbeatOutcomeKeepsLock(t *testing.T) {
 // U1's start, not U2's: the holder gives the lock up before the waiter
 // takes it.
 func TestReadBackDatesLeaseFromEarliestHeartbeat(t *testing.T) {
+	fullSuiteOnly(t)
 	t.Parallel()
 	const lease = 2 * time.Second
 	table, plain := newTable(t)

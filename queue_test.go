@@ -287,6 +287,7 @@ func TestFairQueueRejoinsAfterExpiry(t *testing.T) {
 // client deletes the entry once the database is back (retry), or when it
 // closes first (close).
 func TestFairQueueLeavesOnceTheDatabaseIsBack(t *testing.T) {
+	fullSuiteOnly(t)
 	t.Parallel()
 	for _, how := range []string{"retry", "close"} {
 		t.Run(how, func(t *testing.T) {

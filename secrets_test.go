@@ -116,6 +116,7 @@ func assertNoSecret(t *testing.T, text, pw string, d secretDSN) {
 // under both drivers, makes every call, and searches every error, every
 // log record (debug level) and Stats for the password.
 func TestNoPasswordInErrorsOrLogs(t *testing.T) {
+	fullSuiteOnly(t)
 	t.Parallel()
 	for _, pw := range secretPasswords {
 		for _, d := range secretDSNs(t, pw) {

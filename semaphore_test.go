@@ -163,6 +163,7 @@ func TestSemaphoreHandoff(t *testing.T) {
 // taken over after a lease, by a waiter and by a FailIfLocked that watched
 // it.
 func TestSemaphoreStaleTakeover(t *testing.T) {
+	fullSuiteOnly(t)
 	t.Parallel()
 	db := openDB(t)
 	const lease = 2 * time.Second
@@ -234,6 +235,7 @@ func TestSemaphoreOneStatement(t *testing.T) {
 // TestSemaphoreConcurrency: 30 goroutines over 3 clients take and release
 // permits of a semaphore of 3; never more than 3 believe they hold one.
 func TestSemaphoreConcurrency(t *testing.T) {
+	fullSuiteOnly(t)
 	t.Parallel()
 	db := openDB(t)
 	c, table := newClientTable(t, db)
@@ -294,6 +296,7 @@ func TestSemaphoreConcurrency(t *testing.T) {
 // however many of them wait, and a waiter with data polls with plain reads
 // that do not carry it.
 func TestSemaphoreIdlePolling(t *testing.T) {
+	fullSuiteOnly(t)
 	t.Parallel()
 	db := openDB(t)
 	const lease = 2 * time.Second

@@ -17,6 +17,7 @@ import (
 // confirmed within a lease is forgotten: FailIfLocked must not take the
 // live lock over.
 func TestRememberedRVNForgottenAfterLease(t *testing.T) {
+	fullSuiteOnly(t)
 	t.Parallel()
 	// Long enough that h2's acquire never waits half a lease, which would
 	// renew the lock (and draw another RVN) before returning it.
@@ -85,6 +86,7 @@ func TestWatchedNamesBeyondCapacity(t *testing.T) { //nolint:paralleltest // shr
 // RVN this client has already seen unchanged for a whole lease, and only
 // then.
 func TestFailIfLockedTakesWatchedStaleLock(t *testing.T) {
+	fullSuiteOnly(t)
 	t.Parallel()
 	const lease = 3 * time.Second
 	table, db := newTable(t)

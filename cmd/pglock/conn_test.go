@@ -15,6 +15,7 @@ import (
 // attempt it leaves behind, as docs/cli.md says. It changes connectTimeout,
 // so it does not run in parallel (the other tests run the binary).
 func TestCLIConnectTimeoutThenExitTimeout(t *testing.T) {
+	fullSuiteOnly(t)
 	p, dsn := proxied(t)
 	_, err := p.Partition()
 	require.NoError(t, err)

@@ -28,6 +28,7 @@ func checkDemo(t *testing.T, r cliResult) {
 }
 
 func TestCLIDemoOnGivenServer(t *testing.T) {
+	fullSuiteOnly(t)
 	t.Parallel()
 	checkDemo(t, cli(t, "demo", "--lease", "1s"))
 }
@@ -35,6 +36,7 @@ func TestCLIDemoOnGivenServer(t *testing.T) {
 // TestCLIDemoStartsItsOwnServer runs the demo with no DSN anywhere: it must
 // start PostgreSQL, and leave neither the process nor its directory behind.
 func TestCLIDemoStartsItsOwnServer(t *testing.T) {
+	fullSuiteOnly(t)
 	t.Parallel()
 	if srv.External() {
 		t.Skip("the tests run on an external server: no PostgreSQL binaries to start one with")
@@ -56,6 +58,7 @@ func TestCLIDemoStartsItsOwnServer(t *testing.T) {
 // TestCLIDemoInterrupted interrupts the demo while its workers run: it
 // must stop everything, remove its server, and exit 130.
 func TestCLIDemoInterrupted(t *testing.T) {
+	fullSuiteOnly(t)
 	t.Parallel()
 	if srv.External() {
 		t.Skip("the tests run on an external server: no PostgreSQL binaries to start one with")

@@ -134,6 +134,7 @@ func TestCLIRunExitBoundedOnSignal(t *testing.T) {
 // after a lease, the command gets SIGTERM, and pglock exits 123 within
 // --exit-timeout of that.
 func TestCLIRunExitBoundedWhenTheLockIsLost(t *testing.T) {
+	fullSuiteOnly(t)
 	t.Parallel()
 	table := cliTable(t)
 	cliInit(t, table)
@@ -160,6 +161,7 @@ func TestCLIRunExitBoundedWhenTheLockIsLost(t *testing.T) {
 // passes and exits 124 within --exit-timeout of that, leaving the holder's
 // lock alone.
 func TestCLIRunExitBoundedOnTimeout(t *testing.T) {
+	fullSuiteOnly(t)
 	t.Parallel()
 	table := cliTable(t)
 	cliInit(t, table)

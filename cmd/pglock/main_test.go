@@ -175,3 +175,9 @@ func TestCLIUsageListsEveryCommand(t *testing.T) {
 		assert.Contains(t, r.stdout, flag)
 	}
 }
+
+// fullSuiteOnly skips t under -short (see testmain.FullSuiteOnly).
+func fullSuiteOnly(t *testing.T) {
+	t.Helper()
+	testmain.FullSuiteOnly(t)
+}

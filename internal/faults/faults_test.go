@@ -115,6 +115,7 @@ func waitRefresh(t *testing.T, l *pglock.Lock, rvn int64, limit time.Duration) t
 // a 3 s stop of the server, and a contender retrying all along never gets
 // it until the holder releases it.
 func TestOutageSurvival(t *testing.T) {
+	fullSuiteOnly(t)
 	if srv.External() {
 		t.Skip("needs a throwaway server to stop")
 	}
@@ -163,6 +164,7 @@ func TestOutageSurvival(t *testing.T) {
 // connection must live long enough to be used, which on a loaded machine
 // running -race takes a few hundred milliseconds.
 func TestTerminatedBackends(t *testing.T) {
+	fullSuiteOnly(t)
 	const lease, freq = 3 * time.Second, 300 * time.Millisecond
 	a, b := newClients(t, pglock.WithLeaseDuration(lease), pglock.WithHeartbeatFrequency(freq))
 	killer := openDB(t)

@@ -16,3 +16,9 @@ var srv *pgserver.Server
 func TestMain(m *testing.M) {
 	os.Exit(testmain.Run(m, &srv))
 }
+
+// fullSuiteOnly skips t under -short (see testmain.FullSuiteOnly).
+func fullSuiteOnly(t *testing.T) {
+	t.Helper()
+	testmain.FullSuiteOnly(t)
+}

@@ -390,6 +390,9 @@ func replication(t *testing.T, dsn string) map[string]string {
 }
 
 func TestStandbyFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("in the full suite only: run without -short")
+	}
 	primary := ownServer(t, Options{})
 	require.Equal(t, "off", show(t, primary.DSN(), "synchronous_commit"))
 	require.NoError(t, primary.Exec("CREATE TABLE replicated (id int PRIMARY KEY)"))
