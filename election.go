@@ -113,9 +113,12 @@ func (e *Election) leader(ctx context.Context, lane func(context.Context, func(c
 // wait for it.
 func (e *Election) Observe(ctx context.Context) <-chan Leader {
 	ch := make(chan Leader)
+	w, ok := e.c.waits.watchFor(e)
+	if !ok {
+		close(ch) // the client is closed
+		return ch
+	}
 	ctx, stop := e.c.untilClosed(ctx)
-	w := e.c.waits.watchFor(e)
-	e.c.observers.Add(1)
 	go func() {
 		defer e.c.observers.Done()
 		defer stop()

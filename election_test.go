@@ -356,3 +356,39 @@ func TestElectionObserversShareOneWatch(t *testing.T) {
 	cancel()
 	wg.Wait()
 }
+
+// TestObserveRacingCloseEnds calls Observe while Close runs and after it
+// returned: every channel closes, and Close joins whatever Observe started
+// before it (the race detector checks the join).
+func TestObserveRacingCloseEnds(t *testing.T) {
+	t.Parallel()
+	db := openDB(t)
+	_, table := newClientTable(t, db)
+	for range 20 {
+		c := sameTable(t, db, table)
+		racing := make(chan []<-chan pglock.Leader)
+		go func() {
+			var chans []<-chan pglock.Leader
+			for range 5 {
+				chans = append(chans, c.NewElection("racing-close").Observe(context.Background()))
+			}
+			racing <- chans
+		}()
+		require.NoError(t, c.Close(testCtx(t)))
+		chans := append(<-racing, c.NewElection("racing-close").Observe(context.Background()))
+		for i, ch := range chans {
+			timeout := time.After(waitBound)
+		drain:
+			for {
+				select {
+				case _, ok := <-ch:
+					if !ok {
+						break drain
+					}
+				case <-timeout:
+					t.Fatalf("Observe channel %d did not close after Close", i)
+				}
+			}
+		}
+	}
+}

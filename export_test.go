@@ -64,7 +64,8 @@ func (m *ManualClock) afterFunc(d time.Duration, f func()) stopper {
 func (m *ManualClock) Now() time.Time { return m.now() }
 
 // Advance moves the clock d forward, firing the timers due on the way, in
-// order of their due times.
+// order of their due times. Advances from several goroutines at once (the
+// fault schedules' statements move the clock too) never move it back.
 func (m *ManualClock) Advance(d time.Duration) {
 	m.mu.Lock()
 	end := m.t.Add(d)
@@ -78,7 +79,9 @@ func (m *ManualClock) Advance(d time.Duration) {
 			}
 		}
 		if next < 0 {
-			m.t = end
+			if end.After(m.t) { // an Advance running at the same time may have gone further
+				m.t = end
+			}
 			m.timers = slices.DeleteFunc(m.timers, func(t *manualTimer) bool { return t.stopped })
 			m.mu.Unlock()
 			return

@@ -38,10 +38,16 @@ type leaderState struct {
 }
 
 // watchFor returns the watch of e, started if none runs, with one more
-// subscriber; unwatch takes it back.
-func (r *waitRoom) watchFor(e *Election) *watch {
+// subscriber; unwatch takes it back. It also counts the subscriber's own
+// goroutine in Client.observers. Once the client is closed it returns
+// false and starts nothing: Close may be waiting on observers.
+func (r *waitRoom) watchFor(e *Election) (*watch, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.closed {
+		return nil, false
+	}
+	r.c.observers.Add(1) // the subscriber's goroutine
 	w := r.watches[e.name]
 	if w == nil {
 		ctx, cancel := context.WithCancel(r.c.closing)
@@ -53,14 +59,14 @@ func (r *waitRoom) watchFor(e *Election) *watch {
 			w.run(ctx)
 		}()
 		r.keepListenerLocked()
-		if r.listener == nil && !r.closed {
+		if r.listener == nil {
 			r.listener = r.startListener()
 		}
 	}
 	w.mu.Lock()
 	w.subs++
 	w.mu.Unlock()
-	return w
+	return w, true
 }
 
 // unwatch drops a subscriber of w, and stops w after its last.
